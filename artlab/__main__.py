@@ -1,0 +1,5 @@
+"""`python -m artlab` runs the command-line interface."""
+
+from artlab.cli import main
+
+raise SystemExit(main())

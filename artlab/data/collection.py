@@ -1,0 +1,384 @@
+"""ArtCollection: image paths, any number of label tasks (single- or multi-label) and a split."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from artlab.data.images import scan
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ArtCollection:
+    """A labelled set of artworks.
+
+    `table` has one row per usable image: `path` (absolute), `split` ("train"/"val"/"test" or
+    None) and one column per task. A multi-label task holds a tuple of class names per row.
+    `skipped` lists the files that could not be used, with the reason.
+    """
+
+    table: pd.DataFrame
+    multi_label: dict[str, bool]
+    name: str = "collection"
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
+    image_info: pd.DataFrame | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        """Names of the label tasks, in column order."""
+        return list(self.multi_label)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        tasks = ", ".join(f"{t} ({len(self.classes(t))} classes{', multi-label' if m else ''})"
+                          for t, m in self.multi_label.items())
+        return f"ArtCollection({self.name!r}, {len(self)} images, tasks: {tasks}, {len(self.skipped)} skipped)"
+
+    # ---- labels -------------------------------------------------------------------------------
+    def _check_task(self, task: str) -> None:
+        if task not in self.multi_label:
+            raise KeyError(f"unknown task {task!r}; this collection has {self.tasks}")
+
+    def classes(self, task: str) -> list[str]:
+        """Sorted class names of a task."""
+        self._check_task(task)
+        col = self.table[task]
+        if self.multi_label[task]:
+            return sorted({c for labels in col for c in labels})
+        return sorted(col.dropna().unique().tolist())
+
+    def counts(self, task: str) -> pd.Series:
+        """Number of images per class, largest first."""
+        self._check_task(task)
+        col = self.table[task]
+        values = col.explode() if self.multi_label[task] else col
+        return values.dropna().value_counts().rename("images")
+
+    def targets(self, task: str, classes: list[str] | None = None) -> np.ndarray:
+        """Integer class indices (single-label) or a 0/1 indicator matrix (multi-label).
+
+        `classes` fixes the class order (e.g. a trained model's), else the sorted classes are used.
+        """
+        classes = self.classes(task) if classes is None else classes
+        index = {c: i for i, c in enumerate(classes)}
+        col = self.table[task]
+        if self.multi_label[task]:
+            out = np.zeros((len(col), len(classes)), dtype=np.float32)
+            for row, labels in enumerate(col):
+                out[row, [index[c] for c in labels]] = 1.0
+            return out
+        return col.map(index).to_numpy(dtype=np.int64)
+
+    # ---- selection ----------------------------------------------------------------------------
+    def subset(self, mask: np.ndarray | pd.Series) -> ArtCollection:
+        """The rows where `mask` is true, as a new collection."""
+        return replace(self, table=self.table[np.asarray(mask, dtype=bool)].reset_index(drop=True))
+
+    def labelled(self, task: str) -> ArtCollection:
+        """Only the images that carry a label for `task`."""
+        col = self.table[task]
+        mask = col.map(len) > 0 if self.multi_label[task] else col.notna()
+        return self.subset(mask)
+
+    def filter(self, task: str, min_images: int = 0, top_n: int | None = None) -> ArtCollection:
+        """Keep classes with at least `min_images` images, then the `top_n` largest of those.
+
+        Single-label rows of dropped classes are removed; multi-label rows lose the dropped
+        classes and are removed only when none is left.
+        """
+        counts = self.counts(task)
+        keep = counts[counts >= min_images]
+        if top_n is not None:
+            keep = keep.sort_values(ascending=False, kind="stable").iloc[:top_n]
+        kept = set(keep.index)
+        out = self.labelled(task)
+        if self.multi_label[task]:
+            table = out.table.copy()
+            table[task] = table[task].map(lambda labels: tuple(c for c in labels if c in kept))
+            out = replace(out, table=table)
+            return out.labelled(task)
+        return out.subset(out.table[task].isin(kept))
+
+    def split(self, val: float = 0.15, test: float = 0.15, task: str | None = None, seed: int = 0,
+              keep_existing: bool = True) -> ArtCollection:
+        """Assign a deterministic train/val/test split, stratified on `task` (single-label).
+
+        With `keep_existing`, a collection whose every row already has a split (an official
+        one) is returned unchanged; missing val is carved out of train.
+        """
+        splits = self.table["split"]
+        if keep_existing and splits.notna().all():
+            if (splits == "val").any() or val == 0:
+                return self
+            return self._carve_val(val, task, seed)
+        index = np.arange(len(self))
+        strata = self._strata(task)
+        rest, test_idx = _split(index, test, strata, seed)
+        rest_strata = strata[rest] if strata is not None else None
+        train_idx, val_idx = _split(rest, val / (1 - test) if test < 1 else 0.0, rest_strata, seed)
+        labels = np.empty(len(self), dtype=object)
+        labels[train_idx], labels[val_idx], labels[test_idx] = "train", "val", "test"
+        table = self.table.copy()
+        table["split"] = labels
+        return replace(self, table=table)
+
+    def _carve_val(self, val: float, task: str | None, seed: int) -> ArtCollection:
+        train = np.flatnonzero(self.table["split"].to_numpy() == "train")
+        strata = self._strata(task)
+        _, val_idx = _split(train, val, strata[train] if strata is not None else None, seed)
+        table = self.table.copy()
+        table.loc[val_idx, "split"] = "val"
+        return replace(self, table=table)
+
+    def _strata(self, task: str | None) -> np.ndarray | None:
+        """Class labels to stratify on, or None when stratifying is impossible (multi-label, tiny classes)."""
+        if task is None or self.multi_label.get(task, True):
+            return None
+        labels = self.table[task].fillna("").to_numpy()
+        _, counts = np.unique(labels, return_counts=True)
+        return labels if counts.min() >= 3 else None
+
+    def part(self, split: str) -> ArtCollection:
+        """The rows of one split ("train", "val" or "test")."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        return self.subset(self.table["split"] == split)
+
+    # ---- description --------------------------------------------------------------------------
+    def check_images(self, progress: bool = True) -> ArtCollection:
+        """Decode every image once; unusable files move to `skipped` with their reason."""
+        info = scan(self.table["path"].tolist(), progress=progress)
+        bad = info["error"].notna().to_numpy()
+        skipped = pd.concat([self.skipped, info.loc[bad, ["path", "error"]].rename(columns={"error": "reason"})],
+                            ignore_index=True)
+        good = self.subset(~bad)
+        return replace(good, skipped=skipped, image_info=info[~bad].reset_index(drop=True))
+
+    def summary(self, task: str | None = None) -> pd.DataFrame:
+        """Images per class and split for a task (the first by default), with a total column."""
+        task = task or self.tasks[0]
+        self._check_task(task)
+        table = self.table.assign(split=self.table["split"].fillna("unsplit"))
+        if self.multi_label[task]:
+            table = table.explode(task)
+        out = pd.crosstab(table[task], table["split"])
+        out = out[[s for s in (*SPLITS, "unsplit") if s in out.columns]]
+        out["total"] = out.sum(axis=1)
+        return out.sort_values("total", ascending=False, kind="stable").rename_axis(index=task, columns=None)
+
+    def image_summary(self) -> pd.DataFrame:
+        """Counts of real file formats plus the spread of image sizes (needs `check_images`)."""
+        if self.image_info is None:
+            raise RuntimeError("call check_images() first: image sizes and formats come from decoding the files")
+        info = self.image_info
+        rows = [{"statistic": f"format {fmt}", "value": int(n)} for fmt, n in info["format"].value_counts().items()]
+        for side in ("width", "height"):
+            rows += [{"statistic": f"{side} {stat}", "value": int(getattr(info[side], stat)())}
+                     for stat in ("min", "median", "max")]
+        rows.append({"statistic": "skipped files", "value": len(self.skipped)})
+        return pd.DataFrame(rows)
+
+    def class_chart(self, task: str | None = None):
+        """A plotly bar chart of images per class, stacked by split."""
+        import plotly.express as px
+
+        task = task or self.tasks[0]
+        counts = self.summary(task).drop(columns="total").reset_index()
+        long = counts.melt(id_vars=task, var_name="split", value_name="images")
+        fig = px.bar(long, x=task, y="images", color="split", title=f"{self.name}: images per {task}")
+        fig.update_layout(xaxis_tickangle=-45, barmode="stack")
+        return fig
+
+    # ---- persistence --------------------------------------------------------------------------
+    def to_csv(self, path: str | Path) -> None:
+        """Write the table (multi-label cells joined with '|'), e.g. to record the split a run used."""
+        table = self.table.copy()
+        for task, multi in self.multi_label.items():
+            if multi:
+                table[task] = table[task].map("|".join)
+        table.to_csv(path, index=False)
+
+
+def _split(index: np.ndarray, fraction: float, strata: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministically split `index` into (rest, fraction), stratified where possible."""
+    if fraction <= 0 or len(index) < 2:
+        return index, index[:0]
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return tuple(train_test_split(index, test_size=fraction, random_state=seed, stratify=strata))
+    except ValueError:  # a class too small to appear on both sides
+        return tuple(train_test_split(index, test_size=fraction, random_state=seed))
+
+
+# ---- builders ---------------------------------------------------------------------------------
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _split_of(first_part: str) -> str | None:
+    aliases = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+    return aliases.get(first_part.lower())
+
+
+def from_folders(root: str | Path, task: str = "label", name: str | None = None) -> ArtCollection:
+    """One folder per class, optionally under train/val/test folders: `[split/]<class>/<image>`."""
+    root = _existing_dir(root)
+    rows = []
+    for path in _image_files(root):
+        parts = path.relative_to(root).parts
+        if len(parts) < 2:
+            continue
+        split = _split_of(parts[0]) if len(parts) >= 3 else None
+        rows.append({"path": str(path), "split": split, task: parts[-2]})
+    return _build(rows, {task: False}, name or root.name, root)
+
+
+def from_wikiart(root: str | Path, name: str | None = None) -> ArtCollection:
+    """The WikiArt/RASTA layout `[split/]<style>/<artist-slug>_<title>.jpg`: style, artist, split."""
+    collection = from_folders(root, task="style", name=name)
+    table = collection.table
+    table["artist"] = table["path"].map(lambda p: Path(p).name.split("_", 1)[0])
+    return replace(collection, multi_label={"style": False, "artist": False})
+
+
+def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_column: str | None = None,
+                  image_root: str | Path | None = None, separator: str | None = None,
+                  one_hot: dict[str, list[str]] | None = None, split_column: str | None = "split",
+                  name: str | None = None) -> ArtCollection:
+    """A CSV or TSV manifest: one row per image, chosen label columns.
+
+    `labels`: columns used as tasks (single-label, or multi-label when `separator` splits cells,
+    e.g. "Rembrandt;Bol"). `one_hot`: task name -> list of 0/1 columns forming one multi-label
+    task (the Paintings / IconArt format). Image paths are relative to `image_root` (default: the
+    manifest's folder). Rows naming a missing file are skipped and reported.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        sample = handle.read(4096)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or sample.count("\t") > sample.count(",") else ","
+    frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL)
+    path_column = path_column or _guess_path_column(frame, path)
+    labels = list(labels or [])
+    one_hot = dict(one_hot or {})
+    missing = [c for c in [path_column, *labels, *(c for cols in one_hot.values() for c in cols)] if c not in frame]
+    if missing:
+        raise KeyError(f"{path}: no column(s) {missing}; the manifest has {list(frame.columns)}")
+    root = Path(image_root) if image_root is not None else path.parent
+    rows, skipped = [], []
+    for line, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
+        image = (root / record[path_column]).resolve()
+        if not image.is_file():
+            skipped.append({"path": str(image), "reason": f"{path.name} row {line}: file not found"})
+            continue
+        row = {"path": str(image), "split": _split_of(record.get(split_column, "") or "") if split_column else None}
+        for task in labels:
+            cell = record[task].strip()
+            if separator:
+                row[task] = tuple(s.strip() for s in cell.split(separator) if s.strip())
+            else:
+                row[task] = cell or None
+        for task, columns in one_hot.items():
+            row[task] = tuple(c for c in columns if _truthy(record[c], path, line, c))
+        rows.append(row)
+    multi = {t: bool(separator) for t in labels} | {t: True for t in one_hot}
+    collection = _build(rows, multi, name or path.stem, root)
+    collection.skipped = pd.concat([collection.skipped, pd.DataFrame(skipped, columns=["path", "reason"])],
+                                   ignore_index=True)
+    return collection
+
+
+def _truthy(cell: str, path: Path, line: int, column: str) -> bool:
+    value = cell.strip().lower()
+    if value in ("1", "1.0", "true", "yes", "y"):
+        return True
+    if value in ("0", "0.0", "false", "no", "n", "", "-1"):
+        return False
+    raise ValueError(f"{path} row {line}, column {column!r}: expected 0/1, got {cell!r}")
+
+
+def _guess_path_column(frame: pd.DataFrame, path: Path) -> str:
+    for candidate in ("path", "image", "filename", "file", "item", "image_path"):
+        if candidate in frame.columns:
+            return candidate
+    raise KeyError(f"{path}: cannot tell which column holds image paths; pass path_column "
+                   f"(columns: {list(frame.columns)})")
+
+
+def from_peopleart(root: str | Path) -> ArtCollection:
+    """The People-Art collection: style, artist, person (present/absent) and the official split."""
+    root = _existing_dir(root)
+    images = root / "images"
+    collection = from_wikiart(images, name="peopleart")
+    table = collection.table
+    person: dict[str, str] = {}
+    split: dict[str, str] = {}
+    for part in SPLITS:
+        listing = root / "annotations" / f"person_{part}.txt"
+        if not listing.is_file():
+            raise FileNotFoundError(f"People-Art annotation list missing: {listing}")
+        for number, line in enumerate(listing.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rel, flag = line.rsplit(maxsplit=1)
+                present = {"1": "present", "-1": "absent"}[flag]
+            except (ValueError, KeyError):
+                raise ValueError(f"{listing} line {number}: expected '<Style>/<file> 1|-1', got {line!r}") from None
+            key = str((images / rel).resolve())
+            person[key], split[key] = present, part
+    keys = table["path"].map(lambda p: str(Path(p).resolve()))
+    table["person"] = keys.map(person)
+    table["split"] = keys.map(split)
+    return replace(collection, multi_label={"style": False, "artist": False, "person": False})
+
+
+def _existing_dir(root: str | Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"collection folder not found: {root}")
+    return root.resolve()
+
+
+def _build(rows: list[dict], multi_label: dict[str, bool], name: str, root: Path) -> ArtCollection:
+    if not rows:
+        raise ValueError(f"no images found under {root} (looked for {sorted(IMAGE_SUFFIXES)})")
+    table = pd.DataFrame(rows, columns=["path", "split", *multi_label])
+    return ArtCollection(table=table, multi_label=multi_label, name=name)
+
+
+def load(source: str | Path, layout: str = "auto", **kwargs) -> ArtCollection:
+    """Load a collection from a folder or manifest, or `"synthetic"` for the embedded default.
+
+    layout: "auto" (peopleart if its annotation lists exist, a manifest for a .csv/.tsv file,
+    otherwise folders), "folders", "wikiart", "manifest", "peopleart" or "synthetic".
+    """
+    if str(source) == "synthetic" or layout == "synthetic":
+        from artlab.data.synthetic import load_synthetic
+
+        return load_synthetic(**kwargs)
+    path = Path(source).expanduser()
+    if layout == "auto":
+        if path.is_file():
+            layout = "manifest"
+        elif (path / "annotations").is_dir() and (path / "images").is_dir():
+            layout = "peopleart"
+        else:
+            layout = "folders"
+    builders = {"folders": from_folders, "wikiart": from_wikiart, "manifest": from_manifest,
+                "peopleart": from_peopleart}
+    if layout not in builders:
+        raise ValueError(f"unknown layout {layout!r}; choose from {['auto', 'synthetic', *builders]}")
+    return builders[layout](path, **kwargs)

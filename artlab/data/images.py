@@ -1,0 +1,124 @@
+"""Reading artwork images safely: by content, EXIF-rotated, any mode to RGB, never crashing a run."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Images above this many pixels are refused as decompression bombs (PIL's own default is 89 M).
+MAX_PIXELS = 178_956_970
+
+
+class ImageError(Exception):
+    """An image that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a scan learns about one file: its real format, size and mode."""
+
+    format: str
+    width: int
+    height: int
+    mode: str
+
+
+def _open_checked(path: str | Path, max_pixels: int) -> Image.Image:
+    """Open by content (whatever the extension says) and refuse empty files and bombs."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image (unknown format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(path, f"decompression bomb: {exc}") from None
+    except OSError as exc:
+        raise ImageError(path, f"unreadable: {exc}") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise ImageError(path, f"decompression bomb: {width}x{height} pixels exceeds {max_pixels}")
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB: transparency is laid onto white, 16-bit and float are rescaled."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")  # P, L, CMYK (PIL undoes Adobe's inverted JPEG CMYK), YCbCr, ...
+
+
+def load_rgb(path: str | Path, max_side: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image fully as upright RGB, or raise ImageError naming the file and why.
+
+    With `max_side`, large JPEGs are decoded at a reduced scale (draft mode), which is much
+    faster than decoding at full size and then shrinking.
+    """
+    img = _open_checked(path, max_pixels)
+    try:
+        with img:
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            if max_side is not None and img.format == "JPEG":
+                img.draft("RGB", (max_side, max_side))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(path, f"corrupt or truncated: {exc}") from None
+
+
+def inspect(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Fully decode an image (to catch truncation) and report its real format, size and mode."""
+    img = _open_checked(path, max_pixels)
+    fmt, mode = img.format or "unknown", img.mode
+    try:
+        with img:
+            img.load()
+            width, height = ImageOps.exif_transpose(img).size
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(path, f"corrupt or truncated: {exc}") from None
+    return ImageInfo(fmt, width, height, mode)
+
+
+def scan(paths: list[str], progress: bool = True) -> pd.DataFrame:
+    """Inspect every file; one row per path with format, width, height, mode and `error` (None if usable)."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for path in tqdm(paths, desc="checking images", unit="img", disable=not progress, leave=False):
+        try:
+            info = inspect(path)
+            rows.append({"path": path, **info.__dict__, "error": None})
+        except ImageError as exc:
+            rows.append({"path": path, "format": None, "width": None, "height": None, "mode": None,
+                         "error": exc.reason})
+    return pd.DataFrame(rows, columns=["path", "format", "width", "height", "mode", "error"])

@@ -1,0 +1,124 @@
+"""Off-the-shelf transfer: frozen pretrained features from a named layer plus a linear classifier."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.preprocessing import StandardScaler
+
+from artlab import models
+from artlab.data.collection import ArtCollection
+from artlab.runs import Run, load_tensors, save_tensors
+from artlab.train.config import TrainConfig
+from artlab.train.features import cached_features
+from artlab.train.metrics import evaluate, headline
+
+C_GRID = (0.01, 0.1, 1.0)
+
+
+def weights_id(config: TrainConfig) -> str:
+    """Identifies the frozen network's weights for the feature cache."""
+    if config.init_from:
+        import hashlib
+
+        digest = hashlib.sha256(Run(config.init_from).file("model.safetensors").read_bytes()).hexdigest()[:16]
+        return f"run:{digest}"
+    return f"imagenet:{models.weights_file(config.arch).name}"
+
+
+def frozen_network(config: TrainConfig) -> torch.nn.Module:
+    """The pretrained network (or a previous run's) whose features the probe reads."""
+    from artlab.train.loops import load_backbone
+
+    model = models.build(config.arch, pretrained=True)
+    if config.init_from:
+        load_backbone(model, Run(config.init_from), config.arch)
+    return model
+
+
+def features_for(config: TrainConfig, collection: ArtCollection, device: torch.device) -> np.ndarray:
+    """Pooled features of the configured layer for every image of `collection` (cached on disk)."""
+    layer = config.layer or models.arch(config.arch).feature_layer
+    return cached_features(lambda: frozen_network(config), weights_id(config), layer,
+                           collection.table["path"].tolist(), config.image_size, device, config.batch_size * 2)
+
+
+def _logreg(c: float, multi: bool, seed: int):
+    base = LogisticRegression(C=c, max_iter=3000, random_state=seed)
+    return OneVsRestClassifier(base) if multi else base
+
+
+def _scores(clf, x: np.ndarray, multi: bool) -> np.ndarray:
+    return clf.predict_proba(x) if not multi else np.stack([e.predict_proba(x)[:, 1] for e in clf.estimators_], 1)
+
+
+def fit_probe(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device) -> list[dict]:
+    """Choose the regularisation on validation, fit on train, save the linear layer as safetensors."""
+    task, multi = config.task, collection.multi_label[config.task]
+    classes = collection.classes(task)
+    feats = features_for(config, collection, device)
+    split = collection.table["split"].to_numpy()
+    targets = collection.targets(task)
+    scaler = StandardScaler().fit(feats[split == "train"])
+    x = scaler.transform(feats).astype(np.float64)
+    history, best = [], None
+    if config.classifier == "linear":
+        weight, bias, history = _torch_head(config, x, targets, split, multi, len(classes))
+    else:
+        for c in C_GRID:
+            clf = _logreg(c, multi, config.seed).fit(x[split == "train"], targets[split == "train"])
+            score = headline(evaluate(_scores(clf, x[split == "val"], multi), targets[split == "val"], classes, multi))
+            history.append({"C": c, "val_score": score})
+            if best is None or score > best[0]:
+                best = (score, clf)
+        clf = best[1]
+        estimators = clf.estimators_ if multi else [clf]
+        weight = np.concatenate([e.coef_ for e in estimators])
+        bias = np.concatenate([e.intercept_ for e in estimators])
+        if not multi and len(classes) == 2:  # scikit-learn keeps one row for two classes
+            weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
+    meta = {"kind": "linear_probe", "arch": config.arch, "layer": config.layer or models.arch(config.arch).feature_layer,
+            "task": task, "multi_label": str(multi), "classes": json.dumps(classes),
+            "image_size": str(config.image_size)}
+    save_tensors(run.file("model.safetensors"),
+                 {"weight": torch.as_tensor(weight, dtype=torch.float32), "bias": torch.as_tensor(bias, dtype=torch.float32),
+                  "scaler_mean": torch.as_tensor(scaler.mean_, dtype=torch.float32),
+                  "scaler_scale": torch.as_tensor(scaler.scale_, dtype=torch.float32)}, meta)
+    run.write_history(history)
+    return history
+
+
+def _torch_head(config, x, targets, split, multi, n_classes):
+    """A linear layer trained with Adam on the cached features; keeps the best epoch on validation."""
+    torch.manual_seed(config.seed)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(targets)
+    train, val = torch.as_tensor(split == "train"), split == "val"
+    head = torch.nn.Linear(xt.shape[1], n_classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=config.weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss() if multi else torch.nn.CrossEntropyLoss()
+    history, best = [], (-np.inf, None, None)
+    for epoch in range(1, max(config.epochs, 1) * 20 + 1):
+        optimizer.zero_grad()
+        loss = loss_fn(head(xt[train]), yt[train])
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            scores = head(xt[val]).numpy()
+        score = headline(evaluate(scores, targets[val], list(map(str, range(n_classes))), multi))
+        history.append({"epoch": epoch, "train_loss": loss.item(), "val_score": score})
+        if score > best[0]:
+            best = (score, head.weight.detach().clone().numpy(), head.bias.detach().clone().numpy())
+    return best[1], best[2], history
+
+
+def probe_scores(run: Run, features: np.ndarray) -> np.ndarray:
+    """Apply a saved probe to raw features: class probabilities (softmax or per-class sigmoid)."""
+    tensors, meta = load_tensors(run.file("model.safetensors"))
+    x = (torch.as_tensor(features) - tensors["scaler_mean"]) / tensors["scaler_scale"]
+    logits = x @ tensors["weight"].T + tensors["bias"]
+    return (torch.sigmoid(logits) if meta["multi_label"] == "True" else torch.softmax(logits, 1)).numpy()
