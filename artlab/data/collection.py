@@ -154,9 +154,9 @@ class ArtCollection:
         return self.subset(self.table["split"] == split)
 
     # ---- description --------------------------------------------------------------------------
-    def check_images(self, progress: bool = True) -> ArtCollection:
+    def check_images(self) -> ArtCollection:
         """Decode every image once; unusable files move to `skipped` with their reason."""
-        info = scan(self.table["path"].tolist(), progress=progress)
+        info = scan(self.table["path"].tolist())
         bad = info["error"].notna().to_numpy()
         skipped = pd.concat([self.skipped, info.loc[bad, ["path", "error"]].rename(columns={"error": "reason"})],
                             ignore_index=True)
@@ -259,7 +259,7 @@ def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_col
     """A CSV or TSV manifest: one row per image, chosen label columns.
 
     `labels`: columns used as tasks (single-label, or multi-label when `separator` splits cells,
-    e.g. "Rembrandt;Bol"). `one_hot`: task name -> list of 0/1 columns forming one multi-label
+    e.g. "Rembrandt;Bol"); by default every column but the path and split columns. `one_hot`: task name -> list of 0/1 columns forming one multi-label
     task (the Paintings / IconArt format). Image paths are relative to `image_root` (default: the
     manifest's folder). Rows naming a missing file are skipped and reported.
     """
@@ -271,8 +271,11 @@ def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_col
     delimiter = "\t" if path.suffix.lower() == ".tsv" or sample.count("\t") > sample.count(",") else ","
     frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL)
     path_column = path_column or _guess_path_column(frame, path)
-    labels = list(labels or [])
     one_hot = dict(one_hot or {})
+    if labels is None:
+        used = {path_column, split_column, *(c for cols in one_hot.values() for c in cols)}
+        labels = [c for c in frame.columns if c not in used]
+    labels = list(labels)
     missing = [c for c in [path_column, *labels, *(c for cols in one_hot.values() for c in cols)] if c not in frame]
     if missing:
         raise KeyError(f"{path}: no column(s) {missing}; the manifest has {list(frame.columns)}")

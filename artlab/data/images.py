@@ -51,7 +51,7 @@ def _open_checked(path: str | Path, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(path, f"decompression bomb: {exc}") from None
     except OSError as exc:
-        raise ImageError(path, f"unreadable: {exc}") from None
+        raise ImageError(path, f"corrupt or truncated: {exc}") from None
     width, height = img.size
     if width * height > max_pixels:
         img.close()
@@ -109,12 +109,12 @@ def inspect(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     return ImageInfo(fmt, width, height, mode)
 
 
-def scan(paths: list[str], progress: bool = True) -> pd.DataFrame:
+def scan(paths: list[str]) -> pd.DataFrame:
     """Inspect every file; one row per path with format, width, height, mode and `error` (None if usable)."""
     from tqdm.auto import tqdm
 
     rows = []
-    for path in tqdm(paths, desc="checking images", unit="img", disable=not progress, leave=False):
+    for path in tqdm(paths, desc="checking images", unit="img", leave=False):
         try:
             info = inspect(path)
             rows.append({"path": path, **info.__dict__, "error": None})

@@ -39,13 +39,13 @@ def resolve_device(name: str) -> torch.device:
     return models.default_device() if name == "auto" else torch.device(name)
 
 
-def prepare_collection(config: TrainConfig, progress: bool = True) -> ArtCollection:
+def prepare_collection(config: TrainConfig) -> ArtCollection:
     """Load, keep images labelled for the task, filter classes, drop unreadable files, split."""
-    collection = load(config.data, config.layout)
+    collection = load(config.data, config.layout, **({"separator": config.separator} if config.separator else {}))
     if config.task not in collection.multi_label:
         raise KeyError(f"{config.data} has no task {config.task!r}; its tasks are {collection.tasks}")
     collection = collection.labelled(config.task).filter(config.task, config.min_images, config.top_n)
-    collection = collection.check_images(progress=progress)
+    collection = collection.check_images()
     if config.split == "random":
         collection = collection.split(config.val_fraction, config.test_fraction, config.task, config.seed,
                                       keep_existing=False)
@@ -73,8 +73,7 @@ def _open_run(config: TrainConfig, runs_dir: Path, resume: bool) -> Run:
     return run
 
 
-def train(config: TrainConfig, runs_dir: str | Path = RUNS_DIR, resume: bool = False,
-          progress: bool = True) -> RunResult:
+def train(config: TrainConfig, runs_dir: str | Path = RUNS_DIR, resume: bool = False) -> RunResult:
     """Run one strategy end to end and write its run folder; with `resume`, continue an interrupted run."""
     from artlab.train.loops import fit
     from artlab.train.probe import fit_probe
@@ -84,7 +83,7 @@ def train(config: TrainConfig, runs_dir: str | Path = RUNS_DIR, resume: bool = F
         return RunResult(run, run.metrics(), run.history().to_dict("records"))
     device = resolve_device(config.device)
     write_json(run.file("environment.json"), environment(config.seed, str(device)))
-    collection = prepare_collection(config, progress)
+    collection = prepare_collection(config)
     if not run.file("split.csv").is_file():
         collection.to_csv(run.file("split.csv"))
     if len(collection.skipped):

@@ -15,6 +15,7 @@ class TrainConfig:
     data: str = "synthetic"
     layout: str = "auto"
     task: str = "style"
+    separator: str | None = None  # manifests: the separator of multi-label cells, e.g. ";"
     strategy: str = "fine_tune"
     arch: str = "mobilenet_v2"
     image_size: int = 128

@@ -96,7 +96,7 @@ def _torch_head(config, x, targets, split, multi, n_classes):
     """A linear layer trained with Adam on the cached features; keeps the best epoch on validation."""
     torch.manual_seed(config.seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
-    yt = torch.as_tensor(targets)
+    yt = torch.tensor(targets)
     train, val = torch.as_tensor(split == "train"), split == "val"
     head = torch.nn.Linear(xt.shape[1], n_classes)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=config.weight_decay)

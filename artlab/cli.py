@@ -1,0 +1,180 @@
+"""The `artlab` command line: data summaries, model registry, training, evaluation, run index, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+
+from artlab.models import WeightsUnavailable
+from artlab.train.config import STRATEGIES, TrainConfig
+
+
+def _print_table(frame: pd.DataFrame, index: bool = True) -> None:
+    with pd.option_context("display.max_rows", 200, "display.max_columns", 20, "display.width", 160):
+        print(frame.to_string(index=index))
+
+
+def cmd_data_summary(args: argparse.Namespace) -> int:
+    from artlab.data import load
+
+    collection = load(args.source, args.layout).check_images()
+    print(collection)
+    for task in ([args.task] if args.task else collection.tasks):
+        print(f"\nimages per {task} and split")
+        _print_table(collection.summary(task))
+    print("\nfiles")
+    _print_table(collection.image_summary(), index=False)
+    if len(collection.skipped):
+        print(f"\nskipped {len(collection.skipped)} file(s):")
+        _print_table(collection.skipped, index=False)
+    html = Path(args.html or f"reports/{collection.name}-classes.html")
+    html.parent.mkdir(parents=True, exist_ok=True)
+    collection.class_chart(args.task or collection.tasks[0]).write_html(html, include_plotlyjs="cdn")
+    print(f"\nclass chart: {html}")
+    return 0
+
+
+def cmd_models_list(_args: argparse.Namespace) -> int:
+    from artlab.models import describe
+
+    _print_table(pd.DataFrame(describe()), index=False)
+    return 0
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    return TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from artlab.train import train
+
+    result = train(_config_from_args(args), runs_dir=args.runs_dir, resume=args.resume)
+    print(f"run {result.run.path}")
+    _print_metrics(result.metrics)
+    return 0
+
+
+def _print_metrics(metrics: dict) -> None:
+    for key in ("n_images", "accuracy", "balanced_accuracy", "top3_accuracy", "top5_accuracy", "mAP"):
+        if key in metrics:
+            print(f"  {key:>18}: {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"  {key:>18}: {metrics[key]}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from artlab.train import evaluate_run
+
+    metrics = evaluate_run(args.run, part=args.split)
+    print(f"run {args.run}, {args.split} split")
+    _print_metrics(metrics)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from artlab.runs import index
+
+    table = index(args.runs_dir)
+    if table.empty:
+        print(f"no runs under {args.runs_dir}")
+    else:
+        _print_table(table, index=False)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from artlab.report import compare_strategies
+
+    table, html = compare_strategies(data=args.data, task=args.task, epochs=args.epochs, image_size=args.image_size,
+                                     runs_dir=args.runs_dir, reports_dir=args.reports_dir)
+    _print_table(table, index=False)
+    print(f"\nchart: {html}")
+    return 0
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("--data", help=f"collection folder, manifest or 'synthetic' (default {defaults.data})")
+    parser.add_argument("--layout", choices=["auto", "folders", "wikiart", "manifest", "peopleart", "synthetic"])
+    parser.add_argument("--task", help=f"label task (default {defaults.task})")
+    parser.add_argument("--separator", help="manifests: separator of multi-label cells, e.g. ';'")
+    parser.add_argument("--strategy", choices=STRATEGIES, help=f"default {defaults.strategy}")
+    parser.add_argument("--arch", help=f"architecture (default {defaults.arch}); see `artlab models list`")
+    parser.add_argument("--name", help="run name (default: derived from strategy, task, arch, size, seed)")
+    parser.add_argument("--freeze", type=int, help="freeze the first K blocks (0 trains everything)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--image-size", dest="image_size", type=int, help=f"default {defaults.image_size}")
+    parser.add_argument("--batch-size", dest="batch_size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--backbone-lr-mult", dest="backbone_lr_mult", type=float)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"])
+    parser.add_argument("--schedule", choices=["cosine", "step", "none"])
+    parser.add_argument("--weight-decay", dest="weight_decay", type=float)
+    parser.add_argument("--patience", type=int, help="early stopping after this many epochs without improvement")
+    parser.add_argument("--layer", help="off-the-shelf: analysed layer whose pooled output is the feature")
+    parser.add_argument("--classifier", choices=["logreg", "linear"])
+    parser.add_argument("--init-from", dest="init_from", help="start from this run's network (double fine-tuning)")
+    parser.add_argument("--min-images", dest="min_images", type=int, help="drop classes with fewer images")
+    parser.add_argument("--top-n", dest="top_n", type=int, help="keep only the N largest classes")
+    parser.add_argument("--split", choices=["auto", "official", "random"])
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="auto (cuda when present), cpu, cuda, ...")
+    parser.add_argument("--num-workers", dest="num_workers", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same name")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="artlab", description="Transfer learning from photographs to art.")
+    runs_dir = argparse.ArgumentParser(add_help=False)
+    runs_dir.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs)")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="art collections").add_subparsers(dest="data_command", required=True)
+    summary = data.add_parser("summary", help="counts per class and split, image formats, class chart")
+    summary.add_argument("source", help="a collection folder, a CSV/TSV manifest, or 'synthetic'")
+    summary.add_argument("--layout", default="auto",
+                         choices=["auto", "folders", "wikiart", "manifest", "peopleart", "synthetic"])
+    summary.add_argument("--task", help="only this task")
+    summary.add_argument("--html", help="where to write the class chart (default reports/<name>-classes.html)")
+    summary.set_defaults(func=cmd_data_summary)
+
+    model_cmds = sub.add_parser("models", help="backbones").add_subparsers(dest="models_command", required=True)
+    model_cmds.add_parser("list", help="registered architectures and whether their weights are here").set_defaults(
+        func=cmd_models_list)
+
+    train = sub.add_parser("train", parents=[runs_dir], help="train one strategy and write a run folder")
+    _add_train_options(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="recompute a run's metrics from its saved model")
+    evaluate.add_argument("run", help="a run folder")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.set_defaults(func=cmd_eval)
+
+    sub.add_parser("runs", parents=[runs_dir], help="list runs").set_defaults(func=cmd_runs)
+
+    demo = sub.add_parser("demo", parents=[runs_dir], help="off-the-shelf vs fine-tuning vs scratch, with a report under reports/")
+    demo.add_argument("--data", default="synthetic")
+    demo.add_argument("--task", default="artist")
+    demo.add_argument("--epochs", type=int, default=8)
+    demo.add_argument("--image-size", dest="image_size", type=int, default=128)
+    demo.add_argument("--reports-dir", dest="reports_dir", default="reports")
+    demo.set_defaults(func=cmd_demo)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, WeightsUnavailable) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"artlab: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

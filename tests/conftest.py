@@ -1,0 +1,49 @@
+"""Shared fixtures: a small synthetic collection, the real collections in ../shared/data, quiet progress bars."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("ARTLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def artlab_cache(tmp_path_factory):
+    """Each test session gets its own generated data and feature cache (torch's weights cache is shared)."""
+    cache = tmp_path_factory.mktemp("artlab-cache")
+    os.environ["ARTLAB_CACHE"] = str(cache)
+    return cache
+
+
+def _shared(name: str) -> Path:
+    path = SHARED / name
+    if not path.is_dir():
+        pytest.skip(f"real art collection {name!r} not found at {path} (the ../shared/data folder beside the "
+                    f"repository; set ARTLAB_SHARED_DATA to point elsewhere)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def peopleart_dir() -> Path:
+    return _shared("peopleart")
+
+
+@pytest.fixture(scope="session")
+def genres_dir() -> Path:
+    return _shared("genres")
+
+
+@pytest.fixture(scope="session")
+def small_synthetic():
+    """A small synthetic collection (8 styles x 3 artists x 6 images, 96 px) shared by the tests."""
+    from artlab.data import load_synthetic
+
+    return load_synthetic(per_artist=6, size=96)
