@@ -95,6 +95,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from artlab.analysis import analyze
+
+    what = tuple(w.strip() for w in args.what.split(",") if w.strip())
+    result = analyze(args.finetuned, pretrained=args.pretrained, data=args.data, what=what, k=args.k,
+                     max_images=args.max_images, image_size=args.image_size, device=_device(args.device),
+                     out_dir=args.out)
+    for name in ("params_blocks", "cka", "topk_overlap_layers", "topk_entropy_layers"):
+        if name in result.tables:
+            print(f"\n{name}")
+            _print_table(result.tables[name].drop(columns=["n_images"], errors="ignore"), index=False)
+    print(f"\ntables and report: {result.report.parent}\nreport: {result.report}")
+    return 0
+
+
+def _device(name: str):
+    from artlab.train import resolve_device
+
+    return resolve_device(name)
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("--data", help=f"collection folder, manifest or 'synthetic' (default {defaults.data})")
@@ -153,6 +174,19 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="a run folder")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
     evaluate.set_defaults(func=cmd_eval)
+
+    analyze = sub.add_parser("analyze", help="what fine-tuning changed: parameters, CKA, top-k images")
+    analyze.add_argument("--finetuned", required=True, help="a fine-tune or scratch run folder")
+    analyze.add_argument("--pretrained", nargs="?", const="imagenet", default="imagenet",
+                         help="what to compare with: imagenet (default), random, or another run folder")
+    analyze.add_argument("--data", help="images to analyse (default: the run's own collection)")
+    analyze.add_argument("--what", default="params,cka,topk", help="comma-separated: params, cka, topk")
+    analyze.add_argument("--k", type=int, default=100, help="top-k images per channel (default 100, up to 1000)")
+    analyze.add_argument("--max-images", dest="max_images", type=int, help="analyse a random sample of this size")
+    analyze.add_argument("--image-size", dest="image_size", type=int, help="default: the run's image size")
+    analyze.add_argument("--device", default="auto")
+    analyze.add_argument("--out", help="output folder (default: <run>/analysis)")
+    analyze.set_defaults(func=cmd_analyze)
 
     sub.add_parser("runs", parents=[runs_dir], help="list runs").set_defaults(func=cmd_runs)
 

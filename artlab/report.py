@@ -59,7 +59,7 @@ def compare_strategies(data: str = "synthetic", task: str = "artist", epochs: in
                        arch: str = "mobilenet_v2", runs_dir: str | Path = RUNS_DIR, reports_dir: str | Path = "reports",
                        freeze: int = 0, top_n: int | None = None, seed: int = 0, **overrides) -> tuple[pd.DataFrame, Path]:
     """Off-the-shelf vs fine-tuning vs scratch on one collection and task; finished runs are reused."""
-    tag = Path(str(data)).name or "data"
+    tag = Path(str(data)).stem or "data"
     settings = {"off_the_shelf": {}, "fine_tune": {"freeze": freeze, "lr": 0.01},
                 "scratch": {"lr": 0.05}}
     results = {}

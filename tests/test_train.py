@@ -208,3 +208,30 @@ def test_run_index_dataframe(manifest, tmp_path):
     table = index(tmp_path)
     assert isinstance(table, pd.DataFrame) and table.loc[0, "run"] == "indexed"
     assert table.loc[0, "status"] == "finished" and 0 <= table.loc[0, "accuracy"] <= 1
+
+
+def test_cli_data_summary_and_models_list(manifest, tmp_path, capsys):
+    html = tmp_path / "chart.html"
+    assert main(["data", "summary", manifest, "--task", "medium", "--html", str(html)]) == 0
+    out = capsys.readouterr().out
+    assert "images per medium and split" in out and "format PNG" in out and html.stat().st_size > 1000
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in models.ARCHS)
+    assert main(["data", "summary", str(tmp_path / "nowhere")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_demo_report(manifest, tmp_path):
+    from artlab.report import compare_strategies
+
+    table, html = compare_strategies(data=manifest, task="style", epochs=1, image_size=64, runs_dir=tmp_path / "runs",
+                                     reports_dir=tmp_path / "reports", batch_size=16, device="cpu")
+    assert table["strategy"].tolist() == ["off_the_shelf", "fine_tune", "scratch"]
+    csv = pd.read_csv(tmp_path / "reports" / "strategies-manifest-style.csv")
+    assert csv["accuracy"].tolist() == pytest.approx(table["accuracy"].tolist())
+    assert html.is_file() and "plotly" in html.read_text()[:5000].lower()
+    # a second call reuses the finished runs instead of training again
+    again, _ = compare_strategies(data=manifest, task="style", epochs=1, image_size=64, runs_dir=tmp_path / "runs",
+                                  reports_dir=tmp_path / "reports", batch_size=16, device="cpu")
+    assert again.equals(table)

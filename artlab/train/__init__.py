@@ -19,7 +19,8 @@ from artlab.runs import RUNS_DIR, Run, environment, index, load_tensors, write_j
 from artlab.train.config import STRATEGIES, TrainConfig
 from artlab.train.metrics import evaluate
 
-__all__ = ["STRATEGIES", "RunResult", "TrainConfig", "evaluate_run", "index", "prepare_collection", "train"]
+__all__ = ["STRATEGIES", "RunResult", "TrainConfig", "evaluate_run", "index", "load_network", "prepare_collection",
+           "train"]
 
 
 @dataclass
@@ -69,6 +70,8 @@ def _open_run(config: TrainConfig, runs_dir: Path, resume: bool) -> Run:
             changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
             raise ValueError(f"run {run.path} was started with a different config (differs in {changed})")
     run.path.mkdir(parents=True, exist_ok=True)
+    for stale in run.path.glob(".*.part"):  # left by a process killed while writing; never read
+        stale.unlink()
     run.write_config(config.to_dict())
     return run
 
@@ -107,15 +110,27 @@ def run_collection(run: Run) -> ArtCollection:
                          name=run.name)
 
 
+def load_network(run: Run | str | Path) -> torch.nn.Module:
+    """The trained network of a fine-tune or scratch run (best-on-validation weights), in eval mode."""
+    run = run if isinstance(run, Run) else Run(run)
+    tensors, meta = load_tensors(run.file("model.safetensors"))
+    if meta.get("kind") != "network":
+        raise ValueError(f"{run.path} holds a {meta.get('kind')}, not a trained network (off-the-shelf runs "
+                         f"keep only a linear classifier on ImageNet features)")
+    model = models.build(meta["arch"], pretrained=False, num_classes=len(json.loads(meta["classes"])))
+    model.load_state_dict(tensors)
+    return model.eval()
+
+
 def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None) -> dict:
     """Recompute a run's metrics on one split from its saved model; the test metrics go to metrics.json."""
-    from artlab.train.loops import build_network, predict
+    from artlab.train.loops import predict
     from artlab.train.probe import features_for, probe_scores
 
     run = run if isinstance(run, Run) else Run(run)
     config = TrainConfig.from_dict(run.config())
     device = resolve_device(config.device) if device is None else torch.device(device)
-    tensors, meta = load_tensors(run.file("model.safetensors"))
+    _, meta = load_tensors(run.file("model.safetensors"))
     classes = json.loads(meta["classes"])
     multi = meta["multi_label"] == "True"
     subset = run_collection(run).part(part)
@@ -123,10 +138,7 @@ def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device
     if meta["kind"] == "linear_probe":
         scores = probe_scores(run, features_for(config, subset, device))
     else:
-        model, _ = build_network(TrainConfig.from_dict(run.config() | {"strategy": "scratch", "init_from": None}),
-                                 len(classes))
-        model.load_state_dict(tensors)
-        model.to(device)
+        model = load_network(run).to(device)
         dataset = ImageDataset(subset.table["path"].tolist(), None, config.image_size, keep=False)
         scores = predict(model, dataset, device, config.batch_size * 2)
     metrics = evaluate(scores, targets, classes, multi) | {"split": part, "run": run.name}

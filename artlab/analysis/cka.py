@@ -1,0 +1,195 @@
+"""Feature space: linear CKA between two networks' activations, streamed over mini-batches.
+
+Linear CKA (Kornblith et al. 2019) compares representations X (n x p) and Y (n x q) of the same
+images. Both estimators are computed from feature-space sums (X^T Y, column sums, row norms), so
+memory depends on the feature sizes, never on the number of images:
+    biased:    HSIC = ||Xc^T Yc||_F^2 on centred features
+    debiased:  the unbiased HSIC estimator of Song et al. (2012), as in Kornblith et al.'s code
+and CKA = HSIC(X, Y) / sqrt(HSIC(X, X) HSIC(Y, Y)). All sums are kept in float64.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from artlab.data.loading import ImageDataset
+from artlab.train.features import forward_taps, loader, tapped
+
+MIN_IMAGES = 4  # the debiased estimator divides by n - 3
+MAX_FLATTEN_FEATURES = 16_384  # p x p float64 sums beyond this do not fit in memory: use a grid
+
+
+class _Stats:
+    """Running sums of one representation: n, column sums, squared row norms and their squares."""
+
+    def __init__(self, dim: int, device: torch.device):
+        self.n = 0
+        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.sq_rows = 0.0  # sum_i ||x_i||^2
+
+    def update(self, x: torch.Tensor) -> None:
+        self.n += len(x)
+        self.sum += x.sum(0)
+        self.sq_rows += float((x * x).sum())
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sum / self.n
+
+
+class _Pair:
+    """Running cross sums of two representations X, Y of the same images."""
+
+    def __init__(self, p: int, q: int, device: torch.device):
+        self.xty = torch.zeros(p, q, dtype=torch.float64, device=device)  # X^T Y
+        self.x_by_ny = torch.zeros(p, dtype=torch.float64, device=device)  # sum_i ||y_i||^2 x_i
+        self.y_by_nx = torch.zeros(q, dtype=torch.float64, device=device)  # sum_i ||x_i||^2 y_i
+        self.nx_ny = 0.0  # sum_i ||x_i||^2 ||y_i||^2
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        nx, ny = (x * x).sum(1), (y * y).sum(1)
+        self.xty += x.T @ y
+        self.x_by_ny += ny @ x
+        self.y_by_nx += nx @ y
+        self.nx_ny += float(nx @ ny)
+
+
+def _hsic(pair: _Pair, sx: _Stats, sy: _Stats, debiased: bool) -> float:
+    """HSIC of centred features, from raw sums (the centring is done algebraically)."""
+    n, mx, my = sx.n, sx.mean, sy.mean
+    cross = pair.xty - n * torch.outer(mx, my)  # Xc^T Yc
+    xty = float((cross * cross).sum())
+    if not debiased:
+        return xty
+    mx2, my2 = float(mx @ mx), float(my @ my)
+    x_dot_mx_times_ny = float(pair.x_by_ny @ mx)  # sum_i (x_i . mx) ||y_i||^2
+    y_dot_my_times_nx = float(pair.y_by_nx @ my)
+    xm_ym = float(mx @ pair.xty @ my)  # sum_i (x_i . mx)(y_i . my)
+    sum_x_dot_mx, sum_y_dot_my = n * mx2, n * my2
+    # sum_i ||xc_i||^2 ||yc_i||^2, expanding ||x_i - mx||^2 = ||x_i||^2 - 2 x_i.mx + ||mx||^2
+    rows = (pair.nx_ny - 2 * y_dot_my_times_nx + my2 * sx.sq_rows
+            - 2 * x_dot_mx_times_ny + 4 * xm_ym - 2 * my2 * sum_x_dot_mx
+            + mx2 * sy.sq_rows - 2 * mx2 * sum_y_dot_my + n * mx2 * my2)
+    norm_x, norm_y = sx.sq_rows - n * mx2, sy.sq_rows - n * my2  # ||Xc||_F^2, ||Yc||_F^2
+    return xty - n / (n - 2) * rows + norm_x * norm_y / ((n - 1) * (n - 2))
+
+
+def _cka(cross: float, self_x: float, self_y: float) -> float:
+    denominator = np.sqrt(max(self_x, 0.0) * max(self_y, 0.0))
+    return float(cross / denominator) if denominator > 0 else float("nan")
+
+
+class StreamingCKA:
+    """Linear CKA between every pair (X_a, Y_b) of two lists of representations, fed batch by batch."""
+
+    def __init__(self, dims_x: list[int], dims_y: list[int], pairs: list[tuple[int, int]], device: torch.device):
+        self.pairs = pairs
+        self.stats_x = [_Stats(d, device) for d in dims_x]
+        self.stats_y = [_Stats(d, device) for d in dims_y]
+        self.self_x = [_Pair(d, d, device) for d in dims_x]
+        self.self_y = [_Pair(d, d, device) for d in dims_y]
+        self.cross = {(a, b): _Pair(dims_x[a], dims_y[b], device) for a, b in pairs}
+
+    def update(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
+        xs = [x.double() for x in xs]
+        ys = [y.double() for y in ys]
+        for stats, pair, x in zip(self.stats_x, self.self_x, xs):
+            stats.update(x)
+            pair.update(x, x)
+        for stats, pair, y in zip(self.stats_y, self.self_y, ys):
+            stats.update(y)
+            pair.update(y, y)
+        for (a, b), pair in self.cross.items():
+            pair.update(xs[a], ys[b])
+
+    def result(self) -> list[dict]:
+        """For every pair: `cka` (biased) and `cka_debiased`."""
+        n = self.stats_x[0].n if self.stats_x else 0
+        if n < MIN_IMAGES:
+            raise ValueError(f"CKA needs at least {MIN_IMAGES} images, got {n}")
+        out = []
+        for (a, b), pair in self.cross.items():
+            sx, sy = self.stats_x[a], self.stats_y[b]
+            row = {"a": a, "b": b, "n_images": n}
+            for debiased, key in ((False, "cka"), (True, "cka_debiased")):
+                row[key] = _cka(_hsic(pair, sx, sy, debiased), _hsic(self.self_x[a], sx, sx, debiased),
+                                _hsic(self.self_y[b], sy, sy, debiased))
+            out.append(row)
+        return out
+
+
+def cka_of_features(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, debiased: bool = False,
+                    batch_size: int = 64) -> float:
+    """Linear CKA of two in-memory feature matrices (n x p, n x q), computed by the streaming sums."""
+    x, y = torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(y))
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} rows and y {len(y)}: CKA compares the same images")
+    cka = StreamingCKA([x.shape[1]], [y.shape[1]], [(0, 0)], torch.device("cpu"))
+    for start in range(0, len(x), batch_size):
+        cka.update([x[start:start + batch_size]], [y[start:start + batch_size]])
+    return cka.result()[0]["cka_debiased" if debiased else "cka"]
+
+
+def pooling(kind: str = "avg", grid: int = 2) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How a (N, C, H, W) activation becomes a feature vector: 'avg', 'grid' (k x k cells) or 'flatten'."""
+    if kind == "avg":
+        return lambda out: out.mean(dim=(2, 3)) if out.dim() == 4 else out.flatten(1)
+    if kind == "grid":
+        return lambda out: F.adaptive_avg_pool2d(out, grid).flatten(1) if out.dim() == 4 else out.flatten(1)
+    if kind == "flatten":
+        return lambda out: out.flatten(1)
+    raise ValueError(f"pooling must be 'avg', 'grid' or 'flatten', not {kind!r}")
+
+
+@torch.no_grad()
+def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers: list[str],
+               layers_b: list[str] | None = None, cross: bool = False, image_size: int = 128,
+               pool: str = "avg", grid: int = 2, batch_size: int = 32, device: torch.device | str = "cpu") -> pd.DataFrame:
+    """Linear CKA between two networks at each analysed layer (or every layer pair with `cross`).
+
+    Returns a tidy frame: layer_a, layer_b, depth_a, depth_b, cka, cka_debiased, n_images.
+    """
+    if len(paths) < MIN_IMAGES:
+        raise ValueError(f"CKA needs at least {MIN_IMAGES} images, got {len(paths)}")
+    layers_b = list(layers_b or layers)
+    if not cross and len(layers_b) != len(layers):
+        raise ValueError("without cross=True, both models need the same number of layers")
+    pairs = list(itertools.product(range(len(layers)), range(len(layers_b)))) if cross else \
+        [(i, i) for i in range(len(layers))]
+    device = torch.device(device)
+    reduce = pooling(pool, grid)
+    model_a.eval().to(device)
+    model_b.eval().to(device)
+    dataset = ImageDataset(paths, None, image_size, keep=False)
+    same = model_a is model_b  # one forward pass serves both sides
+    cka = None
+    with tapped(model_a, sorted(set(layers) | set(layers_b)) if same else layers, reduce) as out_a, \
+            tapped(model_b, [] if same else layers_b, reduce) as out_b:
+        for x, _ in tqdm(loader(dataset, batch_size), desc="CKA", unit="batch", leave=False):
+            x = x.to(device)
+            taps_a = forward_taps(model_a, x, out_a)
+            taps_b = taps_a if same else forward_taps(model_b, x, out_b)
+            xs, ys = [taps_a[name] for name in layers], [taps_b[name] for name in layers_b]
+            if cka is None:
+                _check_sizes(layers + layers_b, xs + ys, pool)
+                cka = StreamingCKA([t.shape[1] for t in xs], [t.shape[1] for t in ys], pairs, device)
+            cka.update(xs, ys)
+    rows = cka.result()
+    return pd.DataFrame([{"layer_a": layers[r["a"]], "layer_b": layers_b[r["b"]], "depth_a": r["a"],
+                          "depth_b": r["b"], "cka": r["cka"], "cka_debiased": r["cka_debiased"],
+                          "n_images": r["n_images"]} for r in rows])
+
+
+def _check_sizes(names: list[str], tensors: list[torch.Tensor], pool: str) -> None:
+    for name, tensor in zip(names, tensors):
+        if tensor.shape[1] > MAX_FLATTEN_FEATURES:
+            raise ValueError(f"layer {name} gives {tensor.shape[1]} features with pool={pool!r}; CKA keeps "
+                             f"feature x feature sums, so use pool='grid' (or 'avg') or a smaller image size")

@@ -1,0 +1,77 @@
+"""Plotly figures of the analyses: per-layer curves, a CKA heatmap, a gallery of a channel's top images."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from artlab.data.images import ImageError, load_rgb
+
+
+def layer_curves(table: pd.DataFrame, y: str, title: str, color: str = "model", x: str = "layer",
+                 reference: float | None = None, reference_label: str = "") -> go.Figure:
+    """One line per model (or any `color` column) across layers, shallow to deep."""
+    fig = px.line(table, x=x, y=y, color=color if color in table else None, markers=True, title=title)
+    fig.update_xaxes(type="category", tickangle=-45)
+    if reference is not None:
+        fig.add_hline(y=reference, line_dash="dash", annotation_text=reference_label)
+    return fig
+
+
+def cka_heatmap(table: pd.DataFrame, value: str = "cka", title: str = "linear CKA, layer x layer") -> go.Figure:
+    """The layer x layer CKA matrix of two models (rows: model A's layers, columns: model B's)."""
+    order_a = table.sort_values("depth_a")["layer_a"].unique()
+    order_b = table.sort_values("depth_b")["layer_b"].unique()
+    matrix = table.pivot(index="layer_a", columns="layer_b", values=value).loc[order_a, order_b]
+    fig = px.imshow(matrix, zmin=0, zmax=1, color_continuous_scale="Viridis", origin="lower", title=title,
+                    labels={"x": "fine-tuned layer", "y": "pretrained layer", "color": value})
+    return fig
+
+
+def gallery(paths: list[str], captions: list[str], title: str, columns: int = 5, thumb: int = 96) -> go.Figure:
+    """Thumbnails in a grid with a caption each (unreadable files show as grey)."""
+    rows = max(1, -(-len(paths) // columns))
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[html.escape(c) for c in captions],
+                        horizontal_spacing=0.01, vertical_spacing=0.06)
+    for i, path in enumerate(paths):
+        try:
+            img = load_rgb(path, max_side=thumb * 2)
+            img.thumbnail((thumb, thumb))
+            pixels = np.asarray(img)
+        except ImageError:
+            pixels = np.full((thumb, thumb, 3), 128, np.uint8)
+        fig.add_trace(go.Image(z=pixels), row=i // columns + 1, col=i % columns + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, height=170 * rows + 80, margin={"l": 10, "r": 10})
+    fig.update_annotations(font_size=10)
+    return fig
+
+
+def write_html_report(path: str | Path, title: str, sections: list[tuple[str, object]]) -> Path:
+    """One self-contained HTML page of (heading, plotly figure | DataFrame | text) sections, written atomically."""
+    from artlab.runs import write_text
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+             "font-size:12px}td,th{padding:2px 6px;border-bottom:1px solid #ddd}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    first_figure = True
+    for heading, content in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if isinstance(content, go.Figure):
+            parts.append(content.to_html(full_html=False, include_plotlyjs="cdn" if first_figure else False))
+            first_figure = False
+        elif isinstance(content, pd.DataFrame):
+            parts.append(content.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+        else:
+            parts.append(f"<p>{html.escape(str(content))}</p>")
+    parts.append("</body></html>")
+    write_text(path, "\n".join(parts))
+    return Path(path)
