@@ -26,6 +26,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/transfer_peopleart.py
+	$(PY) benchmarks/analysis_peopleart.py
+	$(PY) benchmarks/topk_memory.py
 
 clean:
 	rm -rf runs reports .pytest_cache

@@ -21,7 +21,8 @@ def _print_table(frame: pd.DataFrame, index: bool = True) -> None:
 def cmd_data_summary(args: argparse.Namespace) -> int:
     from artlab.data import load
 
-    collection = load(args.source, args.layout).check_images()
+    options = {"separator": args.separator} if args.separator else {}
+    collection = load(args.source, args.layout, **options).check_images()
     print(collection)
     for task in ([args.task] if args.task else collection.tasks):
         print(f"\nimages per {task} and split")
@@ -159,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
     summary.add_argument("--layout", default="auto",
                          choices=["auto", "folders", "wikiart", "manifest", "peopleart", "synthetic"])
     summary.add_argument("--task", help="only this task")
+    summary.add_argument("--separator", help="manifests: separator of multi-label cells, e.g. ';'")
     summary.add_argument("--html", help="where to write the class chart (default reports/<name>-classes.html)")
     summary.set_defaults(func=cmd_data_summary)
 

@@ -18,7 +18,7 @@ def results_table(results: dict[str, RunResult]) -> pd.DataFrame:
     for label, result in results.items():
         row = {"strategy": label, "test images": result.metrics["n_images"]}
         row.update({k: round(result.metrics[k], 4) for k in METRIC_COLUMNS if k in result.metrics})
-        row["run"] = str(result.run.path)
+        row["run"] = result.run.name
         rows.append(row)
     return pd.DataFrame(rows)
 

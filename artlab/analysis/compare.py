@@ -100,6 +100,23 @@ def analyze(finetuned: str | Path, pretrained: str = "imagenet", data: str | Non
     return result
 
 
+def several(analyses: dict[str, Analysis], table: str, y: str, title: str | None = None):
+    """One chart of a per-layer table across several comparisons, e.g. fine-tuned with different frozen depths.
+
+    `table`: a per-layer table name (params_blocks, cka, topk_overlap_layers, topk_entropy_layers);
+    `y`: its column to plot (relative_change, cka, mean, ...).
+    """
+    frames = []
+    for name, analysis in analyses.items():
+        if table not in analysis.tables:
+            raise KeyError(f"analysis {name!r} has no table {table!r}; it has {sorted(analysis.tables)}")
+        frame = analysis.tables[table]
+        frame = frame[frame["model"] != frame["model"].iloc[0]] if table == "topk_entropy_layers" else frame
+        frame = frame[~frame["comparison"].str.endswith("random init")] if "comparison" in frame else frame
+        frames.append(frame.assign(model=name))
+    return figures.layer_curves(pd.concat(frames, ignore_index=True), y, title or f"{table}: {y}")
+
+
 def _params(result: Analysis, base: nn.Module, tuned: nn.Module, arch_name: str) -> None:
     analysed = models.arch(arch_name).layers
     filters = filter_changes(base, tuned, analysed)
