@@ -160,6 +160,8 @@ def test_genres_folder_collection(genres_dir):
     assert collection.counts("label").to_dict() == {"portrait": 235, "stillife": 228, "genre": 220, "history": 209,
                                                      "landscape": 196}
     assert len(collection.skipped) == 0
+    files = collection.image_summary().set_index("statistic")["value"]
+    assert files["extension differs from content"] == 71 + 43 + 7  # the README's PNG, WebP and GIF named .jpg
 
 
 def test_synthetic_artists_are_learnable_but_not_trivially(tmp_path):

@@ -13,6 +13,8 @@ from artlab.data.images import scan
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
+FORMAT_SUFFIXES = {"JPEG": {".jpg", ".jpeg", ".jpe"}, "PNG": {".png"}, "WEBP": {".webp"}, "GIF": {".gif"},
+                   "BMP": {".bmp"}, "TIFF": {".tif", ".tiff"}}
 
 
 @dataclass
@@ -184,6 +186,9 @@ class ArtCollection:
         for side in ("width", "height"):
             rows += [{"statistic": f"{side} {stat}", "value": int(getattr(info[side], stat)())}
                      for stat in ("min", "median", "max")]
+        misnamed = sum(Path(p).suffix.lower() not in FORMAT_SUFFIXES.get(f, {Path(p).suffix.lower()})
+                       for p, f in zip(info["path"], info["format"]))
+        rows.append({"statistic": "extension differs from content", "value": int(misnamed)})
         rows.append({"statistic": "skipped files", "value": len(self.skipped)})
         return pd.DataFrame(rows)
 

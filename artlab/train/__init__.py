@@ -133,10 +133,12 @@ def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device
     _, meta = load_tensors(run.file("model.safetensors"))
     classes = json.loads(meta["classes"])
     multi = meta["multi_label"] == "True"
-    subset = run_collection(run).part(part)
+    collection = run_collection(run)
+    subset = collection.part(part)
     targets = subset.targets(config.task, classes)
-    if meta["kind"] == "linear_probe":
-        scores = probe_scores(run, features_for(config, subset, device))
+    if meta["kind"] == "linear_probe":  # features of the whole collection: the set the training run cached
+        in_part = (collection.table["split"] == part).to_numpy()
+        scores = probe_scores(run, features_for(config, collection, device)[in_part])
     else:
         model = load_network(run).to(device)
         dataset = ImageDataset(subset.table["path"].tolist(), None, config.image_size, keep=False)
