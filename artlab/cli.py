@@ -63,7 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_metrics(metrics: dict) -> None:
     for key in ("n_images", "accuracy", "balanced_accuracy", "top3_accuracy", "top5_accuracy", "mAP"):
         if key in metrics:
-            print(f"  {key:>18}: {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"  {key:>18}: {metrics[key]}")
+            value = metrics[key]
+            print(f"  {key:>18}: {value:.4f}" if isinstance(value, float) else f"  {key:>18}: {value}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -192,7 +193,8 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("runs", parents=[runs_dir], help="list runs").set_defaults(func=cmd_runs)
 
-    demo = sub.add_parser("demo", parents=[runs_dir], help="off-the-shelf vs fine-tuning vs scratch, with a report under reports/")
+    demo = sub.add_parser("demo", parents=[runs_dir],
+                          help="off-the-shelf vs fine-tuning vs scratch, with a report under reports/")
     demo.add_argument("--data", default="synthetic")
     demo.add_argument("--task", default="artist")
     demo.add_argument("--epochs", type=int, default=8)

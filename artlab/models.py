@@ -46,8 +46,8 @@ def _seq(prefix: str, n: int) -> tuple[tuple[str, ...], ...]:
 
 def _resnet(name: str, weights: str, depths: tuple[int, ...]) -> Arch:
     layers = tuple(f"layer{s + 1}.{b}" for s, d in enumerate(depths) for b in range(d))
-    return Arch(name, weights, (("conv1", "bn1", "relu", "maxpool"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
-                layers, "fc")
+    blocks = (("conv1", "bn1", "relu", "maxpool"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
+    return Arch(name, weights, blocks, layers, "fc")
 
 
 _VGG16_RELUS = (1, 3, 6, 8, 11, 13, 15, 18, 20, 22, 25, 27, 29)
@@ -160,7 +160,7 @@ def _verify_prefix(path: Path) -> None:
 
 def build(name: str = "mobilenet_v2", pretrained: bool = True, num_classes: int | None = None) -> nn.Module:
     """A torchvision model; ImageNet weights if `pretrained`, and a fresh head if `num_classes` is given."""
-    spec = arch(name)
+    arch(name)  # a clear error for an unknown name
     extra = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     model = torchvision.models.get_model(name, weights=None, **extra)
     if pretrained:

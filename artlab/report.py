@@ -57,7 +57,8 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 def compare_strategies(data: str = "synthetic", task: str = "artist", epochs: int = 8, image_size: int = 128,
                        arch: str = "mobilenet_v2", runs_dir: str | Path = RUNS_DIR, reports_dir: str | Path = "reports",
-                       freeze: int = 0, top_n: int | None = None, seed: int = 0, **overrides) -> tuple[pd.DataFrame, Path]:
+                       freeze: int = 0, top_n: int | None = None, seed: int = 0,
+                       **overrides) -> tuple[pd.DataFrame, Path]:
     """Off-the-shelf vs fine-tuning vs scratch on one collection and task; finished runs are reused."""
     tag = Path(str(data)).stem or "data"
     settings = {"off_the_shelf": {}, "fine_tune": {"freeze": freeze, "lr": 0.01},
@@ -71,7 +72,7 @@ def compare_strategies(data: str = "synthetic", task: str = "artist", epochs: in
     table = results_table(results)
     n_classes = len(results["fine_tune"].metrics.get("classes", [])) or None
     chance = 1 / n_classes if n_classes and "accuracy" in table else None
-    fig = strategy_chart(table, f"{tag}, task {task}: off-the-shelf vs fine-tuning vs scratch ({arch}, {image_size} px)",
-                         chance)
+    title = f"{tag}, task {task}: off-the-shelf vs fine-tuning vs scratch ({arch}, {image_size} px)"
+    fig = strategy_chart(table, title, chance)
     html = write_report(table, fig, Path(reports_dir) / f"strategies-{tag}-{task}")
     return table, html

@@ -73,8 +73,9 @@ def main() -> None:
     print(f"\n{args.images} images, k={args.k}, 18 layers of MobileNetV2 at 128 px")
     print(f"streaming peak {s['peak_mib']:.0f} MiB ({'under' if s['peak_mib'] < 2048 else 'OVER'} 2 GiB), "
           f"plain {p['peak_mib']:.0f} MiB, idle {results['idle']['peak_mib']:.0f} MiB")
+    idle = results["idle"]["peak_mib"]
     print(f"ratios streaming/plain: memory {s['peak_mib'] / p['peak_mib']:.2f}, "
-          f"above idle {(s['peak_mib'] - results['idle']['peak_mib']) / max(p['peak_mib'] - results['idle']['peak_mib'], 1):.2f}, "
+          f"above idle {(s['peak_mib'] - idle) / max(p['peak_mib'] - idle, 1):.2f}, "
           f"time {s['seconds'] / p['seconds']:.2f}")
 
 

@@ -6,4 +6,5 @@ from artlab.analysis.params import block_changes, filter_changes, layer_changes,
 from artlab.analysis.topk import TopK, class_entropy, dead_kernels, overlap, top_images
 
 __all__ = ["ANALYSES", "Analysis", "TopK", "analyze", "block_changes", "cka_of_features", "class_entropy",
-           "dead_kernels", "filter_changes", "layer_changes", "linear_cka", "most_changed", "overlap", "several", "top_images"]
+           "dead_kernels", "filter_changes", "layer_changes", "linear_cka", "most_changed", "overlap", "several",
+           "top_images"]

@@ -152,7 +152,8 @@ def pooling(kind: str = "avg", grid: int = 2) -> Callable[[torch.Tensor], torch.
 @torch.no_grad()
 def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers: list[str],
                layers_b: list[str] | None = None, cross: bool = False, image_size: int = 128,
-               pool: str = "avg", grid: int = 2, batch_size: int = 32, device: torch.device | str = "cpu") -> pd.DataFrame:
+               pool: str = "avg", grid: int = 2, batch_size: int = 32,
+               device: torch.device | str = "cpu") -> pd.DataFrame:
     """Linear CKA between two networks at each analysed layer (or every layer pair with `cross`).
 
     Returns a tidy frame: layer_a, layer_b, depth_a, depth_b, cka, cka_debiased, n_images.

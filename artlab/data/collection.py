@@ -264,9 +264,10 @@ def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_col
     """A CSV or TSV manifest: one row per image, chosen label columns.
 
     `labels`: columns used as tasks (single-label, or multi-label when `separator` splits cells,
-    e.g. "Rembrandt;Bol"); by default every column but the path and split columns. `one_hot`: task name -> list of 0/1 columns forming one multi-label
-    task (the Paintings / IconArt format). Image paths are relative to `image_root` (default: the
-    manifest's folder). Rows naming a missing file are skipped and reported.
+    e.g. "Rembrandt;Bol"); by default every column but the path and split columns.
+    `one_hot`: task name -> list of 0/1 columns forming one multi-label task (the Paintings and
+    IconArt format). Image paths are relative to `image_root` (default: the manifest's folder).
+    Rows naming a missing file are skipped and reported with their row number.
     """
     path = Path(path)
     if not path.is_file():

@@ -221,7 +221,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ARTLAB_CACHE", Path.home() / ".cache" / "artlab"))
 
 
-def load_synthetic(per_artist: int = 20, size: int = 160, seed: int = 0, root: str | Path | None = None) -> ArtCollection:
+def load_synthetic(per_artist: int = 20, size: int = 160, seed: int = 0,
+                   root: str | Path | None = None) -> ArtCollection:
     """The embedded default collection, generated on first use and cached on disk."""
     key = hashlib.sha1(f"{per_artist}-{size}-{seed}-{GENERATOR_VERSION}".encode()).hexdigest()[:10]
     root = Path(root) if root is not None else cache_dir() / "synthetic" / key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -92,8 +93,7 @@ def _train_epoch(model, frozen, data, optimizer, loss_fn, device, desc) -> float
 
 
 def model_metadata(config: TrainConfig, classes: list[str], multi: bool) -> dict[str, str]:
-    import json
-
+    """What is stored beside a network's weights: enough to rebuild it and read its outputs."""
     return {"kind": "network", "arch": config.arch, "task": config.task, "multi_label": str(multi),
             "classes": json.dumps(classes), "image_size": str(config.image_size)}
 

@@ -81,13 +81,12 @@ def fit_probe(config: TrainConfig, run: Run, collection: ArtCollection, device: 
         bias = np.concatenate([e.intercept_ for e in estimators])
         if not multi and len(classes) == 2:  # scikit-learn keeps one row for two classes
             weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
-    meta = {"kind": "linear_probe", "arch": config.arch, "layer": config.layer or models.arch(config.arch).feature_layer,
-            "task": task, "multi_label": str(multi), "classes": json.dumps(classes),
-            "image_size": str(config.image_size)}
+    layer = config.layer or models.arch(config.arch).feature_layer
+    meta = {"kind": "linear_probe", "arch": config.arch, "layer": layer, "task": task, "multi_label": str(multi),
+            "classes": json.dumps(classes), "image_size": str(config.image_size)}
+    tensors = {"weight": weight, "bias": bias, "scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_}
     save_tensors(run.file("model.safetensors"),
-                 {"weight": torch.as_tensor(weight, dtype=torch.float32), "bias": torch.as_tensor(bias, dtype=torch.float32),
-                  "scaler_mean": torch.as_tensor(scaler.mean_, dtype=torch.float32),
-                  "scaler_scale": torch.as_tensor(scaler.scale_, dtype=torch.float32)}, meta)
+                 {k: torch.as_tensor(v, dtype=torch.float32) for k, v in tensors.items()}, meta)
     run.write_history(history)
     return history
 
