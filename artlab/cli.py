@@ -99,10 +99,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from artlab.analysis import analyze
+    from artlab.train import resolve_device
 
     what = tuple(w.strip() for w in args.what.split(",") if w.strip())
     result = analyze(args.finetuned, pretrained=args.pretrained, data=args.data, what=what, k=args.k,
-                     max_images=args.max_images, image_size=args.image_size, device=_device(args.device),
+                     max_images=args.max_images, image_size=args.image_size, device=resolve_device(args.device),
                      out_dir=args.out)
     for name in ("params_blocks", "cka", "topk_overlap_layers", "topk_entropy_layers"):
         if name in result.tables:
@@ -110,12 +111,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             _print_table(result.tables[name].drop(columns=["n_images"], errors="ignore"), index=False)
     print(f"\ntables and report: {result.report.parent}\nreport: {result.report}")
     return 0
-
-
-def _device(name: str):
-    from artlab.train import resolve_device
-
-    return resolve_device(name)
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:

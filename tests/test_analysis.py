@@ -223,3 +223,18 @@ def test_analyze_a_fine_tuned_run(small_synthetic, tmp_path, capsys):
     blocks = pd.read_csv(folder / "params_blocks.csv")
     assert blocks["layer"].tolist() == [f"features.{i}" for i in range(1, 19)] and (blocks["relative_change"] > 0).all()
     assert main(["analyze", "--finetuned", str(run.path), "--what", "colour"]) == 2
+
+
+def test_several_comparisons_on_one_chart():
+    from artlab.analysis import Analysis, several
+
+    def blocks(scale):
+        return pd.DataFrame({"depth": [0, 1], "layer": ["features.1", "features.2"],
+                             "relative_change": [0.01 * scale, 0.02 * scale]})
+
+    fig = several({"freeze 0": Analysis(tables={"params_blocks": blocks(1)}),
+                   "freeze 5": Analysis(tables={"params_blocks": blocks(2)})}, "params_blocks", "relative_change")
+    assert [trace.name for trace in fig.data] == ["freeze 0", "freeze 5"]
+    assert list(fig.data[1].y) == [0.02, 0.04]
+    with pytest.raises(KeyError, match="no table 'cka'"):
+        several({"x": Analysis(tables={"params_blocks": blocks(1)})}, "cka", "cka")

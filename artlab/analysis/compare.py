@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import torch
 from torch import nn
 
@@ -100,7 +101,7 @@ def analyze(finetuned: str | Path, pretrained: str = "imagenet", data: str | Non
     return result
 
 
-def several(analyses: dict[str, Analysis], table: str, y: str, title: str | None = None):
+def several(analyses: dict[str, Analysis], table: str, y: str, title: str | None = None) -> go.Figure:
     """One chart of a per-layer table across several comparisons, e.g. fine-tuned with different frozen depths.
 
     `table`: a per-layer table name (params_blocks, cka, topk_overlap_layers, topk_entropy_layers);
@@ -129,7 +130,8 @@ def _params(result: Analysis, base: nn.Module, tuned: nn.Module, arch_name: str)
         "mean |W_ft - W_pre| / mean |W_pre| per analysed layer")
 
 
-def _cka(result, base, tuned, arch_name, paths, layers, base_name, tuned_name, options) -> None:
+def _cka(result: Analysis, base: nn.Module, tuned: nn.Module, arch_name: str, paths: list[str], layers: list[str],
+         base_name: str, tuned_name: str, options: dict) -> None:
     matrix = linear_cka(base, tuned, paths, layers, cross=True, **options)
     diagonal = matrix[matrix["layer_a"] == matrix["layer_b"]].assign(comparison=f"{base_name} vs {tuned_name}")
     random_net, _ = _network("random", arch_name)
@@ -141,7 +143,8 @@ def _cka(result, base, tuned, arch_name, paths, layers, base_name, tuned_name, o
     result.figures["Linear CKA, layer x layer"] = figures.cka_heatmap(matrix)
 
 
-def _topk(result, base, tuned, paths, labels, layers, k, base_name, tuned_name, task, options) -> None:
+def _topk(result: Analysis, base: nn.Module, tuned: nn.Module, paths: list[str], labels: np.ndarray,
+          layers: list[str], k: int, base_name: str, tuned_name: str, task: str, options: dict) -> None:
     tops = {base_name: top_images(base, paths, layers, k=k, **options),
             tuned_name: top_images(tuned, paths, layers, k=k, **options)}
     shared = overlap(tops[base_name], tops[tuned_name])

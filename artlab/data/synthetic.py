@@ -24,10 +24,11 @@ from artlab.data.collection import ArtCollection, from_manifest
 STYLES = ("pointillism", "cubism", "colour_field", "drip", "op_art", "mondrian", "ukiyo_e", "impressionism")
 MEDIA = ("oil", "watercolour", "print")
 ARTISTS_PER_STYLE = 3
+Palette = list[tuple[int, int, int]]
 GENERATOR_VERSION = 1
 
 
-def _palette(rng: np.random.Generator, hue: float, spread: float, sat: float, n: int = 5) -> list[tuple[int, int, int]]:
+def _palette(rng: np.random.Generator, hue: float, spread: float, sat: float, n: int = 5) -> Palette:
     """`n` colours around a base hue; artists differ by `hue`, `spread` and `sat`, jittered per image."""
     hue = hue + rng.normal(0, 0.035)
     colours = []
@@ -51,7 +52,7 @@ def _jitter(rng: np.random.Generator, knob: float, width: float = 0.22) -> float
     return float(np.clip(knob + rng.normal(0, width), 0, 1))
 
 
-def _pointillism(img, rng, size, pal, k):
+def _pointillism(img: Image.Image, rng: np.random.Generator, size: int, pal: Palette, k: float) -> Image.Image | None:
     draw = ImageDraw.Draw(img)
     bands = rng.uniform(0.2, 0.8, 2) * size
     radius = 1.5 + 3 * k
@@ -62,7 +63,7 @@ def _pointillism(img, rng, size, pal, k):
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
 
 
-def _cubism(img, rng, size, pal, k):
+def _cubism(img: Image.Image, rng: np.random.Generator, size: int, pal: Palette, k: float) -> Image.Image | None:
     draw = ImageDraw.Draw(img)
     points = rng.uniform(-0.1, 1.1, (int(12 + 30 * k), 2)) * size
     for _ in range(int(25 + 40 * k)):
@@ -71,7 +72,7 @@ def _cubism(img, rng, size, pal, k):
                      width=max(1, int(1 + 2 * (1 - k))))
 
 
-def _colour_field(img, rng, size, pal, k):
+def _colour_field(img: Image.Image, rng: np.random.Generator, size: int, pal: Palette, k: float) -> Image.Image | None:
     draw = ImageDraw.Draw(img)
     n = 2 + int(round(2 * k))
     margin = size * rng.uniform(0.05, 0.12)
@@ -81,7 +82,7 @@ def _colour_field(img, rng, size, pal, k):
         draw.rectangle([margin, edges[i] + 2, size - margin, edges[i + 1] - 2], fill=pal[(i + 1) % len(pal)])
 
 
-def _drip(img, rng, size, pal, k):
+def _drip(img: Image.Image, rng: np.random.Generator, size: int, pal: Palette, k: float) -> Image.Image | None:
     draw = ImageDraw.Draw(img)
     for _ in range(int(15 + 40 * k)):
         x, y = rng.uniform(0, size, 2)
@@ -92,7 +93,7 @@ def _drip(img, rng, size, pal, k):
         draw.line(points, fill=pal[int(rng.integers(len(pal)))], width=int(rng.integers(1, 2 + int(4 * (1 - k)))))
 
 
-def _op_art(img, rng, size, pal, k):
+def _op_art(img: Image.Image, rng: np.random.Generator, size: int, pal: Palette, k: float) -> Image.Image | None:
     yy, xx = np.mgrid[0:size, 0:size] / size
     freq = 8 + 22 * k
     warp = rng.uniform(0.02, 0.12) * np.sin(2 * np.pi * (yy * rng.uniform(1, 3) + rng.uniform()))
@@ -103,7 +104,7 @@ def _op_art(img, rng, size, pal, k):
     return Image.fromarray(np.where(stripes, a, b).astype(np.uint8))
 
 
-def _mondrian(img, rng, size, pal, k):
+def _mondrian(img: Image.Image, rng: np.random.Generator, size: int, pal: Palette, k: float) -> Image.Image | None:
     draw = ImageDraw.Draw(img)
     primaries = [(220, 30, 30), (30, 60, 180), (240, 210, 40)]
     colours = [primaries[i % 3] if rng.uniform() < 0.7 else pal[i % len(pal)] for i in range(3)]
@@ -122,7 +123,7 @@ def _mondrian(img, rng, size, pal, k):
         draw.rectangle([x0, y0, x1, y1], fill=fill, outline=(15, 15, 15), width=line)
 
 
-def _ukiyo_e(img, rng, size, pal, k):
+def _ukiyo_e(img: Image.Image, rng: np.random.Generator, size: int, pal: Palette, k: float) -> Image.Image | None:
     draw = ImageDraw.Draw(img)
     sky = pal[0]
     draw.rectangle([0, 0, size, size], fill=tuple(min(255, c + 60) for c in sky))
@@ -137,7 +138,7 @@ def _ukiyo_e(img, rng, size, pal, k):
     draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(200, 40, 30), outline=(20, 20, 40), width=2)
 
 
-def _impressionism(img, rng, size, pal, k):
+def _impressionism(img: Image.Image, rng: np.random.Generator, size: int, pal: Palette, k: float) -> Image.Image | None:
     draw = ImageDraw.Draw(img)
     length = 3 + 8 * k
     angle0 = rng.uniform(0, np.pi)

@@ -56,6 +56,10 @@ def prepare_collection(config: TrainConfig) -> ArtCollection:
         collection = collection.split(config.val_fraction, config.test_fraction, config.task, config.seed)
     else:
         raise ValueError(f"split must be 'auto', 'official' or 'random', not {config.split!r}")
+    empty = [part for part in ("train", "val", "test") if not (collection.table["split"] == part).any()]
+    if empty:
+        raise ValueError(f"{config.data}: no {' or '.join(empty)} images after splitting "
+                         f"({len(collection)} images); use --split random or add images")
     return collection
 
 

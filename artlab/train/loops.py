@@ -52,7 +52,7 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
-def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     if config.schedule == "step":
@@ -74,7 +74,9 @@ def predict(model: nn.Module, dataset: ImageDataset, device: torch.device, batch
     return torch.cat(scores).numpy()
 
 
-def _train_epoch(model, frozen, data, optimizer, loss_fn, device, desc) -> float:
+def _train_epoch(model: nn.Module, frozen: list[nn.Module], data: torch.utils.data.DataLoader,
+                 optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device, desc: str) -> float:
+    """One pass over the training data; returns the mean loss."""
     model.train()
     for module in frozen:  # frozen blocks keep their ImageNet BatchNorm statistics
         module.eval()

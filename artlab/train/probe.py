@@ -47,12 +47,12 @@ def features_for(config: TrainConfig, collection: ArtCollection, device: torch.d
                            collection.table["path"].tolist(), config.image_size, device, config.batch_size * 2)
 
 
-def _logreg(c: float, multi: bool, seed: int):
+def _logreg(c: float, multi: bool, seed: int) -> LogisticRegression | OneVsRestClassifier:
     base = LogisticRegression(C=c, max_iter=3000, random_state=seed)
     return OneVsRestClassifier(base) if multi else base
 
 
-def _scores(clf, x: np.ndarray, multi: bool) -> np.ndarray:
+def _scores(clf: LogisticRegression | OneVsRestClassifier, x: np.ndarray, multi: bool) -> np.ndarray:
     return clf.predict_proba(x) if not multi else np.stack([e.predict_proba(x)[:, 1] for e in clf.estimators_], 1)
 
 
@@ -91,7 +91,8 @@ def fit_probe(config: TrainConfig, run: Run, collection: ArtCollection, device: 
     return history
 
 
-def _torch_head(config, x, targets, split, multi, n_classes):
+def _torch_head(config: TrainConfig, x: np.ndarray, targets: np.ndarray, split: np.ndarray, multi: bool,
+                n_classes: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """A linear layer trained with Adam on the cached features; keeps the best epoch on validation."""
     torch.manual_seed(config.seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
