@@ -104,7 +104,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     what = tuple(w.strip() for w in args.what.split(",") if w.strip())
     result = analyze(args.finetuned, pretrained=args.pretrained, data=args.data, what=what, k=args.k,
                      max_images=args.max_images, image_size=args.image_size, device=resolve_device(args.device),
-                     out_dir=args.out)
+                     out_dir=args.out, cka_pool=args.cka_pool, cka_grid=args.grid)
     for name in ("params_blocks", "cka", "topk_overlap_layers", "topk_entropy_layers"):
         if name in result.tables:
             print(f"\n{name}")
@@ -179,6 +179,9 @@ def parser() -> argparse.ArgumentParser:
                          help="what to compare with: imagenet (default), random, or another run folder")
     analyze.add_argument("--data", help="images to analyse (default: the run's own collection)")
     analyze.add_argument("--what", default="params,cka,topk", help="comma-separated: params, cka, topk")
+    analyze.add_argument("--cka-pool", dest="cka_pool", default="avg", choices=["avg", "grid", "flatten"],
+                         help="how activation maps become CKA features (default avg)")
+    analyze.add_argument("--grid", type=int, default=2, help="cells per side with --cka-pool grid (default 2)")
     analyze.add_argument("--k", type=int, default=100, help="top-k images per channel (default 100, up to 1000)")
     analyze.add_argument("--max-images", dest="max_images", type=int, help="analyse a random sample of this size")
     analyze.add_argument("--image-size", dest="image_size", type=int, help="default: the run's image size")

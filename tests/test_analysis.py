@@ -200,6 +200,7 @@ def test_top_k_limits(small_synthetic):
 
 # ---- the whole comparison, end to end ------------------------------------------------------------------------
 def test_analyze_a_fine_tuned_run(small_synthetic, tmp_path, capsys):
+    from artlab.analysis import analyze
     from artlab.cli import main
     from artlab.train import TrainConfig, train
 
@@ -223,6 +224,9 @@ def test_analyze_a_fine_tuned_run(small_synthetic, tmp_path, capsys):
     blocks = pd.read_csv(folder / "params_blocks.csv")
     assert blocks["layer"].tolist() == [f"features.{i}" for i in range(1, 19)] and (blocks["relative_change"] > 0).all()
     assert main(["analyze", "--finetuned", str(run.path), "--what", "colour"]) == 2
+    grid = analyze(run.path, what=("cka",), max_images=12, cka_pool="grid", cka_grid=2, out_dir=tmp_path / "grid")
+    avg = pd.read_csv(folder / "cka.csv")
+    assert len(grid.tables["cka"]) == 36 and not np.allclose(grid.tables["cka"]["cka"], avg["cka"])
 
 
 def test_several_comparisons_on_one_chart():

@@ -68,12 +68,15 @@ def _images(run: Run, data: str | None, task: str, max_images: int | None, seed:
 def analyze(finetuned: str | Path, pretrained: str = "imagenet", data: str | None = None,
             what: tuple[str, ...] = ANALYSES, k: int = 100, max_images: int | None = None,
             image_size: int | None = None, layers: list[str] | None = None, batch_size: int = 32,
-            device: str | torch.device = "cpu", out_dir: str | Path | None = None, seed: int = 0) -> Analysis:
+            device: str | torch.device = "cpu", out_dir: str | Path | None = None, seed: int = 0,
+            cka_pool: str = "avg", cka_grid: int = 2) -> Analysis:
     """Compare a fine-tuned run's network with `pretrained` ('imagenet', 'random' or another run).
 
     what: any of 'params' (relative change, Frobenius norm, correlation per filter and layer),
     'cka' (linear CKA per layer, layer x layer, and a random-network baseline) and 'topk' (top-k
-    overlap, class concentration of both networks, dead kernels).
+    overlap, class concentration of both networks, dead kernels). `cka_pool` turns each
+    activation map into features for CKA: 'avg' (global average), 'grid' (cka_grid x cka_grid
+    cells) or 'flatten'.
     """
     unknown = set(what) - set(ANALYSES)
     if unknown:
@@ -93,7 +96,8 @@ def analyze(finetuned: str | Path, pretrained: str = "imagenet", data: str | Non
         paths, labels = _images(run, data, task, max_images, seed)
         options = {"image_size": image_size, "batch_size": batch_size, "device": device}
         if "cka" in what:
-            _cka(result, base, tuned, arch_name, paths, layers, base_name, tuned_name, options)
+            _cka(result, base, tuned, arch_name, paths, layers, base_name, tuned_name,
+                 options | {"pool": cka_pool, "grid": cka_grid})
         if "topk" in what:
             _topk(result, base, tuned, paths, labels, layers, k, base_name, tuned_name, task, options)
     out_dir = Path(out_dir) if out_dir is not None else run.path / "analysis"
