@@ -23,7 +23,8 @@ from artlab import models
 from artlab.analysis import figures
 from artlab.analysis.cka import linear_cka
 from artlab.analysis.params import block_changes, filter_changes, layer_changes, most_changed
-from artlab.analysis.topk import class_entropy, collection_entropy, dead_kernels, overlap, per_layer, top_images
+from artlab.analysis.topk import (TopK, class_entropy, collection_entropy, dead_kernels, overlap, per_layer,
+                                  top_images)
 from artlab.runs import Run, atomic_path, load_tensors
 
 ANALYSES = ("params", "cka", "topk")
@@ -31,11 +32,17 @@ ANALYSES = ("params", "cka", "topk")
 
 @dataclass
 class Analysis:
-    """The tables (by name), figures (by heading) and the report path of one comparison."""
+    """The tables (by name), figures (by heading) and the report path of one comparison.
+
+    After a 'topk' analysis, `tops` holds each network's top-k lists and `labels` the images'
+    classes, for browsing (artlab.widgets.topk_browser).
+    """
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, object] = field(default_factory=dict)
     report: Path | None = None
+    tops: dict[str, TopK] = field(default_factory=dict)
+    labels: np.ndarray | None = None
 
 
 def _network(source: str, arch_name: str) -> tuple[nn.Module, str]:
@@ -158,6 +165,7 @@ def _topk(result: Analysis, base: nn.Module, tuned: nn.Module, paths: list[str],
     entropy_layers = pd.concat([per_layer(entropy[entropy["model"] == name], "entropy_bits").assign(model=name)
                                 for name in tops], ignore_index=True)
     k_used = tops[base_name].k
+    result.tops, result.labels = tops, labels
     result.tables |= {"topk_overlap": shared, "topk_overlap_layers": per_layer(shared, "overlap_pct"),
                       "topk_entropy": entropy, "topk_entropy_layers": entropy_layers,
                       "dead_kernels": dead.assign(dead_channels=dead["dead_channels"].map(json.dumps))}

@@ -1,0 +1,46 @@
+"""Notebook widgets (ipywidgets): browse the maximal-activation images of any layer and channel."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from artlab.analysis.figures import gallery
+from artlab.analysis.topk import TopK
+
+
+def topk_gallery(top: TopK, labels: np.ndarray | list[str], layer: str, channel: int, n: int = 10,
+                 title: str = ""):
+    """A plotly gallery of one channel's top images, best first, captioned with their labels."""
+    ids = top.indices[layer][channel].tolist()[:n]
+    scores = top.scores[layer][channel].tolist()[:n]
+    captions = [f"{labels[i]} ({s:.2f})" for i, s in zip(ids, scores)]
+    return gallery([top.paths[i] for i in ids], captions, title or f"{layer}, channel {channel}")
+
+
+def topk_browser(tops: dict[str, TopK], labels: np.ndarray | list[str], n: int = 10):
+    """Pick a network, a layer and a channel; see its top images. `tops`: network name -> TopK."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    if not tops:
+        raise ValueError("no top-k lists to browse: run analyze(..., what=('topk',)) first")
+    first = next(iter(tops.values()))
+    network = widgets.Dropdown(options=list(tops), description="network")
+    layer = widgets.Dropdown(options=first.layers, value=first.layers[-1], description="layer")
+    channel = widgets.BoundedIntText(value=0, min=0, max=len(first.indices[first.layers[-1]]) - 1,
+                                     description="channel")
+    output = widgets.Output()
+
+    def redraw(_change=None) -> None:
+        channel.max = len(tops[network.value].indices[layer.value]) - 1
+        with output:
+            output.clear_output(wait=True)
+            topk_gallery(tops[network.value], labels, layer.value, int(channel.value), n,
+                         f"{network.value}: {layer.value}, channel {channel.value}").show()
+
+    for control in (network, layer, channel):
+        control.observe(redraw, names="value")
+    redraw()
+    box = widgets.VBox([widgets.HBox([network, layer, channel]), output])
+    display(box)
+    return box
