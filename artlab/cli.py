@@ -19,6 +19,7 @@ def _print_table(frame: pd.DataFrame, index: bool = True) -> None:
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
+    from artlab.analysis.figures import write_figure
     from artlab.data import load
 
     options = {"separator": args.separator} if args.separator else {}
@@ -34,7 +35,7 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
         _print_table(collection.skipped, index=False)
     html = Path(args.html or f"reports/{collection.name}-classes.html")
     html.parent.mkdir(parents=True, exist_ok=True)
-    collection.class_chart(args.task or collection.tasks[0]).write_html(html, include_plotlyjs="cdn")
+    write_figure(collection.class_chart(args.task or collection.tasks[0]), html)
     print(f"\nclass chart: {html}")
     return 0
 

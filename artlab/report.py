@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from artlab.analysis.figures import write_figure
 from artlab.runs import RUNS_DIR, atomic_path
 from artlab.train import RunResult, TrainConfig, train
 
@@ -43,9 +44,7 @@ def write_report(table: pd.DataFrame, fig, stem: Path) -> Path:
         table.to_csv(tmp, index=False)
     with atomic_path(stem.with_suffix(".md")) as tmp:
         tmp.write_text(markdown_table(table))
-    with atomic_path(stem.with_suffix(".html")) as tmp:
-        fig.write_html(tmp, include_plotlyjs="cdn")
-    return stem.with_suffix(".html")
+    return write_figure(fig, stem.with_suffix(".html"))
 
 
 def markdown_table(table: pd.DataFrame) -> str:

@@ -192,7 +192,8 @@ def index(root: str | Path | None = None) -> pd.DataFrame:
         config = run.config()
         row = {"run": run.name, "strategy": config.get("strategy"), "arch": config.get("arch"),
                "data": config.get("data"), "task": config.get("task"), "freeze": config.get("freeze"),
-               "status": "finished" if run.finished else "incomplete", "epochs": len(run.history())}
+               "status": "finished" if run.finished else "incomplete",
+               "epochs": len(run.history()) if config.get("strategy") != "off_the_shelf" else None}
         if run.finished:
             metrics = run.metrics()
             row.update({k: metrics.get(k) for k in ("accuracy", "balanced_accuracy", "top5_accuracy", "mAP")

@@ -232,7 +232,8 @@ def test_demo_report(manifest, tmp_path):
     assert table["strategy"].tolist() == ["off_the_shelf", "fine_tune", "scratch"]
     csv = pd.read_csv(tmp_path / "reports" / "strategies-manifest-style.csv")
     assert csv["accuracy"].tolist() == pytest.approx(table["accuracy"].tolist())
-    assert html.is_file() and "plotly" in html.read_text()[:5000].lower()
+    assert html.is_file() and "Plotly.newPlot" in html.read_text()
+    assert (html.parent / "plotly.min.js").stat().st_size > 1_000_000  # opens offline
     # a second call reuses the finished runs instead of training again
     again, _ = compare_strategies(data=manifest, task="style", epochs=1, image_size=64, runs_dir=tmp_path / "runs",
                                   reports_dir=tmp_path / "reports", batch_size=16, device="cpu")

@@ -23,8 +23,7 @@ from artlab import models
 from artlab.analysis import figures
 from artlab.analysis.cka import linear_cka
 from artlab.analysis.params import block_changes, filter_changes, layer_changes, most_changed
-from artlab.analysis.topk import (TopK, class_entropy, collection_entropy, dead_kernels, overlap, per_layer,
-                                  top_images)
+from artlab.analysis.topk import TopK, class_entropy, collection_entropy, dead_kernels, overlap, per_layer, top_images
 from artlab.runs import Run, atomic_path, load_tensors
 
 ANALYSES = ("params", "cka", "topk")

@@ -54,20 +54,45 @@ def gallery(paths: list[str], captions: list[str], title: str, columns: int = 5,
     return fig
 
 
-def write_html_report(path: str | Path, title: str, sections: list[tuple[str, object]]) -> Path:
-    """One self-contained HTML page of (heading, plotly figure | DataFrame | text) sections, written atomically."""
+def write_plotlyjs(folder: str | Path) -> Path:
+    """plotly.min.js beside the HTML pages, so they open offline (written once per folder, atomically)."""
+    from plotly.offline import get_plotlyjs
+
     from artlab.runs import write_text
 
+    target = Path(folder) / "plotly.min.js"
+    if not target.is_file():
+        write_text(target, get_plotlyjs())
+    return target
+
+
+def write_figure(fig: go.Figure, path: str | Path) -> Path:
+    """A plotly figure as an HTML page that works offline (plotly.min.js beside it), written atomically."""
+    from artlab.runs import write_text
+
+    path = Path(path)
+    write_plotlyjs(path.parent)
+    write_text(path, fig.to_html(include_plotlyjs="plotly.min.js"))
+    return path
+
+
+def write_html_report(path: str | Path, title: str, sections: list[tuple[str, object]]) -> Path:
+    """One HTML page of (heading, plotly figure | DataFrame | text) sections, written atomically.
+
+    The page loads plotly.min.js from its own folder, so it opens without a network.
+    """
+    from artlab.runs import write_text
+
+    write_plotlyjs(Path(path).parent)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<script src='plotly.min.js'></script>",
              "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
              "font-size:12px}td,th{padding:2px 6px;border-bottom:1px solid #ddd}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
-    first_figure = True
     for heading, content in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(content, go.Figure):
-            parts.append(content.to_html(full_html=False, include_plotlyjs="cdn" if first_figure else False))
-            first_figure = False
+            parts.append(content.to_html(full_html=False, include_plotlyjs=False))
         elif isinstance(content, pd.DataFrame):
             parts.append(content.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
         else:

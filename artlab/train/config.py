@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 STRATEGIES = ("off_the_shelf", "fine_tune", "scratch")
 
@@ -59,7 +60,8 @@ class TrainConfig:
         if self.epochs < 1 and self.strategy != "off_the_shelf":
             raise ValueError(f"epochs must be at least 1, not {self.epochs}")
         if not self.name:
-            self.name = f"{self.strategy}-{self.task}-{self.arch}-{self.image_size}px-seed{self.seed}"
+            data = Path(self.data).stem or "data"
+            self.name = f"{data}-{self.task}-{self.strategy}-{self.arch}-{self.image_size}px-seed{self.seed}"
 
     def to_dict(self) -> dict:
         return asdict(self)
