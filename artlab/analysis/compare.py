@@ -137,7 +137,7 @@ def _params(result: Analysis, base: nn.Module, tuned: nn.Module, arch_name: str)
                       "params_most_changed": most_changed(filters, 20)}
     result.figures["Relative change of the weights per layer"] = figures.layer_curves(
         blocks.assign(model="fine-tuned vs pretrained"), "relative_change",
-        "mean |W_ft - W_pre| / mean |W_pre| per analysed layer")
+        "mean |W_ft - W_pre| / mean |W_pre| per analysed layer", y_label="relative change")
 
 
 def _cka(result: Analysis, base: nn.Module, tuned: nn.Module, arch_name: str, paths: list[str], layers: list[str],
@@ -149,7 +149,8 @@ def _cka(result: Analysis, base: nn.Module, tuned: nn.Module, arch_name: str, pa
     per_layer_cka = pd.concat([diagonal, baseline], ignore_index=True).rename(columns={"layer_a": "layer"})
     result.tables |= {"cka": per_layer_cka.drop(columns=["layer_b", "depth_b"]), "cka_matrix": matrix}
     result.figures["Linear CKA per layer (same layer in both networks)"] = figures.layer_curves(
-        per_layer_cka, "cka", "linear CKA with the pretrained network, per layer", color="comparison")
+        per_layer_cka, "cka", "linear CKA with the pretrained network, per layer", color="comparison",
+        y_label="linear CKA")
     result.figures["Linear CKA, layer x layer"] = figures.cka_heatmap(matrix)
 
 
@@ -170,10 +171,10 @@ def _topk(result: Analysis, base: nn.Module, tuned: nn.Module, paths: list[str],
                       "dead_kernels": dead.assign(dead_channels=dead["dead_channels"].map(json.dumps))}
     result.figures[f"Top-{k_used} overlap between the two networks"] = figures.layer_curves(
         per_layer(shared, "overlap_pct").assign(model=f"{base_name} vs {tuned_name}"), "mean",
-        f"mean overlap of the top-{k_used} images per channel (%)")
+        f"mean overlap of the top-{k_used} images per channel", y_label="overlap (%)")
     result.figures[f"Class concentration of the top-{k_used} images ({task})"] = figures.layer_curves(
         entropy_layers, "mean", f"mean entropy (bits) of the {task} classes among a channel's top-{k_used}",
-        reference=collection_entropy(labels), reference_label="whole collection")
+        reference=collection_entropy(labels), reference_label="whole collection", y_label="entropy (bits)")
     deep = entropy[(entropy["model"] == tuned_name) & (entropy["layer"] == layers[-1])]
     best = deep.sort_values(["entropy_bits", "channel"]).iloc[0]
     top = tops[tuned_name]

@@ -15,9 +15,10 @@ from artlab.data.images import ImageError, load_rgb
 
 
 def layer_curves(table: pd.DataFrame, y: str, title: str, color: str = "model", x: str = "layer",
-                 reference: float | None = None, reference_label: str = "") -> go.Figure:
+                 reference: float | None = None, reference_label: str = "", y_label: str | None = None) -> go.Figure:
     """One line per model (or any `color` column) across layers, shallow to deep."""
-    fig = px.line(table, x=x, y=y, color=color if color in table else None, markers=True, title=title)
+    fig = px.line(table, x=x, y=y, color=color if color in table else None, markers=True, title=title,
+                  labels={y: y_label or y})
     fig.update_xaxes(type="category", tickangle=-45)
     if reference is not None:
         fig.add_hline(y=reference, line_dash="dash", annotation_text=reference_label)
@@ -31,6 +32,7 @@ def cka_heatmap(table: pd.DataFrame, value: str = "cka", title: str = "linear CK
     matrix = table.pivot(index="layer_a", columns="layer_b", values=value).loc[order_a, order_b]
     fig = px.imshow(matrix, zmin=0, zmax=1, color_continuous_scale="Viridis", origin="lower", title=title,
                     labels={"x": "fine-tuned layer", "y": "pretrained layer", "color": value})
+    fig.update_layout(height=650, width=750)
     return fig
 
 

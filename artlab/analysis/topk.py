@@ -97,7 +97,7 @@ def overlap(a: TopK, b: TopK) -> pd.DataFrame:
 
 def _entropy_bits(counts: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum())
+    return max(0.0, float(-(p * np.log2(p)).sum()))  # no "-0.0" for a single class
 
 
 def class_entropy(top: TopK, labels: list[str] | np.ndarray) -> pd.DataFrame:
