@@ -129,3 +129,24 @@ def test_real_genres_collection_formats_by_content(genres_dir):
     assert counts.get("PNG") == 71 and counts.get("WEBP") == 43 and counts.get("GIF") == 7
     for path in info.loc[info["format"] != "JPEG", "path"].head(20):
         assert load_rgb(path).mode == "RGB"
+
+
+def test_scan_results_are_cached_and_invalidated_by_edits(tmp_path, monkeypatch):
+    import artlab.data.images as images
+
+    for i in range(3):
+        Image.new("RGB", (10 + i, 8), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "3.png").write_text("not an image")
+    paths = sorted(str(p) for p in tmp_path.glob("*.png"))
+    first = scan(paths)
+
+    def must_not_decode(*args, **kwargs):
+        raise AssertionError("decoded again although the scan was cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(images, "inspect", must_not_decode)
+        again = scan(paths)
+    assert again["width"].tolist()[:3] == [10, 11, 12] and again["error"].notna().tolist() == [False] * 3 + [True]
+    assert again["error"].iloc[3] == first["error"].iloc[3]
+    Image.new("RGB", (30, 8)).save(tmp_path / "0.png")  # an edited file is decoded again
+    assert scan(paths)["width"].iloc[0] == 30

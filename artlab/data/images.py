@@ -109,8 +109,33 @@ def inspect(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     return ImageInfo(fmt, width, height, mode)
 
 
-def scan(paths: list[str]) -> pd.DataFrame:
-    """Inspect every file; one row per path with format, width, height, mode and `error` (None if usable)."""
+SCAN_COLUMNS = ["path", "format", "width", "height", "mode", "error"]
+
+
+def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
+    """Inspect every file; one row per path with format, width, height, mode and `error` (None if usable).
+
+    The result is cached per set of files (path, size, modification time), so checking the same
+    collection again, e.g. for another run, reads one CSV instead of decoding every image.
+    """
+    from artlab.cache import cache_dir, fingerprint
+
+    stored = cache_dir() / "scans" / f"{fingerprint(paths)[:32]}.csv"
+    if cache and stored.is_file():
+        table = pd.read_csv(stored, dtype={"path": str, "format": str, "mode": str, "error": str},
+                            keep_default_na=False, na_values=[""])  # missing values come back as NaN
+        if table["path"].tolist() == list(paths):
+            return table
+    table = _scan(paths)
+    if cache:
+        from artlab.runs import atomic_path
+
+        with atomic_path(stored) as tmp:
+            table.to_csv(tmp, index=False)
+    return table
+
+
+def _scan(paths: list[str]) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     rows = []
@@ -121,4 +146,4 @@ def scan(paths: list[str]) -> pd.DataFrame:
         except ImageError as exc:
             rows.append({"path": path, "format": None, "width": None, "height": None, "mode": None,
                          "error": exc.reason})
-    return pd.DataFrame(rows, columns=["path", "format", "width", "height", "mode", "error"])
+    return pd.DataFrame(rows, columns=SCAN_COLUMNS)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from artlab.cache import cache_dir
 from artlab.data.collection import ArtCollection, from_manifest
 
 STYLES = ("pointillism", "cubism", "colour_field", "drip", "op_art", "mondrian", "ukiyo_e", "impressionism")
@@ -215,11 +216,6 @@ def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int 
         shutil.rmtree(root)
     os.replace(tmp, root)
     return root / "manifest.csv"
-
-
-def cache_dir() -> Path:
-    """Where artlab keeps generated data and feature caches (ARTLAB_CACHE, default ~/.cache/artlab)."""
-    return Path(os.environ.get("ARTLAB_CACHE", Path.home() / ".cache" / "artlab"))
 
 
 def load_synthetic(per_artist: int = 20, size: int = 160, seed: int = 0,

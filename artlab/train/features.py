@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from artlab.cache import cache_dir, fingerprint
 from artlab.data.loading import ImageDataset
 
 
@@ -89,24 +89,14 @@ def extract(model: nn.Module, paths: list[str], layers: list[str], image_size: i
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
-def _fingerprint(paths: list[str]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        stat = os.stat(path)
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
 def cache_key(weights_id: str, layer: str, image_size: int, paths: list[str], pooling: str = "avg") -> str:
     """A stable key for one (weights, layer, image size, pooling, image set) combination."""
     spec = json.dumps({"weights": weights_id, "layer": layer, "size": image_size, "pool": pooling,
-                       "images": _fingerprint(paths), "version": 1}, sort_keys=True)
+                       "images": fingerprint(paths), "version": 1}, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
 
 def features_dir() -> Path:
-    from artlab.data.synthetic import cache_dir
-
     return cache_dir() / "features"
 
 
