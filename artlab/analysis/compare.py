@@ -131,7 +131,7 @@ def several(analyses: dict[str, Analysis], table: str, y: str, title: str | None
 def _params(result: Analysis, base: nn.Module, tuned: nn.Module, arch_name: str) -> None:
     analysed = models.arch(arch_name).layers
     filters = filter_changes(base, tuned, analysed)
-    convs = layer_changes(base, tuned, analysed)
+    convs = layer_changes(base, tuned, analysed, filters)
     blocks = block_changes(convs)
     result.tables |= {"params_filters": filters, "params_layers": convs, "params_blocks": blocks,
                       "params_most_changed": most_changed(filters, 20)}

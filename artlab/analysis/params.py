@@ -54,11 +54,13 @@ def _rowwise_pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, (a * b).sum(1) / denominator.clamp_min(1e-300), torch.nan)
 
 
-def layer_changes(pretrained: nn.Module, finetuned: nn.Module, layers: tuple[str, ...] = ()) -> pd.DataFrame:
+def layer_changes(pretrained: nn.Module, finetuned: nn.Module, layers: tuple[str, ...] = (),
+                  filters: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per convolution: the layer-wide relative change and Frobenius norm, the mean filter correlation.
 
     The layer-wide relative change is mean|dW| / mean|W| over all the layer's weights (not the mean
-    of per-filter ratios, which small filters would dominate).
+    of per-filter ratios, which small filters would dominate). Pass `filters` (from
+    filter_changes) when you already have them, to avoid computing them again.
     """
     tuned = dict(finetuned.named_modules())
     rows = []
@@ -70,7 +72,8 @@ def layer_changes(pretrained: nn.Module, finetuned: nn.Module, layers: tuple[str
                          "frobenius": float((after - before).norm()), "weights": before.numel(),
                          "abs_change_sum": change, "abs_weight_sum": size})
     table = pd.DataFrame(rows)
-    per_filter = filter_changes(pretrained, finetuned, layers).groupby("layer", sort=False)["pearson"].mean()
+    filters = filter_changes(pretrained, finetuned, layers) if filters is None else filters
+    per_filter = filters.groupby("layer", sort=False)["pearson"].mean()
     table["mean_filter_pearson"] = table["layer"].map(per_filter)
     table.insert(0, "depth", range(len(table)))
     return table
