@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 
+from artlab.data.layouts import LAYOUTS
+from artlab.io import DamagedFile
 from artlab.models import WeightsUnavailable
-from artlab.train.config import STRATEGIES, TrainConfig
+from artlab.runs import HEADLINE_METRICS
+from artlab.training.config import add_arguments, from_arguments
 
 
 def _print_table(frame: pd.DataFrame, index: bool = True) -> None:
@@ -19,8 +21,8 @@ def _print_table(frame: pd.DataFrame, index: bool = True) -> None:
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
-    from artlab.analysis.figures import write_figure
     from artlab.data import load
+    from artlab.plots import write_figure
 
     options = {"separator": args.separator} if args.separator else {}
     collection = load(args.source, args.layout, **options).check_images()
@@ -47,29 +49,24 @@ def cmd_models_list(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    return TrainConfig(**values)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from artlab.train import train
+    from artlab.training import train
 
-    result = train(_config_from_args(args), runs_dir=args.runs_dir, resume=args.resume)
+    result = train(from_arguments(args), runs_dir=args.runs_dir, resume=args.resume)
     print(f"run {result.run.path}")
     _print_metrics(result.metrics)
     return 0
 
 
 def _print_metrics(metrics: dict) -> None:
-    for key in ("n_images", "accuracy", "balanced_accuracy", "top3_accuracy", "top5_accuracy", "mAP"):
+    for key in ("n_images", *HEADLINE_METRICS):
         if key in metrics:
             value = metrics[key]
             print(f"  {key:>18}: {value:.4f}" if isinstance(value, float) else f"  {key:>18}: {value}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from artlab.train import evaluate_run
+    from artlab.training import evaluate_run
 
     metrics = evaluate_run(args.run, part=args.split)
     print(f"run {args.run}, {args.split} split")
@@ -89,7 +86,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from artlab.report import compare_strategies
+    from artlab.experiments import compare_strategies
 
     table, html = compare_strategies(data=args.data, task=args.task, epochs=args.epochs, image_size=args.image_size,
                                      runs_dir=args.runs_dir, reports_dir=args.reports_dir)
@@ -99,13 +96,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from artlab.analysis import analyze
-    from artlab.train import resolve_device
+    from artlab.analysis import Comparison, analyze
+    from artlab.models import resolve_device
 
     what = tuple(w.strip() for w in args.what.split(",") if w.strip())
-    result = analyze(args.finetuned, pretrained=args.pretrained, data=args.data, what=what, k=args.k,
-                     max_images=args.max_images, image_size=args.image_size, device=resolve_device(args.device),
-                     out_dir=args.out, cka_pool=args.cka_pool, cka_grid=args.grid)
+    comparison = Comparison(args.finetuned, pretrained=args.pretrained, data=args.data, what=what, k=args.k,
+                            max_images=args.max_images, image_size=args.image_size,
+                            device=resolve_device(args.device), cka_pool=args.cka_pool, cka_grid=args.grid)
+    result = analyze(comparison, out_dir=args.out)
     for name in ("params_blocks", "cka", "topk_overlap_layers", "topk_entropy_layers"):
         if name in result.tables:
             print(f"\n{name}")
@@ -115,33 +113,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainConfig()
-    parser.add_argument("--data", help=f"collection folder, manifest or 'synthetic' (default {defaults.data})")
-    parser.add_argument("--layout", choices=["auto", "folders", "wikiart", "manifest", "peopleart", "synthetic"])
-    parser.add_argument("--task", help=f"label task (default {defaults.task})")
-    parser.add_argument("--separator", help="manifests: separator of multi-label cells, e.g. ';'")
-    parser.add_argument("--strategy", choices=STRATEGIES, help=f"default {defaults.strategy}")
-    parser.add_argument("--arch", help=f"architecture (default {defaults.arch}); see `artlab models list`")
-    parser.add_argument("--name", help="run name (default: derived from strategy, task, arch, size, seed)")
-    parser.add_argument("--freeze", type=int, help="freeze the first K blocks (0 trains everything)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--image-size", dest="image_size", type=int, help=f"default {defaults.image_size}")
-    parser.add_argument("--batch-size", dest="batch_size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--backbone-lr-mult", dest="backbone_lr_mult", type=float)
-    parser.add_argument("--optimizer", choices=["sgd", "adam"])
-    parser.add_argument("--schedule", choices=["cosine", "step", "none"])
-    parser.add_argument("--weight-decay", dest="weight_decay", type=float)
-    parser.add_argument("--patience", type=int, help="early stopping after this many epochs without improvement")
-    parser.add_argument("--layer", help="off-the-shelf: analysed layer whose pooled output is the feature")
-    parser.add_argument("--classifier", choices=["logreg", "linear"])
-    parser.add_argument("--init-from", dest="init_from", help="start from this run's network (double fine-tuning)")
-    parser.add_argument("--min-images", dest="min_images", type=int, help="drop classes with fewer images")
-    parser.add_argument("--top-n", dest="top_n", type=int, help="keep only the N largest classes")
-    parser.add_argument("--split", choices=["auto", "official", "random"])
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", help="auto (cuda when present), cpu, cuda, ...")
-    parser.add_argument("--num-workers", dest="num_workers", type=int)
+    add_arguments(parser)  # one option per TrainConfig field
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same name")
 
 
@@ -154,8 +126,7 @@ def parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="art collections").add_subparsers(dest="data_command", required=True)
     summary = data.add_parser("summary", help="counts per class and split, image formats, class chart")
     summary.add_argument("source", help="a collection folder, a CSV/TSV manifest, or 'synthetic'")
-    summary.add_argument("--layout", default="auto",
-                         choices=["auto", "folders", "wikiart", "manifest", "peopleart", "synthetic"])
+    summary.add_argument("--layout", default="auto", choices=LAYOUTS)
     summary.add_argument("--task", help="only this task")
     summary.add_argument("--separator", help="manifests: separator of multi-label cells, e.g. ';'")
     summary.add_argument("--html", help="where to write the class chart (default reports/<name>-classes.html)")
@@ -207,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, WeightsUnavailable) as exc:
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, WeightsUnavailable, DamagedFile) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"artlab: error: {message}", file=sys.stderr)
         return 2

@@ -6,86 +6,34 @@ A run lives in `runs/<name>/`:
     split.csv        the images, labels and split used
     history.csv      one row per finished epoch
     checkpoint.safetensors  model + optimiser + scheduler state after the last finished epoch
-    model.safetensors       the final (best-on-validation) model
+    model.safetensors       the final (best-on-validation) model, its ModelCard in the header
     metrics.json     final test metrics (present only once the run has finished)
-Nothing here is unpickled: tensors are safetensors, everything else JSON/YAML/CSV.
+Nothing here is unpickled: tensors are safetensors, everything else JSON/YAML/CSV. This is the
+layer that turns a run folder back into a network and a collection, for training and analyses alike.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
+from torch import nn
+
+from artlab import models
+from artlab.data.collection import ArtCollection
+from artlab.data.layouts import from_manifest
+from artlab.io import load_tensors, read_json, read_yaml, save_tensors, to_json, write_csv, write_yaml
+from artlab.models import ModelCard
 
 RUNS_DIR = Path("runs")
-
-
-@contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual permissions
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Save tensors as safetensors, atomically (contiguous CPU copies, so shared storage is fine)."""
-    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
-
-
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of a safetensors file."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    return load_file(str(path)), metadata
+MODEL_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+#: Separator of multi-label cells in split.csv.
+LABEL_SEPARATOR = "|"
 
 
 def environment(seed: int, device: str) -> dict:
@@ -94,9 +42,9 @@ def environment(seed: int, device: str) -> dict:
     import sklearn
     import torchvision
 
-    import artlab
+    from artlab.version import __version__
 
-    return {"artlab": artlab.__version__, "python": platform.python_version(), "torch": torch.__version__,
+    return {"artlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__,
             "platform": platform.platform(), "device": device, "seed": seed,
             "cuda": torch.version.cuda if torch.cuda.is_available() else None}
@@ -111,6 +59,9 @@ class Run:
     @classmethod
     def named(cls, name: str, root: str | Path | None = None) -> Run:
         return cls(Path(root or RUNS_DIR) / name)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
 
     @property
     def name(self) -> str:
@@ -127,24 +78,73 @@ class Run:
         path = self.file("config.yaml")
         if not path.is_file():
             raise FileNotFoundError(f"{self.path} is not a run folder: no config.yaml")
-        return yaml.safe_load(path.read_text())
+        return read_yaml(path)
 
     def write_config(self, config: dict) -> None:
-        write_text(self.file("config.yaml"), yaml.safe_dump(config, sort_keys=False))
+        write_yaml(self.file("config.yaml"), config)
 
     def metrics(self) -> dict:
-        return json.loads(self.file("metrics.json").read_text())
+        return read_json(self.file("metrics.json"))
 
     def history(self) -> pd.DataFrame:
         path = self.file("history.csv")
         return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
     def write_history(self, rows: list[dict]) -> None:
-        with atomic_path(self.file("history.csv")) as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
+        write_csv(self.file("history.csv"), pd.DataFrame(rows))
+
+    def card(self) -> ModelCard:
+        """What the run's saved model is (read from the file header only)."""
+        path = self.file(MODEL_FILE)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.path} has no {MODEL_FILE} yet: the run has not saved a model")
+        return ModelCard.read(path)
+
+    def save_model(self, tensors: dict[str, torch.Tensor], card: ModelCard) -> None:
+        save_tensors(self.file(MODEL_FILE), tensors, card.to_metadata())
+
+    def load_model(self) -> tuple[dict[str, torch.Tensor], ModelCard]:
+        """The saved tensors and card, in one read of the file."""
+        tensors, meta = load_tensors(self.file(MODEL_FILE))
+        return tensors, ModelCard.from_metadata(meta, self.file(MODEL_FILE))
 
 
-def save_checkpoint(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+def as_run(run: Run | str | Path) -> Run:
+    return run if isinstance(run, Run) else Run(run)
+
+
+def load_network(run: Run | str | Path) -> nn.Module:
+    """The trained network of a fine-tune or scratch run (best-on-validation weights), in eval mode.
+
+    The model carries its card as `model.artlab_card` (tasks, classes, image size).
+    """
+    run = as_run(run)
+    tensors, card = run.load_model()
+    if card.kind != "network":
+        raise ValueError(f"{run.path} holds a {card.kind}, not a trained network (off-the-shelf runs "
+                         f"keep only a linear classifier on ImageNet features)")
+    model = models.build(card.arch, pretrained=False, num_classes=len(card.task_classes(card.tasks[0])))
+    model.load_state_dict(tensors)
+    model.artlab_card = card
+    return model.eval()
+
+
+def run_collection(run: Run | str | Path, card: ModelCard | None = None) -> ArtCollection:
+    """The exact images, labels and split a run used (from its split.csv)."""
+    run = as_run(run)
+    card = card or run.card()
+    multi = [t for t in card.tasks if card.multi_label[t]]
+    single = [t for t in card.tasks if not card.multi_label[t]]
+    collection = from_manifest(run.file("split.csv"), single, path_column="path", name=run.name)
+    if multi:
+        tagged = from_manifest(run.file("split.csv"), multi, path_column="path", separator=LABEL_SEPARATOR)
+        for task in multi:
+            collection.table[task] = tagged.table[task]
+        collection.multi_label = {t: card.multi_label[t] for t in card.tasks}
+    return collection
+
+
+def save_checkpoint(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                     state: dict) -> None:
     """Model, optimiser and scheduler state plus a JSON `state` (epoch, history, ...) in one atomic file."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -153,17 +153,17 @@ def save_checkpoint(run: Run, model: torch.nn.Module, optimizer: torch.optim.Opt
         for key, value in values.items():
             if isinstance(value, torch.Tensor):
                 tensors[f"optim.{index}.{key}"] = value
-    meta = {"state": json.dumps(state, default=_jsonable),
+    meta = {"state": to_json(state),
             "param_groups": json.dumps(opt["param_groups"]),
             "optim_scalars": json.dumps({f"{i}.{k}": v for i, vs in opt["state"].items()
                                          for k, v in vs.items() if not isinstance(v, torch.Tensor)}),
-            "scheduler": json.dumps(scheduler.state_dict() if scheduler is not None else None, default=_jsonable)}
-    save_tensors(run.file("checkpoint.safetensors"), tensors, meta)
+            "scheduler": to_json(scheduler.state_dict() if scheduler is not None else None)}
+    save_tensors(run.file(CHECKPOINT_FILE), tensors, meta)
 
 
-def load_checkpoint(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict | None:
+def load_checkpoint(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict | None:
     """Restore what save_checkpoint wrote; returns its `state`, or None when there is no checkpoint."""
-    path = run.file("checkpoint.safetensors")
+    path = run.file(CHECKPOINT_FILE)
     if not path.is_file():
         return None
     tensors, meta = load_tensors(path)
@@ -183,6 +183,10 @@ def load_checkpoint(run: Run, model: torch.nn.Module, optimizer: torch.optim.Opt
     return json.loads(meta["state"])
 
 
+#: The test metrics shown wherever runs are compared (run index, CLI, strategy tables).
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "top3_accuracy", "top5_accuracy", "mAP")
+
+
 def index(root: str | Path | None = None) -> pd.DataFrame:
     """Every run under `root` as one row: name, strategy, data, task, status, epochs and test metrics."""
     root = Path(root or RUNS_DIR)
@@ -196,7 +200,6 @@ def index(root: str | Path | None = None) -> pd.DataFrame:
                "epochs": len(run.history()) if config.get("strategy") != "off_the_shelf" else None}
         if run.finished:
             metrics = run.metrics()
-            row.update({k: metrics.get(k) for k in ("accuracy", "balanced_accuracy", "top5_accuracy", "mAP")
-                        if k in metrics})
+            row.update({k: metrics.get(k) for k in HEADLINE_METRICS if k in metrics})
         rows.append(row)
     return pd.DataFrame(rows)

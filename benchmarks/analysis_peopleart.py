@@ -22,12 +22,12 @@ SUMMARIES = ("params_blocks", "params_most_changed", "cka", "topk_overlap_layers
 
 
 def main() -> None:
-    from artlab.analysis import analyze
+    from artlab.analysis import Comparison, analyze
 
     if not RUN.is_dir():
         raise SystemExit(f"{RUN} not found: run benchmarks/transfer_peopleart.py first")
     start = time.perf_counter()
-    result = analyze(RUN, k=100, out_dir=HERE / "runs" / "analysis-peopleart")
+    result = analyze(Comparison(RUN, k=100), out_dir=HERE / "runs" / "analysis-peopleart")
     results = HERE / "results" / "analysis-peopleart"
     results.mkdir(parents=True, exist_ok=True)
     for name in SUMMARIES:

@@ -27,8 +27,9 @@ def main() -> None:
     args = parser.parse_args()
     import pandas as pd
 
-    from artlab.report import markdown_table, results_table
-    from artlab.train import TrainConfig, train
+    from artlab.experiments.strategies import results_table
+    from artlab.plots import markdown_table
+    from artlab.training import TrainConfig, train
 
     if not STAGE1.is_dir():
         raise SystemExit(f"{STAGE1} not found: run benchmarks/transfer_peopleart.py first")

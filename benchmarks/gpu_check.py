@@ -25,7 +25,7 @@ def main() -> None:
         raise SystemExit("no CUDA device: nothing to check")
     from artlab.analysis import linear_cka, top_images
     from artlab.analysis.topk import overlap
-    from artlab.train import TrainConfig, load_network, run_collection, train
+    from artlab.training import TrainConfig, load_network, run_collection, train
 
     runs = tempfile.mkdtemp(prefix="artlab-gpu-")
     timings, results = {}, {}

@@ -35,8 +35,8 @@ def child(variant: str, n: int, k: int) -> None:
     import torch
 
     from artlab import models
-    from artlab.analysis.topk import relu_spatial_mean, top_images
-    from artlab.train.features import extract
+    from artlab.analysis.topk import top_images
+    from artlab.training.features import extract
 
     paths = _paths(n)
     model = models.build("mobilenet_v2")
@@ -45,7 +45,7 @@ def child(variant: str, n: int, k: int) -> None:
     if variant == "streaming":
         top_images(model, paths, layers, k=k, image_size=128)
     elif variant == "plain":
-        scores = extract(model, paths, layers, 128, torch.device("cpu"), batch_size=32, reduce=relu_spatial_mean)
+        scores = extract(model, paths, layers, 128, torch.device("cpu"), batch_size=32, pool="relu_avg")
         for layer in layers:
             torch.from_numpy(scores[layer]).T.topk(k, dim=1)
     seconds = time.perf_counter() - start

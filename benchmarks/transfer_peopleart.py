@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=128)
     args = parser.parse_args()
-    from artlab.report import compare_strategies
+    from artlab.experiments import compare_strategies
 
     start = time.perf_counter()
     table, html = compare_strategies(data=args.data, task="style", top_n=10, epochs=args.epochs,

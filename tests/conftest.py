@@ -15,6 +15,13 @@ def pytest_configure(config):
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that use ../shared/data are marked `shared`, wherever they are (the fixtures say it)."""
+    for item in items:
+        if {"peopleart_dir", "genres_dir"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.shared)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def artlab_cache(tmp_path_factory):
     """Each test session gets its own generated data and feature cache (torch's weights cache is shared)."""

@@ -66,7 +66,7 @@ def test_cka_needs_four_images():
 
 
 def test_network_cka_against_direct_computation_and_random_baseline(small_synthetic):
-    from artlab.train.features import extract
+    from artlab.training.features import extract
 
     paths = small_synthetic.table["path"].tolist()[::4][:24]
     layers = ["features.2", "features.9", "features.16"]
@@ -133,8 +133,8 @@ def test_parameter_tables_are_tidy():
 # ---- maximal-activation images -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def topk_setup(small_synthetic):
-    from artlab.analysis.topk import relu_spatial_mean, top_images
-    from artlab.train.features import extract
+    from artlab.analysis.topk import top_images
+    from artlab.training.features import extract
 
     collection = small_synthetic.subset(np.arange(len(small_synthetic)) % 3 == 0)  # 48 images
     paths = collection.table["path"].tolist()
@@ -144,7 +144,7 @@ def topk_setup(small_synthetic):
     other = models.build("mobilenet_v2", pretrained=False)
     k = 10
     tops = [top_images(net, paths, layers, k=k, image_size=64, batch_size=7) for net in (pretrained, other)]
-    full = [extract(net, paths, layers, 64, torch.device("cpu"), batch_size=7, reduce=relu_spatial_mean)
+    full = [extract(net, paths, layers, 64, torch.device("cpu"), batch_size=7, pool="relu_avg")
             for net in (pretrained, other)]
     return collection, layers, k, tops, full
 
@@ -199,10 +199,11 @@ def test_top_k_limits(small_synthetic):
 
 
 # ---- the whole comparison, end to end ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_analyze_a_fine_tuned_run(small_synthetic, tmp_path, capsys):
-    from artlab.analysis import analyze
+    from artlab.analysis import Comparison, analyze
     from artlab.cli import main
-    from artlab.train import TrainConfig, train
+    from artlab.training import TrainConfig, train
 
     manifest = str(__import__("pathlib").Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
     run = train(TrainConfig(name="ft", data=manifest, task="style", image_size=64, epochs=1, device="cpu", lr=0.05),
@@ -224,9 +225,17 @@ def test_analyze_a_fine_tuned_run(small_synthetic, tmp_path, capsys):
     blocks = pd.read_csv(folder / "params_blocks.csv")
     assert blocks["layer"].tolist() == [f"features.{i}" for i in range(1, 19)] and (blocks["relative_change"] > 0).all()
     assert main(["analyze", "--finetuned", str(run.path), "--what", "colour"]) == 2
-    grid = analyze(run.path, what=("cka",), max_images=12, cka_pool="grid", cka_grid=2, out_dir=tmp_path / "grid")
+    grid = analyze(Comparison(run.path, what=("cka",), max_images=12, cka_pool="grid", cka_grid=2),
+                   out_dir=tmp_path / "grid")
     avg = pd.read_csv(folder / "cka.csv")
     assert len(grid.tables["cka"]) == 36 and not np.allclose(grid.tables["cka"]["cka"], avg["cka"])
+    assert set(grid.figures) == {"cka.per_layer", "cka.matrix"}
+    assert all(figure.layout.title.text for figure in grid.figures.values())  # the human title is inside
+    with pytest.raises(KeyError, match="cka.matrix"):
+        grid.figure("topk.overlap")
+    every = analyze(Comparison(run.path, k=3, max_images=12), out_dir=tmp_path / "all")
+    assert set(every.figures) == {"params.per_layer", "cka.per_layer", "cka.matrix", "topk.overlap", "topk.entropy",
+                                  "topk.gallery"}
 
 
 def test_several_comparisons_on_one_chart():

@@ -162,24 +162,3 @@ def test_genres_folder_collection(genres_dir):
     assert len(collection.skipped) == 0
     files = collection.image_summary().set_index("statistic")["value"]
     assert files["extension differs from content"] == 71 + 43 + 7  # the README's PNG, WebP and GIF named .jpg
-
-
-def test_synthetic_artists_are_learnable_but_not_trivially(tmp_path):
-    """The embedded default's artist task: an off-the-shelf probe lands well above chance, well below 100%."""
-    from artlab.train import TrainConfig, train
-
-    result = train(TrainConfig(data="synthetic", task="artist", strategy="off_the_shelf", device="cpu"),
-                   runs_dir=tmp_path)
-    assert 3 / 24 < result.accuracy < 0.9, result.accuracy  # chance is 1/24
-
-
-def test_training_refuses_a_split_without_test_images(tmp_path):
-    from artlab.train import TrainConfig, prepare_collection
-
-    for i in range(12):
-        _image(tmp_path / ("train" if i < 9 else "val") / ("a" if i % 2 else "b") / f"{i}.jpg")
-    with pytest.raises(ValueError, match="no test images"):
-        prepare_collection(TrainConfig(data=str(tmp_path), task="label"))
-    assert Counter(prepare_collection(TrainConfig(data=str(tmp_path), task="label", split="random",
-                                                  val_fraction=0.25, test_fraction=0.25)).table["split"]) == \
-        {"train": 6, "val": 3, "test": 3}

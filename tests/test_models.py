@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from artlab import models
-from artlab.data.loading import transform
 
 
 def test_pretrained_mobilenet_recognises_a_real_cat():
     skimage_data = pytest.importorskip("skimage.data")
     model = models.build("mobilenet_v2", pretrained=True).eval()
-    x = transform(224, train=False)(torch.from_numpy(skimage_data.chelsea()).permute(2, 0, 1))
+    cat = torch.from_numpy(skimage_data.chelsea()).permute(2, 0, 1)
+    x = models.arch("mobilenet_v2").transform(224, train=False)(cat)
     with torch.no_grad():
         top3 = model(x[None]).softmax(1).topk(3).indices[0].tolist()
     names = [models.imagenet_classes()[i] for i in top3]
@@ -97,7 +97,7 @@ def test_blocks_and_layers_are_real_ordered_modules(name):
 @pytest.mark.parametrize("k", [0, 3, 19])
 def test_freeze_first_k_blocks(k):
     model = models.build("mobilenet_v2", pretrained=False, num_classes=3)
-    frozen = models.freeze_blocks(model, "mobilenet_v2", k)
+    frozen = models.freeze_blocks(model, k)
     frozen_params = {id(p) for m in frozen for p in m.parameters()}
     for name, param in model.named_parameters():
         index = int(name.split(".")[1]) if name.startswith("features.") else None
@@ -106,7 +106,7 @@ def test_freeze_first_k_blocks(k):
         assert (id(param) in frozen_params) == should_freeze
     assert model.classifier[1].weight.requires_grad
     with pytest.raises(ValueError, match="19 blocks"):
-        models.freeze_blocks(model, "mobilenet_v2", 20)
+        models.freeze_blocks(model, 20)
 
 
 def test_unknown_architecture_lists_the_known_ones():
@@ -127,6 +127,6 @@ def test_describe_lists_every_architecture():
 
 def test_transform_output_is_normalised_square():
     picture = np.array(Image.new("RGB", (150, 110), (124, 116, 104)))
-    x = transform(96, train=True)(torch.from_numpy(picture).permute(2, 0, 1))
+    x = models.arch("mobilenet_v2").transform(96, train=True)(torch.from_numpy(picture).permute(2, 0, 1))
     assert x.shape == (3, 96, 96)
     assert x.abs().max() < 0.1  # ImageNet's mean colour maps to about zero

@@ -1,10 +1,10 @@
 """Understanding what fine-tuning changed (Gonthier, Gousseau and Ladjal 2020): parameters, CKA, top-k images."""
 
 from artlab.analysis.cka import cka_of_features, linear_cka
-from artlab.analysis.compare import ANALYSES, Analysis, analyze, several
+from artlab.analysis.compare import ANALYSES, Analysis, Comparison, Findings, analyze, register, several
 from artlab.analysis.params import block_changes, filter_changes, layer_changes, most_changed
 from artlab.analysis.topk import TopK, class_entropy, dead_kernels, overlap, top_images
 
-__all__ = ["ANALYSES", "Analysis", "TopK", "analyze", "block_changes", "cka_of_features", "class_entropy",
-           "dead_kernels", "filter_changes", "layer_changes", "linear_cka", "most_changed", "overlap", "several",
-           "top_images"]
+__all__ = ["ANALYSES", "Analysis", "Comparison", "Findings", "TopK", "analyze", "block_changes", "cka_of_features",
+           "class_entropy", "dead_kernels", "filter_changes", "layer_changes", "linear_cka", "most_changed",
+           "overlap", "register", "several", "top_images"]

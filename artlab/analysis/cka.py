@@ -11,17 +11,15 @@ and CKA = HSIC(X, Y) / sqrt(HSIC(X, X) HSIC(Y, Y)). All sums are kept in float64
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from artlab.data.loading import ImageDataset
-from artlab.train.features import forward_taps, loader, tapped
+from artlab import models
+from artlab.data.loading import ImageDataset, loader
 
 MIN_IMAGES = 4  # the debiased estimator divides by n - 3
 MAX_FLATTEN_FEATURES = 16_384  # p x p float64 sums beyond this do not fit in memory: use a grid
@@ -138,17 +136,6 @@ def cka_of_features(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, 
     return cka.result()[0]["cka_debiased" if debiased else "cka"]
 
 
-def pooling(kind: str = "avg", grid: int = 2) -> Callable[[torch.Tensor], torch.Tensor]:
-    """How a (N, C, H, W) activation becomes a feature vector: 'avg', 'grid' (k x k cells) or 'flatten'."""
-    if kind == "avg":
-        return lambda out: out.mean(dim=(2, 3)) if out.dim() == 4 else out.flatten(1)
-    if kind == "grid":
-        return lambda out: F.adaptive_avg_pool2d(out, grid).flatten(1) if out.dim() == 4 else out.flatten(1)
-    if kind == "flatten":
-        return lambda out: out.flatten(1)
-    raise ValueError(f"pooling must be 'avg', 'grid' or 'flatten', not {kind!r}")
-
-
 @torch.no_grad()
 def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers: list[str],
                layers_b: list[str] | None = None, cross: bool = False, image_size: int = 128,
@@ -166,18 +153,18 @@ def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers:
     pairs = list(itertools.product(range(len(layers)), range(len(layers_b)))) if cross else \
         [(i, i) for i in range(len(layers))]
     device = torch.device(device)
-    reduce = pooling(pool, grid)
+    options = {"grid": grid} if pool == "grid" else {}
     model_a.eval().to(device)
     model_b.eval().to(device)
-    dataset = ImageDataset(paths, None, image_size, keep=False)
+    dataset = ImageDataset(paths, None, image_size, models.input_transform(model_a, image_size), keep=False)
     same = model_a is model_b  # one forward pass serves both sides
     cka = None
-    with tapped(model_a, sorted(set(layers) | set(layers_b)) if same else layers, reduce) as out_a, \
-            tapped(model_b, [] if same else layers_b, reduce) as out_b:
+    with models.Taps(model_a, list(dict.fromkeys(layers + layers_b)) if same else layers, pool, **options) as tap_a, \
+            models.Taps(model_b, layers_b, pool, **options) as tap_b:
         for x, _ in tqdm(loader(dataset, batch_size), desc="CKA", unit="batch", leave=False):
             x = x.to(device)
-            taps_a = forward_taps(model_a, x, out_a)
-            taps_b = taps_a if same else forward_taps(model_b, x, out_b)
+            taps_a = tap_a(x)
+            taps_b = taps_a if same else tap_b(x)
             xs, ys = [taps_a[name] for name in layers], [taps_b[name] for name in layers_b]
             if cka is None:
                 _check_sizes(layers + layers_b, xs + ys, pool)

@@ -1,16 +1,20 @@
 """What fine-tuning changed: parameter, feature-space and maximal-activation analyses of two networks.
 
-    from artlab.analysis import analyze
-    result = analyze("runs/peopleart-style-fine_tune-mobilenet_v2-128px")   # vs its ImageNet weights
-    result.tables["cka"], result.report
+    from artlab.analysis import Comparison, analyze
+    result = analyze(Comparison("runs/peopleart-style-fine_tune-mobilenet_v2-128px", k=50))
+    result.tables["cka"], result.figures["cka.per_layer"], result.report
 
-Tables are tidy DataFrames written as CSV to `<run>/analysis/` beside an HTML report.
+Each analysis is registered under its name in `ANALYSES` and returns its tables and figures;
+figures are keyed by stable ids (`"cka.per_layer"`, `"topk.overlap"`, ...), their human title
+inside. Tables are tidy DataFrames written as CSV to `<run>/analysis/` beside an HTML report.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -19,95 +23,229 @@ import plotly.graph_objects as go
 import torch
 from torch import nn
 
-from artlab import models
-from artlab.analysis import figures
+from artlab import models, plots
 from artlab.analysis.cka import linear_cka
 from artlab.analysis.params import block_changes, filter_changes, layer_changes, most_changed
 from artlab.analysis.topk import TopK, class_entropy, collection_entropy, dead_kernels, overlap, per_layer, top_images
-from artlab.runs import Run, atomic_path, load_tensors
-
-ANALYSES = ("params", "cka", "topk")
+from artlab.data.layouts import load
+from artlab.io import write_csv
+from artlab.models import ModelCard
+from artlab.runs import Run, load_network, run_collection
 
 
 @dataclass
-class Analysis:
-    """The tables (by name), figures (by heading) and the report path of one comparison.
+class Comparison:
+    """Which two networks to compare, on which images, and with which settings.
+
+    `pretrained`: 'imagenet' (the architecture's ImageNet weights), 'random' (an untrained
+    network) or another run folder. `data`: the images to analyse (default: the fine-tuned run's
+    own collection). `cka_pool` turns an activation map into CKA features: 'avg', 'grid'
+    (`cka_grid` x `cka_grid` cells) or 'flatten'.
+    """
+
+    finetuned: str | Path
+    pretrained: str = "imagenet"
+    data: str | None = None
+    what: tuple[str, ...] = ("params", "cka", "topk")
+    k: int = 100
+    max_images: int | None = None
+    image_size: int | None = None
+    layers: list[str] | None = None
+    cka_pool: str = "avg"
+    cka_grid: int = 2
+    batch_size: int = 32
+    device: str | torch.device = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.what = (self.what,) if isinstance(self.what, str) else tuple(self.what)
+        unknown = set(self.what) - set(ANALYSES)
+        if unknown:
+            raise ValueError(f"unknown analyses {sorted(unknown)}; choose from {tuple(ANALYSES)}")
+
+
+@dataclass
+class Findings:
+    """What one analysis returns: tidy tables and figures by stable id (and top-k lists to browse)."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+    tops: dict[str, TopK] = field(default_factory=dict)
+
+
+@dataclass
+class Analysis(Findings):
+    """The findings of every analysis of one comparison, and the report page that shows them.
 
     After a 'topk' analysis, `tops` holds each network's top-k lists and `labels` the images'
     classes, for browsing (artlab.widgets.topk_browser).
     """
 
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    figures: dict[str, object] = field(default_factory=dict)
+    comparison: Comparison | None = None
     report: Path | None = None
-    tops: dict[str, TopK] = field(default_factory=dict)
     labels: np.ndarray | None = None
 
+    def figure(self, figure_id: str) -> go.Figure:
+        """A figure by its stable id, with an error that lists the ids there are."""
+        if figure_id not in self.figures:
+            raise KeyError(f"no figure {figure_id!r}; this analysis has {sorted(self.figures)}")
+        return self.figures[figure_id]
 
-def _network(source: str, arch_name: str) -> tuple[nn.Module, str]:
-    """'imagenet' (the architecture's pretrained weights), 'random' (an untrained init) or a run folder."""
-    from artlab.train import load_network
 
+class Context:
+    """What every analysis receives: the two networks, their names, the layers and (lazily) the images."""
+
+    def __init__(self, comparison: Comparison):
+        self.comparison = comparison
+        self.run = Run(comparison.finetuned)
+        self.card: ModelCard = self.run.card()
+        self.spec = models.arch(self.card.arch)
+        self.task = self.card.tasks[0]
+        self.tuned, self.tuned_name = network(str(comparison.finetuned), self.card.arch)
+        self.base, self.base_name = network(comparison.pretrained, self.card.arch)
+        self.layers = list(comparison.layers or self.spec.layers)
+        models.check_layers(self.spec, self.layers)
+        self.image_size = comparison.image_size or self.card.image_size
+        self.device = torch.device(comparison.device)
+
+    @property
+    def forward_options(self) -> dict:
+        return {"image_size": self.image_size, "batch_size": self.comparison.batch_size, "device": self.device}
+
+    @cached_property
+    def images(self) -> tuple[list[str], np.ndarray]:
+        """The images to analyse (the run's own collection by default) and one label each for the task."""
+        c = self.comparison
+        collection = run_collection(self.run, self.card) if c.data is None else \
+            load(c.data).labelled(self.task).check_images()
+        if self.task not in collection.multi_label:
+            raise KeyError(f"{c.data or self.run.path} has no task {self.task!r}; its tasks are {collection.tasks}")
+        table = collection.table
+        if c.max_images is not None and len(table) > c.max_images:
+            table = table.sample(n=c.max_images, random_state=c.seed).sort_index()
+        labels = table[self.task].map(lambda v: v[0] if isinstance(v, tuple) and v else v).fillna("?").to_numpy()
+        return table["path"].tolist(), labels
+
+
+def network(source: str, arch_name: str) -> tuple[nn.Module, str]:
+    """'imagenet' (the architecture's pretrained weights), 'random' (an untrained init) or a run folder.
+
+    The random network is drawn from seed 0 inside `torch.random.fork_rng`, so the caller's
+    random state is left as it was.
+    """
     if source == "imagenet":
         return models.build(arch_name, pretrained=True), "ImageNet"
     if source == "random":
-        torch.manual_seed(0)
-        return models.build(arch_name, pretrained=False), "random init"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return models.build(arch_name, pretrained=False), "random init"
     return load_network(source), Run(source).name
 
 
-def _images(run: Run, data: str | None, task: str, max_images: int | None, seed: int) -> tuple[list[str], np.ndarray]:
-    """The images to analyse (the run's own collection by default) and their labels for `task`."""
-    from artlab.data.collection import load
-    from artlab.train import run_collection
-
-    collection = run_collection(run) if data is None else load(data).labelled(task).check_images()
-    if task not in collection.multi_label:
-        raise KeyError(f"{data or run.path} has no task {task!r}; its tasks are {collection.tasks}")
-    table = collection.table
-    if max_images is not None and len(table) > max_images:
-        table = table.sample(n=max_images, random_state=seed).sort_index()
-    labels = table[task].map(lambda v: v[0] if isinstance(v, tuple) and v else v).fillna("?").to_numpy()
-    return table["path"].tolist(), labels
+ANALYSES: dict[str, Callable[[Context], Findings]] = {}
 
 
-def analyze(finetuned: str | Path, pretrained: str = "imagenet", data: str | None = None,
-            what: tuple[str, ...] = ANALYSES, k: int = 100, max_images: int | None = None,
-            image_size: int | None = None, layers: list[str] | None = None, batch_size: int = 32,
-            device: str | torch.device = "cpu", out_dir: str | Path | None = None, seed: int = 0,
-            cka_pool: str = "avg", cka_grid: int = 2) -> Analysis:
-    """Compare a fine-tuned run's network with `pretrained` ('imagenet', 'random' or another run).
+def register(name: str) -> Callable[[Callable[[Context], Findings]], Callable[[Context], Findings]]:
+    """Register an analysis under `name`: a function of a Context returning Findings."""
+    def decorator(function: Callable[[Context], Findings]) -> Callable[[Context], Findings]:
+        ANALYSES[name] = function
+        return function
 
-    what: any of 'params' (relative change, Frobenius norm, correlation per filter and layer),
-    'cka' (linear CKA per layer, layer x layer, and a random-network baseline) and 'topk' (top-k
-    overlap, class concentration of both networks, dead kernels). `cka_pool` turns each
-    activation map into features for CKA: 'avg' (global average), 'grid' (cka_grid x cka_grid
-    cells) or 'flatten'.
+    return decorator
+
+
+@register("params")
+def params_analysis(ctx: Context) -> Findings:
+    """Relative change, Frobenius norm and correlation of every convolution filter, per layer and block."""
+    filters = filter_changes(ctx.base, ctx.tuned, ctx.spec.layers)
+    convs = layer_changes(ctx.base, ctx.tuned, ctx.spec.layers, filters)
+    blocks = block_changes(convs)
+    figure = plots.layer_curves(blocks.assign(model=f"{ctx.tuned_name} vs {ctx.base_name}"), "relative_change",
+                                "Relative change of the weights per layer: mean |W_ft - W_pre| / mean |W_pre|",
+                                y_label="relative change")
+    return Findings(tables={"params_filters": filters, "params_layers": convs, "params_blocks": blocks,
+                            "params_most_changed": most_changed(filters, 20)},
+                    figures={"params.per_layer": figure})
+
+
+@register("cka")
+def cka_analysis(ctx: Context) -> Findings:
+    """Linear CKA per layer and layer x layer, with a random-network baseline."""
+    paths, _ = ctx.images
+    options = ctx.forward_options | {"pool": ctx.comparison.cka_pool, "grid": ctx.comparison.cka_grid}
+    matrix = linear_cka(ctx.base, ctx.tuned, paths, ctx.layers, cross=True, **options)
+    diagonal = matrix[matrix["layer_a"] == matrix["layer_b"]].assign(comparison=f"{ctx.base_name} vs {ctx.tuned_name}")
+    random_net, _ = network("random", ctx.spec.name)
+    baseline = linear_cka(ctx.base, random_net, paths, ctx.layers, **options).assign(
+        comparison=f"{ctx.base_name} vs random init")
+    per_layer_cka = pd.concat([diagonal, baseline], ignore_index=True).rename(columns={"layer_a": "layer"})
+    title = f"Linear CKA per layer (same layer in both networks): {ctx.base_name} vs {ctx.tuned_name}, and vs random"
+    per_layer_figure = plots.layer_curves(per_layer_cka, "cka", title, color="comparison", y_label="linear CKA")
+    matrix_figure = plots.cka_heatmap(
+        matrix, title=f"Linear CKA, layer x layer: {ctx.base_name} (rows) vs {ctx.tuned_name} (columns)")
+    return Findings(tables={"cka": per_layer_cka.drop(columns=["layer_b", "depth_b"]), "cka_matrix": matrix},
+                    figures={"cka.per_layer": per_layer_figure, "cka.matrix": matrix_figure})
+
+
+@register("topk")
+def topk_analysis(ctx: Context) -> Findings:
+    """Top-k images per channel for both networks: overlap, class concentration, dead kernels, a gallery."""
+    paths, labels = ctx.images
+    k = ctx.comparison.k
+    tops = {ctx.base_name: top_images(ctx.base, paths, ctx.layers, k=k, **ctx.forward_options),
+            ctx.tuned_name: top_images(ctx.tuned, paths, ctx.layers, k=k, **ctx.forward_options)}
+    shared = overlap(tops[ctx.base_name], tops[ctx.tuned_name])
+    entropy = pd.concat([class_entropy(top, labels).assign(model=name) for name, top in tops.items()],
+                        ignore_index=True)
+    dead = pd.concat([dead_kernels(top).assign(model=name) for name, top in tops.items()], ignore_index=True)
+    entropy_layers = pd.concat([per_layer(entropy[entropy["model"] == name], "entropy_bits").assign(model=name)
+                                for name in tops], ignore_index=True)
+    overlap_layers = per_layer(shared, "overlap_pct")
+    k_used = tops[ctx.base_name].k
+    figures = {
+        "topk.overlap": plots.layer_curves(
+            overlap_layers.assign(model=f"{ctx.base_name} vs {ctx.tuned_name}"), "mean",
+            f"Top-{k_used} overlap between the two networks: mean share of a channel's top-{k_used} images in common",
+            y_label="overlap (%)"),
+        "topk.entropy": plots.layer_curves(
+            entropy_layers, "mean", f"Class concentration of the top-{k_used} images: mean entropy of the "
+                                    f"{ctx.task} classes among a channel's top-{k_used} (lower = more concentrated)",
+            reference=collection_entropy(labels), reference_label="whole collection", y_label="entropy (bits)"),
+        "topk.gallery": _most_concentrated_gallery(ctx, tops[ctx.tuned_name], entropy, labels)}
+    return Findings(tables={"topk_overlap": shared, "topk_overlap_layers": overlap_layers, "topk_entropy": entropy,
+                            "topk_entropy_layers": entropy_layers,
+                            "dead_kernels": dead.assign(dead_channels=dead["dead_channels"].map(json.dumps))},
+                    figures=figures, tops=tops)
+
+
+def _most_concentrated_gallery(ctx: Context, top: TopK, entropy: pd.DataFrame, labels: np.ndarray) -> go.Figure:
+    """The top images of the deepest layer's most class-concentrated channel of the fine-tuned network."""
+    deep = entropy[(entropy["model"] == ctx.tuned_name) & (entropy["layer"] == ctx.layers[-1])]
+    best = deep.sort_values(["entropy_bits", "channel"]).iloc[0]
+    shown = top.indices[best["layer"]][int(best["channel"])].tolist()[:15]
+    return plots.gallery([top.paths[i] for i in shown], [str(labels[i]) for i in shown],
+                         f"Most class-concentrated channel of {best['layer']} in {ctx.tuned_name}: channel "
+                         f"{int(best['channel'])} (entropy {best['entropy_bits']:.2f} bits)")
+
+
+def analyze(comparison: Comparison | str | Path, out_dir: str | Path | None = None) -> Analysis:
+    """Run the comparison's analyses and write their tables and an HTML report.
+
+    `comparison` may be a run folder alone: it is then compared with its ImageNet weights with
+    the default settings. Output goes to `<run>/analysis/` unless `out_dir` is given.
     """
-    unknown = set(what) - set(ANALYSES)
-    if unknown:
-        raise ValueError(f"unknown analyses {sorted(unknown)}; choose from {ANALYSES}")
-    run = Run(finetuned)
-    _, meta = load_tensors(run.file("model.safetensors"))
-    arch_name, task = meta.get("arch", ""), meta.get("task", "")
-    tuned, tuned_name = _network(str(finetuned), arch_name)
-    base, base_name = _network(pretrained, arch_name)
-    layers = list(layers or models.arch(arch_name).layers)
-    image_size = image_size or int(meta.get("image_size", 128))
-    device = torch.device(device)
-    result = Analysis()
-    if "params" in what:
-        _params(result, base, tuned, arch_name)
-    if {"cka", "topk"} & set(what):
-        paths, labels = _images(run, data, task, max_images, seed)
-        options = {"image_size": image_size, "batch_size": batch_size, "device": device}
-        if "cka" in what:
-            _cka(result, base, tuned, arch_name, paths, layers, base_name, tuned_name,
-                 options | {"pool": cka_pool, "grid": cka_grid})
-        if "topk" in what:
-            _topk(result, base, tuned, paths, labels, layers, k, base_name, tuned_name, task, options)
-    out_dir = Path(out_dir) if out_dir is not None else run.path / "analysis"
-    _save(result, out_dir, f"{tuned_name} vs {base_name}")
+    comparison = comparison if isinstance(comparison, Comparison) else Comparison(comparison)
+    ctx = Context(comparison)
+    result = Analysis(comparison=comparison)
+    for name in comparison.what:
+        findings = ANALYSES[name](ctx)
+        result.tables |= findings.tables
+        result.figures |= findings.figures
+        result.tops |= findings.tops
+    if result.tops:
+        result.labels = ctx.images[1]
+    out_dir = Path(out_dir) if out_dir is not None else ctx.run.path / "analysis"
+    _save(result, out_dir, f"{ctx.tuned_name} vs {ctx.base_name}")
     return result
 
 
@@ -125,73 +263,19 @@ def several(analyses: dict[str, Analysis], table: str, y: str, title: str | None
         frame = frame[frame["model"] != frame["model"].iloc[0]] if table == "topk_entropy_layers" else frame
         frame = frame[~frame["comparison"].str.endswith("random init")] if "comparison" in frame else frame
         frames.append(frame.assign(model=name))
-    return figures.layer_curves(pd.concat(frames, ignore_index=True), y, title or f"{table}: {y}")
+    return plots.layer_curves(pd.concat(frames, ignore_index=True), y, title or f"{table}: {y}")
 
 
-def _params(result: Analysis, base: nn.Module, tuned: nn.Module, arch_name: str) -> None:
-    analysed = models.arch(arch_name).layers
-    filters = filter_changes(base, tuned, analysed)
-    convs = layer_changes(base, tuned, analysed, filters)
-    blocks = block_changes(convs)
-    result.tables |= {"params_filters": filters, "params_layers": convs, "params_blocks": blocks,
-                      "params_most_changed": most_changed(filters, 20)}
-    result.figures["Relative change of the weights per layer"] = figures.layer_curves(
-        blocks.assign(model="fine-tuned vs pretrained"), "relative_change",
-        "mean |W_ft - W_pre| / mean |W_pre| per analysed layer", y_label="relative change")
-
-
-def _cka(result: Analysis, base: nn.Module, tuned: nn.Module, arch_name: str, paths: list[str], layers: list[str],
-         base_name: str, tuned_name: str, options: dict) -> None:
-    matrix = linear_cka(base, tuned, paths, layers, cross=True, **options)
-    diagonal = matrix[matrix["layer_a"] == matrix["layer_b"]].assign(comparison=f"{base_name} vs {tuned_name}")
-    random_net, _ = _network("random", arch_name)
-    baseline = linear_cka(base, random_net, paths, layers, **options).assign(comparison=f"{base_name} vs random init")
-    per_layer_cka = pd.concat([diagonal, baseline], ignore_index=True).rename(columns={"layer_a": "layer"})
-    result.tables |= {"cka": per_layer_cka.drop(columns=["layer_b", "depth_b"]), "cka_matrix": matrix}
-    result.figures["Linear CKA per layer (same layer in both networks)"] = figures.layer_curves(
-        per_layer_cka, "cka", "linear CKA with the pretrained network, per layer", color="comparison",
-        y_label="linear CKA")
-    result.figures["Linear CKA, layer x layer"] = figures.cka_heatmap(matrix)
-
-
-def _topk(result: Analysis, base: nn.Module, tuned: nn.Module, paths: list[str], labels: np.ndarray,
-          layers: list[str], k: int, base_name: str, tuned_name: str, task: str, options: dict) -> None:
-    tops = {base_name: top_images(base, paths, layers, k=k, **options),
-            tuned_name: top_images(tuned, paths, layers, k=k, **options)}
-    shared = overlap(tops[base_name], tops[tuned_name])
-    entropy = pd.concat([class_entropy(top, labels).assign(model=name) for name, top in tops.items()],
-                        ignore_index=True)
-    dead = pd.concat([dead_kernels(top).assign(model=name) for name, top in tops.items()], ignore_index=True)
-    entropy_layers = pd.concat([per_layer(entropy[entropy["model"] == name], "entropy_bits").assign(model=name)
-                                for name in tops], ignore_index=True)
-    k_used = tops[base_name].k
-    result.tops, result.labels = tops, labels
-    result.tables |= {"topk_overlap": shared, "topk_overlap_layers": per_layer(shared, "overlap_pct"),
-                      "topk_entropy": entropy, "topk_entropy_layers": entropy_layers,
-                      "dead_kernels": dead.assign(dead_channels=dead["dead_channels"].map(json.dumps))}
-    result.figures[f"Top-{k_used} overlap between the two networks"] = figures.layer_curves(
-        per_layer(shared, "overlap_pct").assign(model=f"{base_name} vs {tuned_name}"), "mean",
-        f"mean overlap of the top-{k_used} images per channel", y_label="overlap (%)")
-    result.figures[f"Class concentration of the top-{k_used} images ({task})"] = figures.layer_curves(
-        entropy_layers, "mean", f"mean entropy (bits) of the {task} classes among a channel's top-{k_used}",
-        reference=collection_entropy(labels), reference_label="whole collection", y_label="entropy (bits)")
-    deep = entropy[(entropy["model"] == tuned_name) & (entropy["layer"] == layers[-1])]
-    best = deep.sort_values(["entropy_bits", "channel"]).iloc[0]
-    top = tops[tuned_name]
-    shown = top.indices[best["layer"]][int(best["channel"])].tolist()[:15]
-    result.figures[f"Most class-concentrated channel of {best['layer']}"] = figures.gallery(
-        [paths[i] for i in shown], [str(labels[i]) for i in shown],
-        f"{tuned_name}: {best['layer']} channel {int(best['channel'])} (entropy {best['entropy_bits']:.2f} bits)")
+SUMMARY_TABLES = ("params_blocks", "topk_overlap_layers", "topk_entropy_layers")
 
 
 def _save(result: Analysis, out_dir: Path, title: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Every table as CSV, and one HTML page with the figures (titled inside) and the per-layer summaries."""
     for name, table in result.tables.items():
-        with atomic_path(out_dir / f"{name}.csv") as tmp:
-            table.to_csv(tmp, index=False)
-    summaries = [(name, result.tables[name]) for name in ("params_blocks", "topk_overlap_layers", "topk_entropy_layers")
-                 if name in result.tables]
+        write_csv(out_dir / f"{name}.csv", table)
+    summaries = [(name, result.tables[name]) for name in SUMMARY_TABLES if name in result.tables]
     if "cka" in result.tables:
         summaries.append(("cka", result.tables["cka"][["comparison", "layer", "cka", "cka_debiased", "n_images"]]))
-    sections = list(result.figures.items()) + [(f"Table: {name}", table) for name, table in summaries]
-    result.report = figures.write_html_report(out_dir / "report.html", f"What changed: {title}", sections)
+    sections = [("", figure) for figure in result.figures.values()]
+    sections += [(f"Table: {name}", table) for name, table in summaries]
+    result.report = plots.write_html_report(out_dir / "report.html", f"What changed: {title}", sections)

@@ -17,16 +17,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from artlab.data.loading import ImageDataset
-from artlab.train.features import forward_taps, loader, tapped
+from artlab import models
+from artlab.data.loading import ImageDataset, loader
 
 MAX_K = 1000
-
-
-def relu_spatial_mean(output: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C): the mean of the positive part over space."""
-    output = torch.relu(output)
-    return output.mean(dim=(2, 3)) if output.dim() == 4 else output
 
 
 @dataclass
@@ -67,12 +61,12 @@ def top_images(model: nn.Module, paths: list[str], layers: list[str], k: int = 1
     device = torch.device(device)
     model.eval().to(device)
     k = min(k, len(paths))
-    dataset = ImageDataset(paths, None, image_size, keep=False)
+    dataset = ImageDataset(paths, None, image_size, models.input_transform(model, image_size), keep=False)
     scores: dict[str, torch.Tensor] = {}
     indices: dict[str, torch.Tensor] = {}
-    with tapped(model, layers, relu_spatial_mean) as outputs:
+    with models.Taps(model, layers, "relu_avg") as tap:
         for x, batch_indices in tqdm(loader(dataset, batch_size), desc="top-k images", unit="batch", leave=False):
-            taps = forward_taps(model, x.to(device), outputs)
+            taps = tap(x.to(device))
             for layer in layers:
                 batch = taps[layer].T.float()  # channels x batch
                 ids = batch_indices.to(device).expand(len(batch), -1)

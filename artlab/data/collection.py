@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -10,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from artlab.data.images import scan
+from artlab.io import write_csv
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
 FORMAT_SUFFIXES = {"JPEG": {".jpg", ".jpeg", ".jpe"}, "PNG": {".png"}, "WEBP": {".webp"}, "GIF": {".gif"},
                    "BMP": {".bmp"}, "TIFF": {".tif", ".tiff"}}
@@ -205,12 +204,12 @@ class ArtCollection:
 
     # ---- persistence --------------------------------------------------------------------------
     def to_csv(self, path: str | Path) -> None:
-        """Write the table (multi-label cells joined with '|'), e.g. to record the split a run used."""
+        """Write the table atomically (multi-label cells joined with '|'), e.g. to record the split a run used."""
         table = self.table.copy()
         for task, multi in self.multi_label.items():
             if multi:
                 table[task] = table[task].map("|".join)
-        table.to_csv(path, index=False)
+        write_csv(path, table)
 
 
 def _split(index: np.ndarray, fraction: float, strata: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -223,171 +222,3 @@ def _split(index: np.ndarray, fraction: float, strata: np.ndarray | None, seed: 
         return tuple(train_test_split(index, test_size=fraction, random_state=seed, stratify=strata))
     except ValueError:  # a class too small to appear on both sides
         return tuple(train_test_split(index, test_size=fraction, random_state=seed))
-
-
-# ---- builders ---------------------------------------------------------------------------------
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _split_of(first_part: str) -> str | None:
-    aliases = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "test": "test", "testing": "test"}
-    return aliases.get(first_part.lower())
-
-
-def from_folders(root: str | Path, task: str = "label", name: str | None = None) -> ArtCollection:
-    """One folder per class, optionally under train/val/test folders: `[split/]<class>/<image>`."""
-    root = _existing_dir(root)
-    rows = []
-    for path in _image_files(root):
-        parts = path.relative_to(root).parts
-        if len(parts) < 2:
-            continue
-        split = _split_of(parts[0]) if len(parts) >= 3 else None
-        rows.append({"path": str(path), "split": split, task: parts[-2]})
-    return _build(rows, {task: False}, name or root.name, root)
-
-
-def from_wikiart(root: str | Path, name: str | None = None) -> ArtCollection:
-    """The WikiArt/RASTA layout `[split/]<style>/<artist-slug>_<title>.jpg`: style, artist, split."""
-    collection = from_folders(root, task="style", name=name)
-    table = collection.table
-    table["artist"] = table["path"].map(lambda p: Path(p).name.split("_", 1)[0])
-    return replace(collection, multi_label={"style": False, "artist": False})
-
-
-def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_column: str | None = None,
-                  image_root: str | Path | None = None, separator: str | None = None,
-                  one_hot: dict[str, list[str]] | None = None, split_column: str | None = "split",
-                  name: str | None = None) -> ArtCollection:
-    """A CSV or TSV manifest: one row per image, chosen label columns.
-
-    `labels`: columns used as tasks (single-label, or multi-label when `separator` splits cells,
-    e.g. "Rembrandt;Bol"); by default every column but the path and split columns.
-    `one_hot`: task name -> list of 0/1 columns forming one multi-label task (the Paintings and
-    IconArt format). Image paths are relative to `image_root` (default: the manifest's folder).
-    Rows naming a missing file are skipped and reported with their row number.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        sample = handle.read(4096)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" or sample.count("\t") > sample.count(",") else ","
-    frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL)
-    path_column = path_column or _guess_path_column(frame, path)
-    one_hot = dict(one_hot or {})
-    if labels is None:
-        used = {path_column, split_column, *(c for cols in one_hot.values() for c in cols)}
-        labels = [c for c in frame.columns if c not in used]
-    labels = list(labels)
-    missing = [c for c in [path_column, *labels, *(c for cols in one_hot.values() for c in cols)] if c not in frame]
-    if missing:
-        raise KeyError(f"{path}: no column(s) {missing}; the manifest has {list(frame.columns)}")
-    root = Path(image_root) if image_root is not None else path.parent
-    rows, skipped = [], []
-    for line, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
-        image = (root / record[path_column]).resolve()
-        if not image.is_file():
-            skipped.append({"path": str(image), "reason": f"{path.name} row {line}: file not found"})
-            continue
-        row = {"path": str(image), "split": _split_of(record.get(split_column, "") or "") if split_column else None}
-        for task in labels:
-            cell = record[task].strip()
-            if separator:
-                row[task] = tuple(s.strip() for s in cell.split(separator) if s.strip())
-            else:
-                row[task] = cell or None
-        for task, columns in one_hot.items():
-            row[task] = tuple(c for c in columns if _truthy(record[c], path, line, c))
-        rows.append(row)
-    multi = {t: bool(separator) for t in labels} | {t: True for t in one_hot}
-    collection = _build(rows, multi, name or path.stem, root)
-    collection.skipped = pd.concat([collection.skipped, pd.DataFrame(skipped, columns=["path", "reason"])],
-                                   ignore_index=True)
-    return collection
-
-
-def _truthy(cell: str, path: Path, line: int, column: str) -> bool:
-    value = cell.strip().lower()
-    if value in ("1", "1.0", "true", "yes", "y"):
-        return True
-    if value in ("0", "0.0", "false", "no", "n", "", "-1"):
-        return False
-    raise ValueError(f"{path} row {line}, column {column!r}: expected 0/1, got {cell!r}")
-
-
-def _guess_path_column(frame: pd.DataFrame, path: Path) -> str:
-    for candidate in ("path", "image", "filename", "file", "item", "image_path"):
-        if candidate in frame.columns:
-            return candidate
-    raise KeyError(f"{path}: cannot tell which column holds image paths; pass path_column "
-                   f"(columns: {list(frame.columns)})")
-
-
-def from_peopleart(root: str | Path) -> ArtCollection:
-    """The People-Art collection: style, artist, person (present/absent) and the official split."""
-    root = _existing_dir(root)
-    images = root / "images"
-    collection = from_wikiart(images, name="peopleart")
-    table = collection.table
-    person: dict[str, str] = {}
-    split: dict[str, str] = {}
-    for part in SPLITS:
-        listing = root / "annotations" / f"person_{part}.txt"
-        if not listing.is_file():
-            raise FileNotFoundError(f"People-Art annotation list missing: {listing}")
-        for number, line in enumerate(listing.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rel, flag = line.rsplit(maxsplit=1)
-                present = {"1": "present", "-1": "absent"}[flag]
-            except (ValueError, KeyError):
-                raise ValueError(f"{listing} line {number}: expected '<Style>/<file> 1|-1', got {line!r}") from None
-            key = str((images / rel).resolve())
-            person[key], split[key] = present, part
-    keys = table["path"].map(lambda p: str(Path(p).resolve()))
-    table["person"] = keys.map(person)
-    table["split"] = keys.map(split)
-    return replace(collection, multi_label={"style": False, "artist": False, "person": False})
-
-
-def _existing_dir(root: str | Path) -> Path:
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"collection folder not found: {root}")
-    return root.resolve()
-
-
-def _build(rows: list[dict], multi_label: dict[str, bool], name: str, root: Path) -> ArtCollection:
-    if not rows:
-        raise ValueError(f"no images found under {root} (looked for {sorted(IMAGE_SUFFIXES)})")
-    table = pd.DataFrame(rows, columns=["path", "split", *multi_label])
-    return ArtCollection(table=table, multi_label=multi_label, name=name)
-
-
-def load(source: str | Path, layout: str = "auto", **kwargs) -> ArtCollection:
-    """Load a collection from a folder or manifest, or `"synthetic"` for the embedded default.
-
-    layout: "auto" (peopleart if its annotation lists exist, a manifest for a .csv/.tsv file,
-    otherwise folders), "folders", "wikiart", "manifest", "peopleart" or "synthetic".
-    """
-    if str(source) == "synthetic" or layout == "synthetic":
-        from artlab.data.synthetic import load_synthetic
-
-        return load_synthetic(**kwargs)
-    path = Path(source).expanduser()
-    if layout == "auto":
-        if path.is_file():
-            layout = "manifest"
-        elif (path / "annotations").is_dir() and (path / "images").is_dir():
-            layout = "peopleart"
-        else:
-            layout = "folders"
-    builders = {"folders": from_folders, "wikiart": from_wikiart, "manifest": from_manifest,
-                "peopleart": from_peopleart}
-    if layout not in builders:
-        raise ValueError(f"unknown layout {layout!r}; choose from {['auto', 'synthetic', *builders]}")
-    return builders[layout](path, **kwargs)

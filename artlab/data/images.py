@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from artlab.cache import cache_dir, fingerprint
+from artlab.io import write_csv
+
 #: Images above this many pixels are refused as decompression bombs (PIL's own default is 89 M).
 MAX_PIXELS = 178_956_970
 
@@ -118,8 +121,6 @@ def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
     The result is cached per set of files (path, size, modification time), so checking the same
     collection again, e.g. for another run, reads one CSV instead of decoding every image.
     """
-    from artlab.cache import cache_dir, fingerprint
-
     stored = cache_dir() / "scans" / f"{fingerprint(paths)[:32]}.csv"
     if cache and stored.is_file():
         table = pd.read_csv(stored, dtype={"path": str, "format": str, "mode": str, "error": str},
@@ -128,10 +129,7 @@ def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
             return table
     table = _scan(paths)
     if cache:
-        from artlab.runs import atomic_path
-
-        with atomic_path(stored) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(stored, table)
     return table
 
 

@@ -1,42 +1,38 @@
-"""Images as tensors for torch: small pre-resized copies kept in memory, augmentation for training."""
+"""Images as tensors for torch: small pre-resized copies kept in memory, the model's transform applied.
+
+The dataset does not know which network it feeds: callers pass the transform (normalisation
+belongs to the architecture, `artlab.models.input_transform`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-from torchvision.transforms import v2 as T
+from torch.utils.data import DataLoader, Dataset
 
 from artlab.data.images import load_rgb
-from artlab.models import IMAGENET_MEAN, IMAGENET_STD
 
 #: Training images are stored a little larger than the crop, so random crops differ.
 TRAIN_MARGIN = 1.15
 
 
-def transform(image_size: int, train: bool) -> T.Compose:
-    """Random crop and flip for training; resize-and-centre-crop for evaluation. Input: uint8 CHW."""
-    if train:
-        steps = [T.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True), T.RandomHorizontalFlip()]
-    else:
-        steps = [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
-    return T.Compose([*steps, T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
 class ImageDataset(Dataset):
-    """(image tensor, target) pairs. Each image is decoded once, shrunk and kept in memory as uint8.
+    """(image tensor, target) pairs; without targets, (image tensor, index). Images are decoded once.
 
-    Decoding and shrinking dominate CPU time on small networks; keeping a 128-160 px copy makes
-    every later epoch cost only the crop. Set `keep=False` for collections too large for memory.
+    Each image is shrunk so its shorter side is `image_size` (x TRAIN_MARGIN when `train`) and kept
+    in memory as uint8: decoding dominates CPU time on small networks, so later epochs cost only
+    the transform. Set `keep=False` for collections too large for memory.
     """
 
-    def __init__(self, paths: list[str], targets: np.ndarray | None, image_size: int, train: bool = False,
-                 keep: bool = True):
+    def __init__(self, paths: list[str], targets: np.ndarray | None, image_size: int,
+                 transform: Callable[[torch.Tensor], torch.Tensor], train: bool = False, keep: bool = True):
         self.paths = list(paths)
         self.targets = targets
         self.image_size = image_size
         self.stored_side = round(image_size * TRAIN_MARGIN) if train else image_size
-        self.transform = transform(image_size, train)
+        self.transform = transform
         self.keep = keep
         self._store: dict[int, torch.Tensor] = {}
 
@@ -61,3 +57,10 @@ class ImageDataset(Dataset):
         if self.targets is None:
             return x, index
         return x, torch.as_tensor(self.targets[index])
+
+
+def loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
+           generator: torch.Generator | None = None) -> DataLoader:
+    """A DataLoader with artlab's conventions (persistent workers when there are workers)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      generator=generator, persistent_workers=num_workers > 0)

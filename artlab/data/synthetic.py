@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from artlab.cache import cache_dir
-from artlab.data.collection import ArtCollection, from_manifest
 
 STYLES = ("pointillism", "cubism", "colour_field", "drip", "op_art", "mondrian", "ukiyo_e", "impressionism")
 MEDIA = ("oil", "watercolour", "print")
@@ -218,13 +217,11 @@ def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int 
     return root / "manifest.csv"
 
 
-def load_synthetic(per_artist: int = 20, size: int = 160, seed: int = 0,
-                   root: str | Path | None = None) -> ArtCollection:
-    """The embedded default collection, generated on first use and cached on disk."""
+def synthetic_manifest(per_artist: int = 20, size: int = 160, seed: int = 0, root: str | Path | None = None) -> Path:
+    """The manifest of the generated collection, generating it on first use (cached under artlab's cache)."""
     key = hashlib.sha1(f"{per_artist}-{size}-{seed}-{GENERATOR_VERSION}".encode()).hexdigest()[:10]
     root = Path(root) if root is not None else cache_dir() / "synthetic" / key
     manifest = root / "manifest.csv"
     if not manifest.is_file():
         generate(root, per_artist, size, seed)
-    collection = from_manifest(manifest, ["style", "artist", "medium"], name="synthetic")
-    return collection
+    return manifest

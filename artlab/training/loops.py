@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -12,39 +11,18 @@ from tqdm.auto import tqdm
 
 from artlab import models
 from artlab.data.collection import ArtCollection
-from artlab.data.loading import ImageDataset
-from artlab.runs import Run, load_checkpoint, load_tensors, save_checkpoint, save_tensors
-from artlab.train.config import TrainConfig
-from artlab.train.features import loader
-from artlab.train.metrics import evaluate, headline
-
-
-def build_network(config: TrainConfig, num_classes: int) -> tuple[nn.Module, list[nn.Module]]:
-    """The network for a run, with its first `freeze` blocks frozen; returns (model, frozen modules)."""
-    model = models.build(config.arch, pretrained=config.strategy == "fine_tune", num_classes=num_classes)
-    if config.init_from:
-        load_backbone(model, Run(config.init_from), config.arch)
-    frozen = models.freeze_blocks(model, config.arch, config.freeze)
-    return model, frozen
-
-
-def load_backbone(model: nn.Module, source: Run, arch_name: str) -> None:
-    """Start from another run's network, all but its head (double fine-tuning: ImageNet -> art -> target)."""
-    tensors, meta = load_tensors(source.file("model.safetensors"))
-    if meta.get("kind") != "network" or meta.get("arch") != arch_name:
-        raise ValueError(f"{source.path} holds a {meta.get('kind')} of {meta.get('arch')}, "
-                         f"not a {arch_name} network to start from")
-    head = models.arch(arch_name).head
-    backbone = {k: v for k, v in tensors.items() if not k.startswith(head + ".")}
-    missing, unexpected = model.load_state_dict(backbone, strict=False)
-    if unexpected or any(not k.startswith(head + ".") for k in missing):
-        raise ValueError(f"{source.path}: weights do not fit {arch_name} (missing {missing}, unexpected {unexpected})")
+from artlab.data.loading import ImageDataset, loader
+from artlab.models import ModelCard
+from artlab.runs import Run, load_checkpoint, save_checkpoint
+from artlab.training.config import TrainConfig
+from artlab.training.metrics import evaluate, headline, loss_function
+from artlab.training.networks import build_network
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    head_name = models.arch(config.arch).head
-    head = [p for n, p in model.named_parameters() if n.startswith(head_name + ".") and p.requires_grad]
-    body = [p for n, p in model.named_parameters() if not n.startswith(head_name + ".") and p.requires_grad]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in trainable if models.is_head_parameter(model, n)]
+    body = [p for n, p in trainable if not models.is_head_parameter(model, n)]
     mult = config.backbone_lr_mult if config.strategy == "fine_tune" else 1.0
     groups = [{"params": head, "lr": config.lr}, {"params": body, "lr": config.lr * mult}]
     if config.optimizer == "adam":
@@ -58,10 +36,6 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.o
     if config.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, config.epochs // 3), gamma=0.1)
     return None
-
-
-def _loss(multi: bool, label_smoothing: float) -> nn.Module:
-    return nn.BCEWithLogitsLoss() if multi else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
 
 @torch.no_grad()
@@ -94,10 +68,10 @@ def _train_epoch(model: nn.Module, frozen: list[nn.Module], data: torch.utils.da
     return total / max(count, 1)
 
 
-def model_metadata(config: TrainConfig, classes: list[str], multi: bool) -> dict[str, str]:
+def network_card(config: TrainConfig, classes: list[str], multi: bool, epoch: int | None = None) -> ModelCard:
     """What is stored beside a network's weights: enough to rebuild it and read its outputs."""
-    return {"kind": "network", "arch": config.arch, "task": config.task, "multi_label": str(multi),
-            "classes": json.dumps(classes), "image_size": str(config.image_size)}
+    return ModelCard(kind="network", arch=config.arch, tasks=(config.task,), classes={config.task: classes},
+                     multi_label={config.task: multi}, image_size=config.image_size, epoch=epoch)
 
 
 def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device) -> tuple[nn.Module, list[dict]]:
@@ -114,13 +88,14 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.
     torch.manual_seed(config.seed)
     model, frozen = build_network(config, len(classes))
     model.to(device)
-    optimizer, loss_fn = _optimizer(config, model), _loss(multi, config.label_smoothing)
+    optimizer, loss_fn = _optimizer(config, model), loss_function(multi, config.label_smoothing)
     scheduler = _scheduler(config, optimizer)
-    train_set = ImageDataset(train.table["path"].tolist(), train.targets(task), config.image_size, train=True)
-    val_set = ImageDataset(val.table["path"].tolist(), val.targets(task), config.image_size)
+    train_set = ImageDataset(train.table["path"].tolist(), train.targets(task), config.image_size,
+                             models.input_transform(model, config.image_size, train=True), train=True)
+    val_set = ImageDataset(val.table["path"].tolist(), val.targets(task), config.image_size,
+                           models.input_transform(model, config.image_size))
     state = load_checkpoint(run, model, optimizer, scheduler) or {
         "epoch": 0, "history": [], "best": -math.inf, "best_epoch": 0, "stale": 0}
-    meta = model_metadata(config, classes, multi)
     epochs = tqdm(range(state["epoch"] + 1, config.epochs + 1), desc=run.name, unit="epoch",
                   initial=state["epoch"], total=config.epochs)
     for epoch in epochs:
@@ -140,7 +115,7 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.
             scheduler.step()
         if score > state["best"]:
             state.update(best=score, best_epoch=epoch, stale=0)
-            save_tensors(run.file("model.safetensors"), model.state_dict(), meta | {"epoch": str(epoch)})
+            run.save_model(model.state_dict(), network_card(config, classes, multi, epoch))
         else:
             state["stale"] += 1
         state["history"].append(row)
@@ -148,6 +123,6 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.
         save_checkpoint(run, model, optimizer, scheduler, state)
         run.write_history(state["history"])
         epochs.set_postfix(loss=f"{train_loss:.3f}", val=f"{score:.3f}")
-    best, _ = load_tensors(run.file("model.safetensors"))
+    best, _ = run.load_model()
     model.load_state_dict(best)
     return model, state["history"]

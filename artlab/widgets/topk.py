@@ -1,11 +1,11 @@
-"""Notebook widgets (ipywidgets): browse the maximal-activation images of any layer and channel."""
+"""Browse the maximal-activation images of any network, layer and channel (ipywidgets)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from artlab.analysis.figures import gallery
-from artlab.analysis.topk import TopK
+from artlab.analysis import Analysis, TopK
+from artlab.plots import gallery
 
 
 def topk_gallery(top: TopK, labels: np.ndarray | list[str], layer: str, channel: int, n: int = 10,
@@ -17,12 +17,20 @@ def topk_gallery(top: TopK, labels: np.ndarray | list[str], layer: str, channel:
     return gallery([top.paths[i] for i in ids], captions, title or f"{layer}, channel {channel}")
 
 
-def topk_browser(tops: dict[str, TopK], labels: np.ndarray | list[str], n: int = 10):
-    """Pick a network, a layer and a channel; see its top images. `tops`: network name -> TopK."""
+def topk_browser(source: Analysis | dict[str, TopK], labels: np.ndarray | list[str] | None = None, n: int = 10):
+    """Pick a network, a layer and a channel; see its top images.
+
+    `source`: an Analysis that ran 'topk' (its top-k lists and labels are used), or a dict
+    network name -> TopK together with `labels` (one class per image).
+    """
     import ipywidgets as widgets
     from IPython.display import display
 
-    if not tops:
+    if isinstance(source, Analysis):
+        tops, labels = source.tops, source.labels if labels is None else labels
+    else:
+        tops = source
+    if not tops or labels is None:
         raise ValueError("no top-k lists to browse: run analyze(..., what=('topk',)) first")
     first = next(iter(tops.values()))
     network = widgets.Dropdown(options=list(tops), description="network")

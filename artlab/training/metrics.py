@@ -1,9 +1,13 @@
-"""Evaluation: accuracy, balanced accuracy, per-class recall, top-k and confusion (single-label); AP (multi-label)."""
+"""Evaluation and the training loss.
+
+Single-label: accuracy, balanced accuracy, per-class recall, top-k and confusion; multi-label: AP.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn import metrics as skm
+from torch import nn
 
 
 def single_label(scores: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
@@ -44,3 +48,8 @@ def evaluate(scores: np.ndarray, targets: np.ndarray, classes: list[str], multi:
 def headline(metrics: dict) -> float:
     """The one number to compare runs by: accuracy, or mAP for multi-label tasks."""
     return metrics["mAP"] if "mAP" in metrics else metrics["accuracy"]
+
+
+def loss_function(multi: bool, label_smoothing: float = 0.0) -> nn.Module:
+    """The training loss of every strategy: cross-entropy (single-label) or per-class BCE (multi-label)."""
+    return nn.BCEWithLogitsLoss() if multi else nn.CrossEntropyLoss(label_smoothing=label_smoothing)

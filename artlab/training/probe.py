@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -12,10 +10,12 @@ from sklearn.preprocessing import StandardScaler
 
 from artlab import models
 from artlab.data.collection import ArtCollection
-from artlab.runs import Run, load_tensors, save_tensors
-from artlab.train.config import TrainConfig
-from artlab.train.features import cached_features
-from artlab.train.metrics import evaluate, headline
+from artlab.models import ModelCard
+from artlab.runs import MODEL_FILE, Run
+from artlab.training.config import TrainConfig
+from artlab.training.features import cached_features
+from artlab.training.metrics import evaluate, headline, loss_function
+from artlab.training.networks import load_backbone
 
 C_GRID = (0.01, 0.1, 1.0)
 
@@ -25,25 +25,30 @@ def weights_id(config: TrainConfig) -> str:
     if config.init_from:
         import hashlib
 
-        digest = hashlib.sha256(Run(config.init_from).file("model.safetensors").read_bytes()).hexdigest()[:16]
+        digest = hashlib.sha256(Run(config.init_from).file(MODEL_FILE).read_bytes()).hexdigest()[:16]
         return f"run:{digest}"
-    return f"imagenet:{models.weights_file(config.arch).name}"
+    return models.weights_id(config.arch)
 
 
 def frozen_network(config: TrainConfig) -> torch.nn.Module:
     """The pretrained network (or a previous run's) whose features the probe reads."""
-    from artlab.train.loops import load_backbone
-
     model = models.build(config.arch, pretrained=True)
     if config.init_from:
-        load_backbone(model, Run(config.init_from), config.arch)
+        load_backbone(model, Run(config.init_from))
     return model
+
+
+def probe_layer(config: TrainConfig) -> str:
+    """The analysed layer whose pooled features the probe reads (checked against the architecture)."""
+    spec = models.arch(config.arch)
+    layer = config.layer or spec.feature_layer
+    models.check_layers(spec, [layer])
+    return layer
 
 
 def features_for(config: TrainConfig, collection: ArtCollection, device: torch.device) -> np.ndarray:
     """Pooled features of the configured layer for every image of `collection` (cached on disk)."""
-    layer = config.layer or models.arch(config.arch).feature_layer
-    return cached_features(lambda: frozen_network(config), weights_id(config), layer,
+    return cached_features(lambda: frozen_network(config), weights_id(config), probe_layer(config),
                            collection.table["path"].tolist(), config.image_size, device, config.batch_size * 2)
 
 
@@ -81,12 +86,10 @@ def fit_probe(config: TrainConfig, run: Run, collection: ArtCollection, device: 
         bias = np.concatenate([e.intercept_ for e in estimators])
         if not multi and len(classes) == 2:  # scikit-learn keeps one row for two classes
             weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
-    layer = config.layer or models.arch(config.arch).feature_layer
-    meta = {"kind": "linear_probe", "arch": config.arch, "layer": layer, "task": task, "multi_label": str(multi),
-            "classes": json.dumps(classes), "image_size": str(config.image_size)}
+    card = ModelCard(kind="linear_probe", arch=config.arch, tasks=(task,), classes={task: classes},
+                     multi_label={task: multi}, image_size=config.image_size, layer=probe_layer(config))
     tensors = {"weight": weight, "bias": bias, "scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_}
-    save_tensors(run.file("model.safetensors"),
-                 {k: torch.as_tensor(v, dtype=torch.float32) for k, v in tensors.items()}, meta)
+    run.save_model({k: torch.as_tensor(v, dtype=torch.float32) for k, v in tensors.items()}, card)
     run.write_history(history)
     return history
 
@@ -100,7 +103,7 @@ def _torch_head(config: TrainConfig, x: np.ndarray, targets: np.ndarray, split: 
     train, val = torch.as_tensor(split == "train"), split == "val"
     head = torch.nn.Linear(xt.shape[1], n_classes)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=config.weight_decay)
-    loss_fn = torch.nn.BCEWithLogitsLoss() if multi else torch.nn.CrossEntropyLoss()
+    loss_fn = loss_function(multi, config.label_smoothing)
     history, best = [], (-np.inf, None, None)
     for epoch in range(1, max(config.epochs, 1) * 20 + 1):
         optimizer.zero_grad()
@@ -118,7 +121,7 @@ def _torch_head(config: TrainConfig, x: np.ndarray, targets: np.ndarray, split: 
 
 def probe_scores(run: Run, features: np.ndarray) -> np.ndarray:
     """Apply a saved probe to raw features: class probabilities (softmax or per-class sigmoid)."""
-    tensors, meta = load_tensors(run.file("model.safetensors"))
+    tensors, card = run.load_model()
     x = (torch.as_tensor(features) - tensors["scaler_mean"]) / tensors["scaler_scale"]
     logits = x @ tensors["weight"].T + tensors["bias"]
-    return (torch.sigmoid(logits) if meta["multi_label"] == "True" else torch.softmax(logits, 1)).numpy()
+    return (torch.sigmoid(logits) if card.is_multi_label() else torch.softmax(logits, 1)).numpy()

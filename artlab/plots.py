@@ -1,4 +1,8 @@
-"""Plotly figures of the analyses: per-layer curves, a CKA heatmap, a gallery of a channel's top images."""
+"""Drawing kit: plotly charts of tidy tables and image galleries, and offline HTML pages.
+
+These functions know tables, paths and captions, never artlab's result types, so every layer
+above data can draw with them (analyses build their figures here; widgets show them).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from artlab.data.images import ImageError, load_rgb
+from artlab.io import write_text
 
 
 def layer_curves(table: pd.DataFrame, y: str, title: str, color: str = "model", x: str = "layer",
@@ -60,8 +65,6 @@ def write_plotlyjs(folder: str | Path) -> Path:
     """plotly.min.js beside the HTML pages, so they open offline (written once per folder, atomically)."""
     from plotly.offline import get_plotlyjs
 
-    from artlab.runs import write_text
-
     target = Path(folder) / "plotly.min.js"
     if not target.is_file():
         write_text(target, get_plotlyjs())
@@ -70,8 +73,6 @@ def write_plotlyjs(folder: str | Path) -> Path:
 
 def write_figure(fig: go.Figure, path: str | Path) -> Path:
     """A plotly figure as an HTML page that works offline (plotly.min.js beside it), written atomically."""
-    from artlab.runs import write_text
-
     path = Path(path)
     write_plotlyjs(path.parent)
     write_text(path, fig.to_html(include_plotlyjs="plotly.min.js"))
@@ -83,8 +84,6 @@ def write_html_report(path: str | Path, title: str, sections: list[tuple[str, ob
 
     The page loads plotly.min.js from its own folder, so it opens without a network.
     """
-    from artlab.runs import write_text
-
     write_plotlyjs(Path(path).parent)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<script src='plotly.min.js'></script>",
@@ -92,7 +91,8 @@ def write_html_report(path: str | Path, title: str, sections: list[tuple[str, ob
              "font-size:12px}td,th{padding:2px 6px;border-bottom:1px solid #ddd}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
     for heading, content in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if heading:  # figures carry their own title
+            parts.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(content, go.Figure):
             parts.append(content.to_html(full_html=False, include_plotlyjs=False))
         elif isinstance(content, pd.DataFrame):
@@ -102,3 +102,10 @@ def write_html_report(path: str | Path, title: str, sections: list[tuple[str, ob
     parts.append("</body></html>")
     write_text(path, "\n".join(parts))
     return Path(path)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (pandas' own needs the optional tabulate package)."""
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,78 @@
+"""ModelCard: what a saved model is (kind, architecture, tasks, classes, image size, layer).
+
+The card is stored as the string metadata of the model's safetensors file and read back from
+the file's header alone, so learning what a run holds never loads its weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from artlab.io import DamagedFile, read_metadata
+
+Kind = Literal["network", "linear_probe"]
+CARD_VERSION = "2"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Identity of a saved model. `classes[task]` lists the outputs of that task's head, in order."""
+
+    kind: Kind
+    arch: str
+    tasks: tuple[str, ...]
+    classes: dict[str, list[str]] = field(hash=False)
+    multi_label: dict[str, bool] = field(hash=False)
+    image_size: int = 128
+    layer: str | None = None  # linear probes: the layer whose pooled features they read
+    epoch: int | None = None  # networks: the training epoch these weights come from
+
+    @property
+    def task(self) -> str:
+        """The task of a single-task model."""
+        if len(self.tasks) != 1:
+            raise ValueError(f"this model has {len(self.tasks)} tasks {list(self.tasks)}; name one")
+        return self.tasks[0]
+
+    def task_classes(self, task: str | None = None) -> list[str]:
+        return self.classes[task or self.task]
+
+    def is_multi_label(self, task: str | None = None) -> bool:
+        return self.multi_label[task or self.task]
+
+    def to_metadata(self) -> dict[str, str]:
+        """safetensors metadata: a flat str -> str mapping."""
+        meta = {"card_version": CARD_VERSION, "kind": self.kind, "arch": self.arch, "tasks": json.dumps(self.tasks),
+                "classes": json.dumps(self.classes), "multi_label": json.dumps(self.multi_label),
+                "image_size": str(self.image_size)}
+        if self.layer is not None:
+            meta["layer"] = self.layer
+        if self.epoch is not None:
+            meta["epoch"] = str(self.epoch)
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str | Path = "model file") -> ModelCard:
+        """Parse metadata written by `to_metadata` (or by artlab 0.1's single-task format)."""
+        try:
+            if meta.get("card_version") is None:  # artlab 0.1: one task, classes as a list, "True"/"False"
+                task = meta["task"]
+                classes = {task: json.loads(meta["classes"])}
+                multi = {task: meta["multi_label"] == "True"}
+                tasks = (task,)
+            else:
+                tasks = tuple(json.loads(meta["tasks"]))
+                classes, multi = json.loads(meta["classes"]), json.loads(meta["multi_label"])
+            return cls(kind=meta["kind"], arch=meta["arch"], tasks=tasks, classes=classes, multi_label=multi,
+                       image_size=int(meta.get("image_size", 128)), layer=meta.get("layer"),
+                       epoch=int(meta["epoch"]) if meta.get("epoch") else None)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DamagedFile(f"{source} has no valid model card in its metadata ({exc!r})") from None
+
+    @classmethod
+    def read(cls, path: str | Path) -> ModelCard:
+        """The card of a saved model, from the safetensors header only."""
+        return cls.from_metadata(read_metadata(path), path)

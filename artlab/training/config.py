@@ -1,0 +1,144 @@
+"""The configuration of a training run: everything needed to reproduce it, and the CLI's options.
+
+Each field's type, default and help text live here once; `artlab train`'s options, choices and
+help are generated from them (`add_arguments`), and `Literal` types are checked on creation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+Strategy = Literal["off_the_shelf", "fine_tune", "scratch"]
+Layout = Literal["auto", "folders", "wikiart", "manifest", "peopleart", "synthetic"]
+Classifier = Literal["logreg", "linear"]
+Optimizer = Literal["sgd", "adam"]
+Schedule = Literal["cosine", "step", "none"]
+Split = Literal["auto", "official", "random"]
+STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
+MAX_IMAGE_SIZE = 1024  # beyond this a CPU run would take hours and a GPU run run out of memory
+
+
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """One run. Defaults suit a 2-core CPU: MobileNetV2, 128 px images, a few epochs."""
+
+    name: str = _option("", "run name (default: derived from data, task, strategy, arch, size, seed)")
+    data: str = _option("synthetic", "collection folder, CSV/TSV manifest or 'synthetic'")
+    layout: Layout = _option("auto", "how the collection is laid out")
+    task: str | None = _option(None, "label task (default: the collection's first task)")
+    separator: str | None = _option(None, "manifests: separator of multi-label cells, e.g. ';'")
+    strategy: Strategy = _option("fine_tune", "what trains")
+    arch: str = _option("mobilenet_v2", "architecture; see `artlab models list`")
+    image_size: int = _option(128, "input side in pixels")
+    # collection preparation
+    min_images: int = _option(0, "drop classes with fewer images")
+    top_n: int | None = _option(None, "keep only the N largest classes")
+    val_fraction: float = _option(0.15, "share of images for validation when artlab draws the split")
+    test_fraction: float = _option(0.15, "share of images for testing when artlab draws the split")
+    split: Split = _option("auto", "auto: the collection's own split when complete, else a random stratified one")
+    # off-the-shelf
+    layer: str | None = _option(None, "off-the-shelf: analysed layer whose pooled output is the feature "
+                                      "(default: the last)")
+    classifier: Classifier = _option("logreg", "off-the-shelf: scikit-learn logistic regression or a torch linear head")
+    # fine-tuning and scratch
+    freeze: int = _option(0, "freeze the first K blocks (0 trains everything)")
+    init_from: str | None = _option(None, "start from this run's network (double fine-tuning)")
+    epochs: int = _option(10, "training epochs")
+    batch_size: int = _option(32, "images per training step")
+    lr: float = _option(0.01, "learning rate of the head")
+    backbone_lr_mult: float = _option(0.1, "fine-tuning: backbone learning rate = lr x this")
+    optimizer: Optimizer = _option("sgd", "sgd (momentum 0.9) or adam")
+    schedule: Schedule = _option("cosine", "learning-rate schedule")
+    weight_decay: float = _option(1e-4, "L2 weight decay")
+    patience: int | None = _option(None, "early stopping after this many epochs without improvement")
+    label_smoothing: float = _option(0.0, "single-label tasks: label smoothing of the cross-entropy")
+    # execution
+    seed: int = _option(0, "random seed (same seed and config on CPU: same metrics)")
+    device: str = _option("auto", "auto (cuda when present), cpu, cuda, ...")
+    num_workers: int = _option(0, "image-decoding worker processes")
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(TrainConfig)
+        for f in fields(self):
+            choices = typing.get_args(hints[f.name])
+            value = getattr(self, f.name)
+            if typing.get_origin(hints[f.name]) is Literal and value not in choices:
+                raise ValueError(f"{f.name} must be one of {list(choices)}, not {value!r}")
+        for key in ("lr", "backbone_lr_mult", "weight_decay", "label_smoothing", "val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{key} must be a finite number >= 0, not {value!r}")
+        if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be between 32 and {MAX_IMAGE_SIZE} px, not {self.image_size}")
+        if self.epochs < 1 and self.strategy != "off_the_shelf":
+            raise ValueError(f"epochs must be at least 1, not {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.freeze < 0:
+            raise ValueError(f"freeze must be 0 or more, not {self.freeze}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        return cls(**data)
+
+    def resolved(self, tasks: list[str]) -> TrainConfig:
+        """This config with the task chosen (the collection's first when unset) and the name filled in."""
+        task = self.task or tasks[0]
+        resolved = replace(self, task=task)
+        return resolved if self.name else replace(resolved, name=default_name(resolved))
+
+
+def default_name(config: TrainConfig) -> str:
+    """`<data>-<task>-<strategy>-<arch>-<size>px`, plus `-freeze<k>` and `-seed<s>` when they are not 0."""
+    data = Path(str(config.data)).stem or "data"
+    name = f"{data}-{config.task}-{config.strategy}-{config.arch}-{config.image_size}px"
+    if config.freeze and config.strategy != "off_the_shelf":
+        name += f"-freeze{config.freeze}"
+    if config.seed:
+        name += f"-seed{config.seed}"
+    return re.sub(r"[^\w.+-]", "_", name)
+
+
+def _argument_type(hint: Any) -> type:
+    """The scalar type argparse should parse for a field (Optional and Literal unwrapped)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is Literal:
+        return type(args[0])
+    if args:
+        return _argument_type(args[0])
+    return hint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One `--option` per TrainConfig field, with its type, choices, default and help."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        hint = hints[f.name]
+        choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+        default = f.default if f.default is not MISSING else None
+        shown = "" if default in (None, "") else f" (default {default})"
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_argument_type(hint), choices=choices,
+                            default=None, help=f.metadata.get("help", "") + shown)
+
+
+def from_arguments(args: argparse.Namespace) -> TrainConfig:
+    """A TrainConfig from parsed options: the ones given, defaults for the rest."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                          if getattr(args, f.name, None) is not None})

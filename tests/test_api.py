@@ -1,0 +1,150 @@
+"""The notebook-sized API: taps, model cards, one config source, single-task defaults, stable figure ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from artlab import models
+from artlab.cli import main
+from artlab.models import ModelCard, Taps
+from artlab.training.config import TrainConfig, default_name
+
+
+# ---- taps ------------------------------------------------------------------------------------------------
+def test_taps_equal_torchvision_feature_extractor_and_stop_early():
+    torch.manual_seed(0)
+    model = models.build("mobilenet_v2", pretrained=False).eval()
+    layers = ["features.3", "features.8"]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = create_feature_extractor(model, return_nodes=layers)(x)
+        fired = []
+        later = model.features[12].register_forward_hook(lambda *_: fired.append("features.12"))
+        with Taps(model, layers, pool="none") as taps:
+            maps = taps(x)
+        with Taps(model, layers, pool="avg") as taps:
+            pooled = taps(x)
+        later.remove()
+    for layer in layers:
+        assert torch.equal(maps[layer], reference[layer])
+        assert torch.allclose(pooled[layer], reference[layer].mean(dim=(2, 3)))
+    assert fired == [], "the forward pass must stop after the last wanted layer"
+    assert not model.features[3]._forward_hooks, "hooks are removed on exit"
+
+
+def test_unknown_pooling_and_layer_are_named():
+    model = models.build("mobilenet_v2", pretrained=False)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        Taps(model, ["features.3"], pool="max-ish")
+    with pytest.raises(KeyError, match="features.99"):
+        Taps(model, ["features.99"])
+    with pytest.raises(KeyError, match="features.18"):  # the error lists the valid analysed layers
+        models.check_layers(models.arch("mobilenet_v2"), ["classifier"])
+
+
+# ---- a model knows what it is ------------------------------------------------------------------------------
+def test_built_network_carries_its_architecture():
+    model = models.build("resnet18", pretrained=False, num_classes=4)
+    assert models.arch_of(model).name == "resnet18"
+    assert models.head_module(model).out_features == 4
+    assert models.replace_head(model, 9) is model.fc and model.fc.out_features == 9
+    with pytest.raises(TypeError, match="artlab.models.build"):
+        models.arch_of(torch.nn.Linear(2, 2))
+
+
+def test_model_card_round_trip_and_old_format():
+    card = ModelCard(kind="network", arch="mobilenet_v2", tasks=("style",), classes={"style": ["a|b", "c"]},
+                     multi_label={"style": True}, image_size=96, epoch=3)
+    assert ModelCard.from_metadata(card.to_metadata()) == card
+    assert all(isinstance(v, str) for v in card.to_metadata().values())
+    old = {"kind": "linear_probe", "arch": "mobilenet_v2", "layer": "features.14", "task": "style",
+           "multi_label": "False", "classes": '["x", "y"]', "image_size": "64"}  # written by artlab 0.1
+    parsed = ModelCard.from_metadata(old)
+    assert (parsed.task, parsed.task_classes(), parsed.is_multi_label(), parsed.layer) == \
+        ("style", ["x", "y"], False, "features.14")
+
+
+def test_reading_a_card_never_loads_the_tensors(tmp_path, monkeypatch):
+    import artlab.io
+    from artlab.runs import Run
+
+    run = Run(tmp_path / "r")
+    card = ModelCard(kind="network", arch="mobilenet_v2", tasks=("t",), classes={"t": ["a", "b"]},
+                     multi_label={"t": False})
+    run.save_model({"w": torch.zeros(1000, 1000)}, card)
+
+    def no_tensors(*args, **kwargs):
+        raise AssertionError("the weights were read")
+
+    monkeypatch.setattr(artlab.io, "load_tensors", no_tensors)
+    assert run.card() == card
+
+
+# ---- one source of truth for configuration -----------------------------------------------------------------
+def test_config_literals_are_checked():
+    with pytest.raises(ValueError, match=r"optimizer must be one of \['sgd', 'adam'\]"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="lr must be a finite number"):
+        TrainConfig(lr=float("nan"))
+
+
+def test_cli_options_come_from_the_config_fields(capsys):
+    from dataclasses import fields
+
+    from artlab.cli import parser
+
+    train_parser = parser()._subparsers._group_actions[0].choices["train"]
+    options = {a.dest: a for a in train_parser._actions}
+    for f in fields(TrainConfig):
+        assert f.name in options, f.name
+    assert tuple(options["strategy"].choices) == ("off_the_shelf", "fine_tune", "scratch")
+    assert options["image_size"].type is int and options["top_n"].type is int and options["lr"].type is float
+    with pytest.raises(SystemExit):
+        main(["train", "--optimizer", "rmsprop"])
+    assert "invalid choice: 'rmsprop'" in capsys.readouterr().err
+
+
+def test_default_names():
+    base = TrainConfig(data="/x/wikiart", task="style", strategy="fine_tune")
+    assert default_name(base) == "wikiart-style-fine_tune-mobilenet_v2-128px"
+    assert default_name(TrainConfig(data="/x/wikiart", task="style", freeze=5, seed=2)) == \
+        "wikiart-style-fine_tune-mobilenet_v2-128px-freeze5-seed2"
+
+
+def _folder_collection(root: Path) -> str:
+    for split, count in (("train", 6), ("val", 2), ("test", 2)):
+        for label, colour in (("cats", (200, 40, 40)), ("dogs", (40, 40, 200))):
+            for i in range(count):
+                (root / split / label).mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (40, 40), colour).save(root / split / label / f"{i}.png")
+    return str(root)
+
+
+def test_a_single_task_collection_trains_without_naming_its_task(tmp_path, capsys):
+    data = _folder_collection(tmp_path / "pets")
+    assert main(["train", "--data", data, "--strategy", "off_the_shelf", "--image-size", "32",
+                 "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    run = tmp_path / "runs" / "pets-label-off_the_shelf-mobilenet_v2-32px"
+    assert (run / "metrics.json").is_file()
+    from artlab.runs import Run
+
+    assert Run(run).config()["task"] == "label" and Run(run).card().task == "label"
+
+
+# ---- analyses: caller's random state, stable figure ids ------------------------------------------------------
+def test_random_baseline_leaves_the_callers_random_state_alone():
+    from artlab.analysis.compare import network
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first, _ = network("random", "mobilenet_v2")
+    assert torch.equal(torch.rand(3), expected)
+    second, _ = network("random", "mobilenet_v2")
+    assert torch.equal(first.features[0][0].weight, second.features[0][0].weight)  # the baseline is reproducible

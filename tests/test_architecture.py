@@ -1,0 +1,104 @@
+"""The package's layers: a lower layer never imports a higher one (checked on every module's imports)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "artlab"
+
+#: Bottom to top. A module may import its own area and any lower rank, never a higher or a sibling area
+#: of the same rank (data and models are independent; training and analysis never import each other).
+RANKS = {
+    "artlab.version": 0, "artlab.io": 0, "artlab.cache": 0,
+    "artlab.data": 1, "artlab.models": 1,
+    "artlab.plots": 2,  # drawing kit over tables and image files
+    "artlab.runs": 3,
+    "artlab.training": 4, "artlab.analysis": 4, "artlab.interpret": 4,
+    "artlab.experiments": 5,
+    "artlab.widgets": 6, "artlab.figures": 6,
+    "artlab.cli": 7, "artlab.__main__": 8, "artlab": 8,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def area(module: str) -> str:
+    """The layer area a module belongs to: the longest RANKS key that prefixes it."""
+    candidates = [key for key in RANKS if module == key or module.startswith(key + ".")]
+    if not candidates:
+        raise AssertionError(f"{module} belongs to no layer: add it to RANKS in {__file__}")
+    return max(candidates, key=len)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every artlab module a file imports, at any depth (function-level imports included)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            folder = PACKAGE.parent / node.module.replace(".", "/")
+            for alias in node.names:  # `from artlab import models` imports the subpackage artlab.models
+                is_module = (folder / alias.name).is_dir() or (folder / f"{alias.name}.py").is_file()
+                found.add(f"{node.module}.{alias.name}" if is_module else node.module)
+    return {name for name in found if name == "artlab" or name.startswith("artlab.")}
+
+
+def violations() -> list[str]:
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        mine = area(module)
+        for target in imported_modules(path):
+            theirs = area(target)
+            if theirs == "artlab" and target == "artlab" and mine != "artlab":
+                problems.append(f"{module} imports the package root (import the module it needs)")
+            elif theirs != mine and RANKS[theirs] >= RANKS[mine]:
+                problems.append(f"{module} (layer {mine}, rank {RANKS[mine]}) imports {target} "
+                                f"(layer {theirs}, rank {RANKS[theirs]})")
+    return problems
+
+
+def test_no_layer_imports_a_higher_or_sibling_layer():
+    assert violations() == []
+
+
+def test_every_module_belongs_to_a_layer():
+    for path in PACKAGE.rglob("*.py"):
+        area(_module_name(path))
+
+
+def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
+    """A data module importing training must be reported (the check can fail)."""
+    fake = tmp_path / "artlab"
+    (fake / "data").mkdir(parents=True)
+    (fake / "training").mkdir()
+    (fake / "data" / "bad.py").write_text("from artlab.training import train\n")
+    (fake / "training" / "__init__.py").write_text("")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+    assert violations() == ["artlab.data.bad (layer artlab.data, rank 1) imports artlab.training "
+                            "(layer artlab.training, rank 4)"]
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_special_architectures_live_in_the_registry(name):
+    """No `if name == ...` branches: what differs is data in the architecture's entry."""
+    source = "".join(p.read_text() for p in PACKAGE.rglob("*.py") if p.name != "registry.py")
+    assert f'"{name}"' not in source and f"'{name}'" not in source
+
+
+def test_public_api_names_resolve():
+    import artlab
+
+    for name in artlab.__all__:
+        assert getattr(artlab, name) is not None, name
+    from artlab import train
+
+    assert callable(train) and train.__module__ == "artlab.training.api"
