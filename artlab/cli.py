@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from artlab.data.images import ImageError
 from artlab.data.layouts import LAYOUTS
-from artlab.io import DamagedFile
 from artlab.models import WeightsUnavailable
-from artlab.runs import HEADLINE_METRICS
+from artlab.runs import HEADLINE_METRICS, RunBusy
 from artlab.training.config import add_arguments, from_arguments
 
 
@@ -27,18 +27,22 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
     options = {"separator": args.separator} if args.separator else {}
     collection = load(args.source, args.layout, **options).check_images()
     print(collection)
+    print(f"split: {collection.split_origin or 'none in the collection (artlab draws one when training)'}")
     for task in ([args.task] if args.task else collection.tasks):
         print(f"\nimages per {task} and split")
         _print_table(collection.summary(task))
     print("\nfiles")
     _print_table(collection.image_summary(), index=False)
     if len(collection.skipped):
-        print(f"\nskipped {len(collection.skipped)} file(s):")
+        print(f"\nskipped {len(collection.skipped)} file(s) or row(s):")
         _print_table(collection.skipped, index=False)
-    html = Path(args.html or f"reports/{collection.name}-classes.html")
-    html.parent.mkdir(parents=True, exist_ok=True)
-    write_figure(collection.class_chart(args.task or collection.tasks[0]), html)
-    print(f"\nclass chart: {html}")
+    duplicates = collection.duplicates()
+    if len(duplicates):
+        print(f"\n{len(duplicates)} byte-identical files (kept together in one split when training):")
+        _print_table(duplicates[["group", "path", *collection.tasks]], index=False)
+    if args.html:
+        html = write_figure(collection.class_chart(args.task or collection.tasks[0]), Path(args.html))
+        print(f"\nclass chart: {html} (plotly.min.js beside it)")
     return 0
 
 
@@ -71,6 +75,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_run(args.run, part=args.split)
     print(f"run {args.run}, {args.split} split")
     _print_metrics(metrics)
+    for key in ("images_missing_since_training", "images_changed_since_training", "images_unreadable_now"):
+        if metrics.get(key):
+            print(f"  warning: {metrics[key]} {key.replace('_', ' ')}")
+    print(f"  written to {metrics['file']}" if "file" in metrics else
+          "  (the run is unfinished: nothing written; its metrics.json comes when training ends)")
     return 0
 
 
@@ -129,7 +138,7 @@ def parser() -> argparse.ArgumentParser:
     summary.add_argument("--layout", default="auto", choices=LAYOUTS)
     summary.add_argument("--task", help="only this task")
     summary.add_argument("--separator", help="manifests: separator of multi-label cells, e.g. ';'")
-    summary.add_argument("--html", help="where to write the class chart (default reports/<name>-classes.html)")
+    summary.add_argument("--html", help="also write the class chart as an HTML page here (plotly.min.js beside it)")
     summary.set_defaults(func=cmd_data_summary)
 
     model_cmds = sub.add_parser("models", help="backbones").add_subparsers(dest="models_command", required=True)
@@ -174,13 +183,29 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+#: Users' mistakes and broken files: one line naming the file or option, never a traceback.
+USER_ERRORS = (OSError, KeyError, ValueError, WeightsUnavailable, RunBusy, FloatingPointError, ImageError,
+               MemoryError)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc} (is the folder read-only? choose another with --runs-dir)"
+    if isinstance(exc, MemoryError):
+        return "out of memory: lower --image-size or --batch-size"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, WeightsUnavailable, DamagedFile) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"artlab: error: {message}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"artlab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

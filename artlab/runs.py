@@ -14,8 +14,14 @@ layer that turns a run folder back into a network and a collection, for training
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
+import re
+import socket
+import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +30,40 @@ import torch
 from torch import nn
 
 from artlab import models
+from artlab.cache import file_signature
 from artlab.data.collection import ArtCollection
-from artlab.data.layouts import from_manifest
-from artlab.io import load_tensors, read_json, read_yaml, save_tensors, to_json, write_csv, write_yaml
+from artlab.io import (
+    DamagedFile,
+    load_tensors,
+    read_json,
+    read_yaml,
+    save_tensors,
+    to_json,
+    write_csv,
+    write_json,
+    write_yaml,
+)
 from artlab.models import ModelCard
 
 RUNS_DIR = Path("runs")
 MODEL_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
-#: Separator of multi-label cells in split.csv.
-LABEL_SEPARATOR = "|"
+LOCK_FILE = "run.lock"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,199}$")
+#: Separator of multi-label cells in split.csv files written by artlab 0.1 (JSON lists since).
+LEGACY_LABEL_SEPARATOR = "|"
+
+
+class RunBusy(RuntimeError):
+    """Another live process holds the run."""
+
+
+def check_name(name: str) -> str:
+    """A run name is one plain folder name: letters, digits and `_ . + = -`, no path, not `.` or `..`."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in (".", "..") or ".." in name:
+        raise ValueError(f"run name {name!r} is not a plain name: use letters, digits and _ . + = - "
+                         f"(no '/', no '..', at most 200 characters)")
+    return name
 
 
 def environment(seed: int, device: str) -> dict:
@@ -58,7 +88,8 @@ class Run:
 
     @classmethod
     def named(cls, name: str, root: str | Path | None = None) -> Run:
-        return cls(Path(root or RUNS_DIR) / name)
+        """The run `name` under `root` (default runs/); the name must be a plain folder name."""
+        return cls(Path(root or RUNS_DIR) / check_name(name))
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -74,6 +105,14 @@ class Run:
     def finished(self) -> bool:
         return self.file("metrics.json").is_file()
 
+    @property
+    def started(self) -> bool:
+        """Whether training has saved anything (a checkpoint or a model): a run folder without either is empty."""
+        return self.file(CHECKPOINT_FILE).is_file() or self.file(MODEL_FILE).is_file()
+
+    def lock(self) -> RunLock:
+        return RunLock(self)
+
     def config(self) -> dict:
         path = self.file("config.yaml")
         if not path.is_file():
@@ -85,6 +124,25 @@ class Run:
 
     def metrics(self) -> dict:
         return read_json(self.file("metrics.json"))
+
+    def write_split(self, collection: ArtCollection) -> None:
+        """split.csv (with each file's signature) and split.json (its row count and sha256), atomically."""
+        table = collection.table.assign(signature=[_signature_or_none(p) for p in collection.table["path"]])
+        collection = ArtCollection(table, collection.multi_label, collection.name)
+        collection.to_csv(self.file("split.csv"))
+        digest = hashlib.sha256(self.file("split.csv").read_bytes()).hexdigest()
+        write_json(self.file("split.json"), {"rows": len(table), "sha256": digest})
+
+    def check_split(self) -> None:
+        """Refuse a split.csv that is not the one written (truncated or edited), when split.json vouches for it."""
+        path, record = self.file("split.csv"), self.file("split.json")
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.path} has no split.csv: the run never got as far as splitting")
+        if record.is_file():
+            expected = read_json(record)
+            if hashlib.sha256(path.read_bytes()).hexdigest() != expected.get("sha256"):
+                raise DamagedFile(f"{path} is damaged: it differs from the split this run recorded "
+                                  f"({expected.get('rows')} rows); the run cannot be trusted or resumed")
 
     def history(self) -> pd.DataFrame:
         path = self.file("history.csv")
@@ -113,6 +171,74 @@ def as_run(run: Run | str | Path) -> Run:
     return run if isinstance(run, Run) else Run(run)
 
 
+def _signature_or_none(path: str) -> str | None:
+    try:
+        return file_signature(path)
+    except OSError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """`run.lock` holds the owner's pid and host while a process trains the run; a second one is refused.
+
+    A lock whose process is gone (killed, crashed) is stale and taken over.
+    """
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.path = run.file(LOCK_FILE)
+
+    def acquire(self) -> None:
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner and owner.get("host") == me["host"] and owner.get("pid") != me["pid"] \
+                        and _pid_alive(int(owner.get("pid", -1))):
+                    raise RunBusy(f"run {self.run.path} is being trained by process {owner['pid']}; wait for it "
+                                  f"to finish or stop it (choose another --name to train in parallel)") from None
+                if owner and owner.get("host") != me["host"]:
+                    raise RunBusy(f"run {self.run.path} is locked by process {owner.get('pid')} on "
+                                  f"{owner.get('host')}; delete {self.path} if that process is gone") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+            return
+        raise RunBusy(f"could not lock {self.run.path}: another process keeps taking {self.path}")
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None  # empty or half-written: its writer died before finishing it
+
+    def release(self) -> None:
+        owner = self._owner()
+        if owner is None or owner.get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 def load_network(run: Run | str | Path) -> nn.Module:
     """The trained network of a fine-tune or scratch run (best-on-validation weights), in eval mode.
 
@@ -129,19 +255,51 @@ def load_network(run: Run | str | Path) -> nn.Module:
     return model.eval()
 
 
+def _labels(cell: str) -> tuple[str, ...]:
+    """A multi-label cell of split.csv: a JSON list (or, from artlab 0.1, names joined by '|')."""
+    if cell.startswith("["):
+        return tuple(json.loads(cell))
+    return tuple(c for c in cell.split(LEGACY_LABEL_SEPARATOR) if c)
+
+
+def read_split(run: Run | str | Path, multi_label: dict[str, bool]) -> ArtCollection:
+    """The exact images, labels and split recorded in a run's split.csv.
+
+    Images missing since the run was written are left out and listed in `skipped`; images whose
+    content changed are kept and listed in `changed`; either case is also warned about.
+    """
+    run = as_run(run)
+    run.check_split()
+    try:
+        frame = pd.read_csv(run.file("split.csv"), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DamagedFile(f"{run.file('split.csv')} is damaged ({exc})") from None
+    missing_columns = [c for c in ("path", "split", *multi_label) if c not in frame]
+    if missing_columns:
+        raise DamagedFile(f"{run.file('split.csv')} has no column(s) {missing_columns}")
+    exists = frame["path"].map(os.path.isfile).to_numpy()
+    table = pd.DataFrame({"path": frame["path"], "split": frame["split"].replace("", None)})
+    for task, multi in multi_label.items():
+        table[task] = frame[task].map(_labels) if multi else frame[task].replace("", None)
+    collection = ArtCollection(table[exists].reset_index(drop=True), dict(multi_label), run.name)
+    collection.skipped = pd.DataFrame({"path": frame["path"][~exists],
+                                       "reason": "missing since the run recorded its split"})
+    if "signature" in frame:
+        recorded = frame["signature"][exists].tolist()
+        collection.changed = [p for p, s in zip(collection.table["path"], recorded)
+                              if s and _signature_or_none(p) != s]
+    if (~exists).any() or collection.changed:
+        warnings.warn(f"run {run.name}: {int((~exists).sum())} of its {len(frame)} images are missing and "
+                      f"{len(collection.changed)} changed since it recorded its split; results on them differ "
+                      f"from the run's", stacklevel=2)
+    return collection
+
+
 def run_collection(run: Run | str | Path, card: ModelCard | None = None) -> ArtCollection:
-    """The exact images, labels and split a run used (from its split.csv)."""
+    """The exact images, labels and split a run used (from its split.csv); see `read_split`."""
     run = as_run(run)
     card = card or run.card()
-    multi = [t for t in card.tasks if card.multi_label[t]]
-    single = [t for t in card.tasks if not card.multi_label[t]]
-    collection = from_manifest(run.file("split.csv"), single, path_column="path", name=run.name)
-    if multi:
-        tagged = from_manifest(run.file("split.csv"), multi, path_column="path", separator=LABEL_SEPARATOR)
-        for task in multi:
-            collection.table[task] = tagged.table[task]
-        collection.multi_label = {t: card.multi_label[t] for t in card.tasks}
-    return collection
+    return read_split(run, {t: card.multi_label[t] for t in card.tasks})
 
 
 def save_checkpoint(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -188,18 +346,40 @@ HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "top3_accuracy", "top5_accu
 
 
 def index(root: str | Path | None = None) -> pd.DataFrame:
-    """Every run under `root` as one row: name, strategy, data, task, status, epochs and test metrics."""
+    """Every run under `root` as one row: name, strategy, data, task, status, epochs and test metrics.
+
+    A folder whose files cannot be read is listed with status "damaged" and the reason, never
+    hiding the other runs.
+    """
     root = Path(root or RUNS_DIR)
     rows = []
     for config_path in sorted(root.glob("*/config.yaml")):
         run = Run(config_path.parent)
-        config = run.config()
-        row = {"run": run.name, "strategy": config.get("strategy"), "arch": config.get("arch"),
-               "data": config.get("data"), "task": config.get("task"), "freeze": config.get("freeze"),
-               "status": "finished" if run.finished else "incomplete",
-               "epochs": len(run.history()) if config.get("strategy") != "off_the_shelf" else None}
-        if run.finished:
-            metrics = run.metrics()
-            row.update({k: metrics.get(k) for k in HEADLINE_METRICS if k in metrics})
-        rows.append(row)
+        try:
+            rows.append(_index_row(run))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            rows.append({"run": run.name, "status": "damaged", "problem": str(exc)})
     return pd.DataFrame(rows)
+
+
+def _index_row(run: Run) -> dict:
+    config = run.config()
+    if not isinstance(config, dict):
+        raise DamagedFile(f"{run.file('config.yaml')} is damaged (not a mapping)")
+    busy = run.file(LOCK_FILE).is_file()
+    status = "finished" if run.finished else ("training" if busy else "incomplete")
+    row = {"run": run.name, "strategy": config.get("strategy"), "arch": config.get("arch"),
+           "data": config.get("data"), "task": config.get("task"), "freeze": config.get("freeze"), "status": status,
+           "epochs": len(run.history()) if config.get("strategy") != "off_the_shelf" else None}
+    if run.finished:
+        metrics = run.metrics()
+        row.update({k: metrics.get(k) for k in HEADLINE_METRICS if k in metrics})
+    return row
+
+
+def write_evaluation(run: Run, metrics: dict) -> Path:
+    """An evaluation of a finished run, beside (never over) its training-time metrics.json."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    path = run.file("evaluations") / f"{stamp}-{metrics.get('split', 'test')}.json"
+    write_json(path, metrics)
+    return path

@@ -121,7 +121,9 @@ def _folder_collection(root: Path) -> str:
         for label, colour in (("cats", (200, 40, 40)), ("dogs", (40, 40, 200))):
             for i in range(count):
                 (root / split / label).mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (40, 40), colour).save(root / split / label / f"{i}.png")
+                image = Image.new("RGB", (40, 40), colour)
+                image.putpixel((i, len(split)), (i, i, i))  # each file differs from the others
+                image.save(root / split / label / f"{i}.png")
     return str(root)
 
 

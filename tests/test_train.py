@@ -273,7 +273,7 @@ def test_synthetic_artists_are_learnable_but_not_trivially(tmp_path):
 
 def test_training_refuses_a_split_without_test_images(tmp_path):
     for i in range(12):
-        _write_image(tmp_path / ("train" if i < 9 else "val") / ("a" if i % 2 else "b") / f"{i}.jpg")
+        _write_image(tmp_path / ("train" if i < 9 else "val") / ("a" if i % 2 else "b") / f"{i}.jpg", (20 * i, 60, 30))
     with pytest.raises(ValueError, match="no test images"):
         prepare_collection(TrainConfig(data=str(tmp_path), task="label"))
     assert Counter(prepare_collection(TrainConfig(data=str(tmp_path), task="label", split="random",

@@ -11,6 +11,7 @@ and CKA = HSIC(X, Y) / sqrt(HSIC(X, X) HSIC(Y, Y)). All sums are kept in float64
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -80,6 +81,16 @@ def _hsic(pair: _Pair, sx: _Stats, sy: _Stats, debiased: bool) -> float:
     return xty - n / (n - 2) * rows + norm_x * norm_y / ((n - 1) * (n - 2))
 
 
+def _is_constant(stats: _Stats, tolerance: float = 1e-10) -> bool:
+    """Whether a representation does not vary across the images (centred norm ~ 0 relative to its size).
+
+    Constant features of any value (0, 1, 1000) centre to zero exactly in theory; in floating point
+    they leave rounding noise that would give an arbitrary CKA, so they are detected here instead.
+    """
+    centred = stats.sq_rows - stats.n * float(stats.mean @ stats.mean)  # ||X - mean||_F^2
+    return centred <= tolerance * max(stats.sq_rows, 1e-300)
+
+
 def _cka(cross: float, self_x: float, self_y: float) -> float:
     denominator = np.sqrt(max(self_x, 0.0) * max(self_y, 0.0))
     return float(cross / denominator) if denominator > 0 else float("nan")
@@ -113,14 +124,20 @@ class StreamingCKA:
         n = self.stats_x[0].n if self.stats_x else 0
         if n < MIN_IMAGES:
             raise ValueError(f"CKA needs at least {MIN_IMAGES} images, got {n}")
-        out = []
+        out, constant = [], set()
         for (a, b), pair in self.cross.items():
             sx, sy = self.stats_x[a], self.stats_y[b]
             row = {"a": a, "b": b, "n_images": n}
+            flat = [name for name, stats in ((f"x[{a}]", sx), (f"y[{b}]", sy)) if _is_constant(stats)]
             for debiased, key in ((False, "cka"), (True, "cka_debiased")):
-                row[key] = _cka(_hsic(pair, sx, sy, debiased), _hsic(self.self_x[a], sx, sx, debiased),
-                                _hsic(self.self_y[b], sy, sy, debiased))
+                row[key] = float("nan") if flat else _cka(
+                    _hsic(pair, sx, sy, debiased), _hsic(self.self_x[a], sx, sx, debiased),
+                    _hsic(self.self_y[b], sy, sy, debiased))
+            constant.update(flat)
             out.append(row)
+        if constant:
+            warnings.warn(f"CKA is undefined for constant features ({', '.join(sorted(constant))} do not vary "
+                          f"across the images): reported as NaN", RuntimeWarning, stacklevel=2)
         return out
 
 
@@ -161,8 +178,10 @@ def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers:
     cka = None
     with models.Taps(model_a, list(dict.fromkeys(layers + layers_b)) if same else layers, pool, **options) as tap_a, \
             models.Taps(model_b, layers_b, pool, **options) as tap_b:
-        for x, _ in tqdm(loader(dataset, batch_size), desc="CKA", unit="batch", leave=False):
-            x = x.to(device)
+        for batch in tqdm(loader(dataset, batch_size), desc="CKA", unit="batch", leave=False):
+            if batch is None:  # unreadable images are left out of both networks' sums alike
+                continue
+            x = batch[0].to(device)
             taps_a = tap_a(x)
             taps_b = taps_a if same else tap_b(x)
             xs, ys = [taps_a[name] for name in layers], [taps_b[name] for name in layers_b]

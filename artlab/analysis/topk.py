@@ -65,7 +65,10 @@ def top_images(model: nn.Module, paths: list[str], layers: list[str], k: int = 1
     scores: dict[str, torch.Tensor] = {}
     indices: dict[str, torch.Tensor] = {}
     with models.Taps(model, layers, "relu_avg") as tap:
-        for x, batch_indices in tqdm(loader(dataset, batch_size), desc="top-k images", unit="batch", leave=False):
+        for batch in tqdm(loader(dataset, batch_size), desc="top-k images", unit="batch", leave=False):
+            if batch is None:
+                continue
+            x, batch_indices = batch
             taps = tap(x.to(device))
             for layer in layers:
                 batch = taps[layer].T.float()  # channels x batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,7 +23,9 @@ class ArtCollection:
 
     `table` has one row per usable image: `path` (absolute), `split` ("train"/"val"/"test" or
     None) and one column per task. A multi-label task holds a tuple of class names per row.
-    `skipped` lists the files that could not be used, with the reason.
+    `skipped` lists the files and rows that could not be used, with the reason. `split_origin`
+    says where an existing split came from (e.g. the split folders found), empty when there is none.
+    `changed` lists files whose content differs from what a run recorded (see `runs.read_split`).
     """
 
     table: pd.DataFrame
@@ -30,6 +33,8 @@ class ArtCollection:
     name: str = "collection"
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
     image_info: pd.DataFrame | None = None
+    split_origin: str = ""
+    changed: list[str] = field(default_factory=list)  # files whose content differs from a run's record
 
     @property
     def tasks(self) -> list[str]:
@@ -85,10 +90,20 @@ class ArtCollection:
         return replace(self, table=self.table[np.asarray(mask, dtype=bool)].reset_index(drop=True))
 
     def labelled(self, task: str) -> ArtCollection:
-        """Only the images that carry a label for `task`."""
+        """Only the images that carry a label for `task`; the others are listed in `skipped`."""
+        self._check_task(task)
         col = self.table[task]
-        mask = col.map(len) > 0 if self.multi_label[task] else col.notna()
-        return self.subset(mask)
+        mask = (col.map(len) > 0 if self.multi_label[task] else col.notna()).to_numpy()
+        if mask.all():
+            return self
+        unlabelled = pd.DataFrame({"path": self.table["path"][~mask], "reason": f"no {task} label"})
+        return replace(self.subset(mask), skipped=pd.concat([self.skipped, unlabelled], ignore_index=True))
+
+    def with_skipped(self, paths: list[str], reason: str) -> ArtCollection:
+        """This collection without `paths`, which are listed in `skipped` with `reason`."""
+        drop = self.table["path"].isin(paths).to_numpy()
+        gone = pd.DataFrame({"path": self.table["path"][drop], "reason": reason})
+        return replace(self.subset(~drop), skipped=pd.concat([self.skipped, gone], ignore_index=True))
 
     def filter(self, task: str, min_images: int = 0, top_n: int | None = None) -> ArtCollection:
         """Keep classes with at least `min_images` images, then the `top_n` largest of those.
@@ -106,7 +121,7 @@ class ArtCollection:
             table = out.table.copy()
             table[task] = table[task].map(lambda labels: tuple(c for c in labels if c in kept))
             out = replace(out, table=table)
-            return out.labelled(task)
+            return out.subset(out.table[task].map(len) > 0)
         return out.subset(out.table[task].isin(kept))
 
     def split(self, val: float = 0.15, test: float = 0.15, task: str | None = None, seed: int = 0,
@@ -114,23 +129,74 @@ class ArtCollection:
         """Assign a deterministic train/val/test split, stratified on `task` (single-label).
 
         With `keep_existing`, a collection whose every row already has a split (an official
-        one) is returned unchanged; missing val is carved out of train.
+        one) is kept; missing val is carved out of train.
+
+        Byte-identical images (see `duplicates`) always land in one split: a drawn split places
+        each group as one image; an existing split that puts copies on both sides keeps the
+        held-out copy and lists the others in `skipped`.
         """
         splits = self.table["split"]
         if keep_existing and splits.notna().all():
-            if (splits == "val").any() or val == 0:
-                return self
-            return self._carve_val(val, task, seed)
-        index = np.arange(len(self))
+            out = self._drop_copies_across_splits()
+            if (out.table["split"] == "val").any() or val == 0:
+                return out
+            return out._carve_val(val, task, seed)
+        groups = self._duplicate_groups()
+        first = np.flatnonzero(~pd.Series(groups).duplicated().to_numpy())  # one image per group
         strata = self._strata(task)
-        rest, test_idx = _split(index, test, strata, seed)
+        strata = strata[first] if strata is not None else None
+        rest, test_idx = _split(np.arange(len(first)), test, strata, seed)
         rest_strata = strata[rest] if strata is not None else None
         train_idx, val_idx = _split(rest, val / (1 - test) if test < 1 else 0.0, rest_strata, seed)
-        labels = np.empty(len(self), dtype=object)
-        labels[train_idx], labels[val_idx], labels[test_idx] = "train", "val", "test"
+        chosen = np.empty(len(first), dtype=object)
+        chosen[train_idx], chosen[val_idx], chosen[test_idx] = "train", "val", "test"
+        split_of_group = dict(zip(groups[first], chosen))
         table = self.table.copy()
-        table["split"] = labels
+        table["split"] = [split_of_group[g] for g in groups]
         return replace(self, table=table)
+
+    def _duplicate_groups(self) -> np.ndarray:
+        """A group id per row: rows whose files have the same content (sha1) share one; else the row's path."""
+        if self.image_info is None or "sha1" not in self.image_info:
+            return self.table["path"].to_numpy()
+        sha1 = dict(zip(self.image_info["path"], self.image_info["sha1"]))
+        return np.array([sha1.get(p) or p for p in self.table["path"]], dtype=object)
+
+    def duplicates(self) -> pd.DataFrame:
+        """Byte-identical images under several names: one row per file, with its group and split."""
+        groups = pd.Series(self._duplicate_groups())
+        repeated = groups.duplicated(keep=False).to_numpy()
+        table = self.table[repeated].assign(group=groups[repeated].to_numpy())
+        return table.sort_values(["group", "path"], kind="stable").reset_index(drop=True)
+
+    def _drop_copies_across_splits(self) -> ArtCollection:
+        """Keep one split per group of identical images: the most held-out one (test, then val)."""
+        groups = self._duplicate_groups()
+        order = {"test": 0, "val": 1, "train": 2}
+        best: dict[str, str] = {}
+        for group, split in zip(groups, self.table["split"]):
+            if group not in best or order.get(split, 3) < order.get(best[group], 3):
+                best[group] = split
+        leak = np.array([split != best[group] for group, split in zip(groups, self.table["split"])], dtype=bool)
+        if not leak.any():
+            return self
+        reasons = [f"byte-identical to a {best[g]} image: dropped from {s} so it cannot leak into {best[g]}"
+                   for g, s in zip(groups[leak], self.table["split"][leak])]
+        gone = pd.DataFrame({"path": self.table["path"][leak].to_numpy(), "reason": reasons})
+        return replace(self.subset(~leak), skipped=pd.concat([self.skipped, gone], ignore_index=True))
+
+    def split_problems(self, task: str) -> list[str]:
+        """Plain sentences about classes the split leaves without training, validation or test images."""
+        if self.multi_label[task]:
+            return []
+        problems = []
+        for name, row in self.summary(task).iterrows():
+            missing = [s for s in SPLITS if row.get(s, 0) == 0]
+            if missing:
+                problems.append(f"class {name!r} has {int(row['total'])} image(s): none in {' or '.join(missing)}"
+                                + (" (it is never learned)" if "train" in missing else "")
+                                + (" (it is never tested)" if "test" in missing else ""))
+        return problems
 
     def _carve_val(self, val: float, task: str | None, seed: int) -> ArtCollection:
         train = np.flatnonzero(self.table["split"].to_numpy() == "train")
@@ -156,11 +222,18 @@ class ArtCollection:
 
     # ---- description --------------------------------------------------------------------------
     def check_images(self) -> ArtCollection:
-        """Decode every image once; unusable files move to `skipped` with their reason."""
+        """Decode every image once; unusable files move to `skipped` with their reason.
+
+        A collection with no usable image at all is refused with the reasons counted.
+        """
         info = scan(self.table["path"].tolist())
         bad = info["error"].notna().to_numpy()
         skipped = pd.concat([self.skipped, info.loc[bad, ["path", "error"]].rename(columns={"error": "reason"})],
                             ignore_index=True)
+        if len(info) and bad.all():
+            reasons = info["error"].str.split(":").str[0].value_counts()
+            raise ValueError(f"{self.name}: none of its {len(info)} image files is usable ("
+                             + ", ".join(f"{n} {r}" for r, n in reasons.items()) + ")")
         good = self.subset(~bad)
         return replace(good, skipped=skipped, image_info=info[~bad].reset_index(drop=True))
 
@@ -188,6 +261,7 @@ class ArtCollection:
         misnamed = sum(Path(p).suffix.lower() not in FORMAT_SUFFIXES.get(f, {Path(p).suffix.lower()})
                        for p, f in zip(info["path"], info["format"]))
         rows.append({"statistic": "extension differs from content", "value": int(misnamed)})
+        rows.append({"statistic": "byte-identical copies", "value": int(len(self.duplicates()))})
         rows.append({"statistic": "skipped files", "value": len(self.skipped)})
         return pd.DataFrame(rows)
 
@@ -204,11 +278,15 @@ class ArtCollection:
 
     # ---- persistence --------------------------------------------------------------------------
     def to_csv(self, path: str | Path) -> None:
-        """Write the table atomically (multi-label cells joined with '|'), e.g. to record the split a run used."""
+        """Write the table atomically, e.g. to record the split a run used.
+
+        Multi-label cells are JSON lists (`["Rembrandt", "Bol"]`), so class names may hold any
+        character; `read_table_csv` reads them back.
+        """
         table = self.table.copy()
         for task, multi in self.multi_label.items():
             if multi:
-                table[task] = table[task].map("|".join)
+                table[task] = table[task].map(lambda labels: json.dumps(list(labels), ensure_ascii=False))
         write_csv(path, table)
 
 

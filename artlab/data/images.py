@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ def _open_checked(path: str | Path, max_pixels: int) -> Image.Image:
         raise
     except FileNotFoundError:
         raise ImageError(path, "file not found") from None
+    except PermissionError:
+        raise ImageError(path, "unreadable: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image (unknown format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -112,20 +115,30 @@ def inspect(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     return ImageInfo(fmt, width, height, mode)
 
 
-SCAN_COLUMNS = ["path", "format", "width", "height", "mode", "error"]
+def content_hash(path: str | Path) -> str:
+    """sha1 of the whole file: byte-identical images under two names share it."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+SCAN_COLUMNS = ["path", "format", "width", "height", "mode", "sha1", "error"]
 
 
 def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
     """Inspect every file; one row per path with format, width, height, mode and `error` (None if usable).
 
-    The result is cached per set of files (path, size, modification time), so checking the same
-    collection again, e.g. for another run, reads one CSV instead of decoding every image.
+    `sha1` is the whole file's hash (to find byte-identical duplicates). The result is cached per
+    set of files (path and `file_signature`: size, time and the bytes at both ends), so checking
+    the same collection again, e.g. for another run, reads one CSV instead of decoding every image.
     """
     stored = cache_dir() / "scans" / f"{fingerprint(paths)[:32]}.csv"
     if cache and stored.is_file():
-        table = pd.read_csv(stored, dtype={"path": str, "format": str, "mode": str, "error": str},
+        table = pd.read_csv(stored, dtype={"path": str, "format": str, "mode": str, "sha1": str, "error": str},
                             keep_default_na=False, na_values=[""])  # missing values come back as NaN
-        if table["path"].tolist() == list(paths):
+        if table["path"].tolist() == list(paths) and list(table.columns) == SCAN_COLUMNS:
             return table
     table = _scan(paths)
     if cache:
@@ -140,8 +153,8 @@ def _scan(paths: list[str]) -> pd.DataFrame:
     for path in tqdm(paths, desc="checking images", unit="img", leave=False):
         try:
             info = inspect(path)
-            rows.append({"path": path, **info.__dict__, "error": None})
+            rows.append({"path": path, **info.__dict__, "sha1": content_hash(path), "error": None})
         except ImageError as exc:
-            rows.append({"path": path, "format": None, "width": None, "height": None, "mode": None,
+            rows.append({"path": path, "format": None, "width": None, "height": None, "mode": None, "sha1": None,
                          "error": exc.reason})
     return pd.DataFrame(rows, columns=SCAN_COLUMNS)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pandas as pd
 from artlab.data.collection import SPLITS, ArtCollection
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+MANIFEST_SUFFIXES = {".csv", ".tsv", ".txt"}
 LAYOUTS = ("auto", "folders", "wikiart", "manifest", "peopleart", "synthetic")
 
 
@@ -21,23 +23,39 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _split_of(first_part: str) -> str | None:
-    aliases = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "test": "test", "testing": "test"}
-    return aliases.get(first_part.lower())
+SPLIT_NAMES = {"train": "train", "training": "train", "trn": "train", "val": "val", "valid": "val",
+               "validation": "val", "dev": "val", "test": "test", "testing": "test", "tst": "test"}
+
+
+def _split_of(name: str) -> str | None:
+    """The split a folder or cell names: `train`, `Validation`, RASTA's `wikipaintings_test`, `test-set`, ..."""
+    name = name.strip().lower()
+    if name in SPLIT_NAMES:
+        return SPLIT_NAMES[name]
+    found = {SPLIT_NAMES[word] for word in re.split(r"[^a-z]+", name) if word in SPLIT_NAMES}
+    return found.pop() if len(found) == 1 else None
 
 
 def from_folders(root: str | Path, task: str = "label", name: str | None = None) -> ArtCollection:
-    """One folder per class, optionally under train/val/test folders: `[split/]<class>/<image>`."""
+    """One folder per class, optionally under split folders: `[split/]<class>/<image>`.
+
+    Split folders are recognised under the names publishers use (`train`, `validation`,
+    `wikipaintings_test`, ...), but only when every top folder that holds class folders names a
+    split; otherwise the top folders are read as classes of nested images.
+    """
     root = _existing_dir(root)
-    rows = []
-    for path in _image_files(root):
-        parts = path.relative_to(root).parts
-        if len(parts) < 2:
-            continue
-        split = _split_of(parts[0]) if len(parts) >= 3 else None
-        rows.append({"path": str(path), "split": split, task: parts[-2]})
-    return _build(rows, {task: False}, name or root.name, root)
+    files = [(path, path.relative_to(root).parts) for path in _image_files(root)]
+    files = [(path, parts) for path, parts in files if len(parts) >= 2]
+    nested_tops = {parts[0] for _, parts in files if len(parts) >= 3}
+    split_of_top = {top: _split_of(top) for top in nested_tops}
+    splits_found = bool(nested_tops) and all(split_of_top.values())
+    rows = [{"path": str(path), "split": split_of_top[parts[0]] if splits_found and len(parts) >= 3 else None,
+             task: parts[-2]} for path, parts in files]
+    collection = _build(rows, {task: False}, name or root.name, root)
+    if splits_found:
+        collection.split_origin = "split folders " + ", ".join(f"{top} ({split_of_top[top]})"
+                                                              for top in sorted(nested_tops))
+    return collection
 
 
 def from_wikiart(root: str | Path, name: str | None = None) -> ArtCollection:
@@ -63,10 +81,19 @@ def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_col
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        sample = handle.read(4096)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" or sample.count("\t") > sample.count(",") else ","
-    frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL)
+    if path.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ValueError(f"{path} is a file, not a collection: give a collection folder or a CSV/TSV manifest "
+                         f"({', '.join(sorted(MANIFEST_SUFFIXES))})")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            sample = handle.read(4096)
+        delimiter = "\t" if path.suffix.lower() == ".tsv" or sample.count("\t") > sample.count(",") else ","
+        frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL,
+                            encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a UTF-8 text manifest ({exc.reason} at byte {exc.start})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{path} cannot be read as a CSV/TSV manifest: {exc}") from None
     path_column = path_column or _guess_path_column(frame, path)
     one_hot = dict(one_hot or {})
     if labels is None:
@@ -77,12 +104,16 @@ def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_col
     if missing:
         raise KeyError(f"{path}: no column(s) {missing}; the manifest has {list(frame.columns)}")
     root = Path(image_root) if image_root is not None else path.parent
-    rows, skipped = [], []
+    rows, skipped, seen = [], [], {}
     for line, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
         image = (root / record[path_column]).resolve()
         if not image.is_file():
             skipped.append({"path": str(image), "reason": f"{path.name} row {line}: file not found"})
             continue
+        if str(image) in seen:  # the same image twice would sit in train and test at once
+            skipped.append({"path": str(image), "reason": f"{path.name} row {line}: repeats row {seen[str(image)]}"})
+            continue
+        seen[str(image)] = line
         row = {"path": str(image), "split": _split_of(record.get(split_column, "") or "") if split_column else None}
         for task in labels:
             cell = record[task].strip()
@@ -95,6 +126,8 @@ def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_col
         rows.append(row)
     multi = {t: bool(separator) for t in labels} | {t: True for t in one_hot}
     collection = _build(rows, multi, name or path.stem, root)
+    if split_column and split_column in frame:
+        collection.split_origin = f"manifest column {split_column!r}"
     collection.skipped = pd.concat([collection.skipped, pd.DataFrame(skipped, columns=["path", "reason"])],
                                    ignore_index=True)
     return collection
@@ -142,7 +175,8 @@ def from_peopleart(root: str | Path) -> ArtCollection:
     keys = table["path"].map(lambda p: str(Path(p).resolve()))
     table["person"] = keys.map(person)
     table["split"] = keys.map(split)
-    return replace(collection, multi_label={"style": False, "artist": False, "person": False})
+    return replace(collection, multi_label={"style": False, "artist": False, "person": False},
+                   split_origin="People-Art person lists (annotations/person_{train,val,test}.txt)")
 
 
 def _existing_dir(root: str | Path) -> Path:
@@ -154,7 +188,8 @@ def _existing_dir(root: str | Path) -> Path:
 
 def _build(rows: list[dict], multi_label: dict[str, bool], name: str, root: Path) -> ArtCollection:
     if not rows:
-        raise ValueError(f"no images found under {root} (looked for {sorted(IMAGE_SUFFIXES)})")
+        raise ValueError(f"no images found under {root} (looked for {sorted(IMAGE_SUFFIXES)} files "
+                         f"in class folders)")
     table = pd.DataFrame(rows, columns=["path", "split", *multi_label])
     return ArtCollection(table=table, multi_label=multi_label, name=name)
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from artlab.data.images import load_rgb
+from artlab.data.images import ImageError, load_rgb
 
 #: Training images are stored a little larger than the crop, so random crops differ.
 TRAIN_MARGIN = 1.15
@@ -24,6 +24,10 @@ class ImageDataset(Dataset):
     Each image is shrunk so its shorter side is `image_size` (x TRAIN_MARGIN when `train`) and kept
     in memory as uint8: decoding dominates CPU time on small networks, so later epochs cost only
     the transform. Set `keep=False` for collections too large for memory.
+
+    An image that has become unreadable since the collection was checked is skipped, not fatal:
+    its item is None (`loader` drops it from the batch) and `failures` records why (in the
+    process that read it: with worker processes, the main process sees only the gap).
     """
 
     def __init__(self, paths: list[str], targets: np.ndarray | None, image_size: int,
@@ -34,6 +38,7 @@ class ImageDataset(Dataset):
         self.stored_side = round(image_size * TRAIN_MARGIN) if train else image_size
         self.transform = transform
         self.keep = keep
+        self.failures: dict[str, str] = {}
         self._store: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -53,14 +58,27 @@ class ImageDataset(Dataset):
         return tensor
 
     def __getitem__(self, index: int):
-        x = self.transform(self.image(index))
+        try:
+            x = self.transform(self.image(index))
+        except ImageError as exc:
+            self.failures[self.paths[index]] = exc.reason
+            return None
         if self.targets is None:
             return x, index
         return x, torch.as_tensor(self.targets[index])
 
 
+def collate_present(items: list):
+    """Batch the items that could be read (None marks an unreadable image); None if none could."""
+    present = [item for item in items if item is not None]
+    return default_collate(present) if present else None
+
+
 def loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
            generator: torch.Generator | None = None) -> DataLoader:
-    """A DataLoader with artlab's conventions (persistent workers when there are workers)."""
+    """A DataLoader with artlab's conventions: unreadable images dropped, persistent workers when there are some.
+
+    A batch whose every image failed comes out as None: skip it.
+    """
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      generator=generator, persistent_workers=num_workers > 0)
+                      generator=generator, persistent_workers=num_workers > 0, collate_fn=collate_present)

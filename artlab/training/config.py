@@ -14,6 +14,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from artlab.runs import check_name
+
 Strategy = Literal["off_the_shelf", "fine_tune", "scratch"]
 Layout = Literal["auto", "folders", "wikiart", "manifest", "peopleart", "synthetic"]
 Classifier = Literal["logreg", "linear"]
@@ -21,6 +23,7 @@ Optimizer = Literal["sgd", "adam"]
 Schedule = Literal["cosine", "step", "none"]
 Split = Literal["auto", "official", "random"]
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
+MAX_RATE = 1e6  # learning rates, multipliers and decays beyond this are typos (and overflow float32 steps)
 MAX_IMAGE_SIZE = 1024  # beyond this a CPU run would take hours and a GPU run run out of memory
 
 
@@ -76,8 +79,8 @@ class TrainConfig:
                 raise ValueError(f"{f.name} must be one of {list(choices)}, not {value!r}")
         for key in ("lr", "backbone_lr_mult", "weight_decay", "label_smoothing", "val_fraction", "test_fraction"):
             value = getattr(self, key)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{key} must be a finite number >= 0, not {value!r}")
+            if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= MAX_RATE:
+                raise ValueError(f"{key} must be a finite number between 0 and {MAX_RATE:g}, not {value!r}")
         if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ValueError(f"image_size must be between 32 and {MAX_IMAGE_SIZE} px, not {self.image_size}")
         if self.epochs < 1 and self.strategy != "off_the_shelf":
@@ -86,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.freeze < 0:
             raise ValueError(f"freeze must be 0 or more, not {self.freeze}")
+        if self.name:
+            check_name(self.name)
 
     def to_dict(self) -> dict:
         return asdict(self)

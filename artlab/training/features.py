@@ -25,15 +25,31 @@ from artlab.io import load_tensors, save_tensors
 @torch.no_grad()
 def extract(model: nn.Module, paths: list[str], layers: list[str], image_size: int, device: torch.device,
             batch_size: int = 64, pool: str = "avg", desc: str = "features") -> dict[str, np.ndarray]:
-    """Pooled activations of `layers` for every image, as float32 arrays (n_images, channels)."""
+    """Pooled activations of `layers` for every image, as float32 arrays (n_images, channels).
+
+    The row of an image that could not be read is NaN (see `unreadable_rows`).
+    """
     model.eval().to(device)
     dataset = ImageDataset(paths, None, image_size, models.input_transform(model, image_size), keep=False)
-    chunks: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    out: dict[str, np.ndarray] = {}
     with models.Taps(model, layers, pool) as taps:
-        for x, _ in tqdm(loader(dataset, batch_size), desc=desc, unit="batch", leave=False):
+        for batch in tqdm(loader(dataset, batch_size), desc=desc, unit="batch", leave=False):
+            if batch is None:
+                continue
+            x, rows = batch
             for name, output in taps(x.to(device)).items():
-                chunks[name].append(output.float().cpu().numpy())
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+                values = output.float().cpu().numpy()
+                if name not in out:
+                    out[name] = np.full((len(paths), values.shape[1]), np.nan, dtype=np.float32)
+                out[name][rows.numpy()] = values
+    if not out:
+        raise ValueError(f"none of the {len(paths)} images could be read: {dict(list(dataset.failures.items())[:3])}")
+    return out
+
+
+def unreadable_rows(features: np.ndarray) -> np.ndarray:
+    """Rows of `extract`'s output whose image could not be read (all NaN)."""
+    return np.isnan(features).all(axis=1) if features.size else np.zeros(len(features), dtype=bool)
 
 
 def cache_key(weights_id: str, layer: str, image_size: int, paths: list[str], pooling: str = "avg") -> str:
@@ -57,6 +73,8 @@ def cached_features(build_model: Callable[[], nn.Module], weights_id: str, layer
     if path.is_file():
         return load_tensors(path)[0]["features"].numpy()
     features = extract(build_model(), paths, [layer], image_size, device, batch_size, desc=f"features {layer}")[layer]
-    save_tensors(path, {"features": torch.from_numpy(features)},
-                 {"weights": weights_id, "layer": layer, "image_size": str(image_size), "n_images": str(len(paths))})
+    if not unreadable_rows(features).any():  # only complete feature sets are cached
+        save_tensors(path, {"features": torch.from_numpy(features)},
+                     {"weights": weights_id, "layer": layer, "image_size": str(image_size),
+                      "n_images": str(len(paths))})
     return features

@@ -40,12 +40,22 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.o
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int,
-            desc: str = "evaluating") -> np.ndarray:
-    """Raw scores (logits) for every image of `dataset`, in order."""
+            desc: str = "evaluating") -> tuple[np.ndarray, np.ndarray]:
+    """Raw scores (logits) for the images of a target-less `dataset`, and their indices.
+
+    An image that could not be read has no row: compare the scores with `targets[indices]`.
+    """
+    if dataset.targets is not None:
+        raise ValueError("predict needs a dataset without targets (it yields image indices)")
     model.eval()
-    scores = [model(x.to(device)).float().cpu() for x, _ in tqdm(loader(dataset, batch_size), desc=desc,
-                                                                 unit="batch", leave=False)]
-    return torch.cat(scores).numpy()
+    scores, indices = [], []
+    for batch in tqdm(loader(dataset, batch_size), desc=desc, unit="batch", leave=False):
+        if batch is not None:
+            scores.append(model(batch[0].to(device)).float().cpu())
+            indices.append(batch[1])
+    if not scores:
+        raise ValueError(f"none of the {len(dataset)} images could be read: {dict(list(dataset.failures.items())[:3])}")
+    return torch.cat(scores).numpy(), torch.cat(indices).numpy()
 
 
 def _train_epoch(model: nn.Module, frozen: list[nn.Module], data: torch.utils.data.DataLoader,
@@ -55,17 +65,27 @@ def _train_epoch(model: nn.Module, frozen: list[nn.Module], data: torch.utils.da
     for module in frozen:  # frozen blocks keep their ImageNet BatchNorm statistics
         module.eval()
     total, count = 0.0, 0
-    for x, y in tqdm(data, desc=desc, unit="batch", leave=False):
-        x, y = x.to(device), y.to(device)
+    for batch in tqdm(data, desc=desc, unit="batch", leave=False):
+        if batch is None:  # every image of the batch became unreadable
+            continue
+        x, y = batch[0].to(device), batch[1].to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss became {loss.item()}; lower the learning rate (--lr)")
         loss.backward()
         optimizer.step()
+        _check_finite(model, desc)
         total += loss.item() * len(x)
         count += len(x)
     return total / max(count, 1)
+
+
+def _check_finite(model: nn.Module, desc: str) -> None:
+    """Stop at the first step whose update made a weight NaN or infinite (never save such a model)."""
+    for name, param in model.named_parameters():
+        if param.requires_grad and not torch.isfinite(param).all():
+            raise FloatingPointError(f"{desc}: weight {name} became NaN or infinite; lower the learning rate (--lr)")
 
 
 def network_card(config: TrainConfig, classes: list[str], multi: bool, epoch: int | None = None) -> ModelCard:
@@ -74,11 +94,13 @@ def network_card(config: TrainConfig, classes: list[str], multi: bool, epoch: in
                      multi_label={config.task: multi}, image_size=config.image_size, epoch=epoch)
 
 
-def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device) -> tuple[nn.Module, list[dict]]:
+def fit(config: TrainConfig, run: Run, collection: ArtCollection,
+        device: torch.device) -> tuple[nn.Module, list[dict], dict[str, str]]:
     """Train for `config.epochs` (or until early stopping), resuming from the run's checkpoint if present.
 
     Each epoch reseeds torch from (seed, epoch), so a resumed run repeats exactly what an
     uninterrupted one would have done. The best-on-validation weights go to model.safetensors.
+    Returns the best model, the history and the images that became unreadable (path -> reason).
     """
     task, multi = config.task, collection.multi_label[config.task]
     classes = collection.classes(task)
@@ -92,10 +114,14 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.
     scheduler = _scheduler(config, optimizer)
     train_set = ImageDataset(train.table["path"].tolist(), train.targets(task), config.image_size,
                              models.input_transform(model, config.image_size, train=True), train=True)
-    val_set = ImageDataset(val.table["path"].tolist(), val.targets(task), config.image_size,
+    val_set = ImageDataset(val.table["path"].tolist(), None, config.image_size,
                            models.input_transform(model, config.image_size))
-    state = load_checkpoint(run, model, optimizer, scheduler) or {
-        "epoch": 0, "history": [], "best": -math.inf, "best_epoch": 0, "stale": 0}
+    val_targets = val.targets(task)
+    state = load_checkpoint(run, model, optimizer, scheduler)
+    if state is None:
+        state = {"epoch": 0, "history": [], "best": -math.inf, "best_epoch": 0, "stale": 0}
+    else:  # the checkpoint is the one source of the history: a kill before history.csv was written loses nothing
+        run.write_history(state["history"])
     epochs = tqdm(range(state["epoch"] + 1, config.epochs + 1), desc=run.name, unit="epoch",
                   initial=state["epoch"], total=config.epochs)
     for epoch in epochs:
@@ -105,9 +131,9 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.
         torch.manual_seed(config.seed * 100_003 + epoch)
         data = loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers, generator=generator)
         train_loss = _train_epoch(model, frozen, data, optimizer, loss_fn, device, f"epoch {epoch}")
-        scores = predict(model, val_set, device, config.batch_size * 2, desc="validating")
-        val_loss = float(loss_fn(torch.from_numpy(scores), torch.tensor(val_set.targets)))
-        val_metrics = evaluate(scores, val_set.targets, classes, multi)
+        scores, seen = predict(model, val_set, device, config.batch_size * 2, desc="validating")
+        val_loss = float(loss_fn(torch.from_numpy(scores), torch.tensor(val_targets[seen])))
+        val_metrics = evaluate(scores, val_targets[seen], classes, multi)
         score = headline(val_metrics)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_score": score,
                "lr": optimizer.param_groups[0]["lr"]}
@@ -125,4 +151,4 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.
         epochs.set_postfix(loss=f"{train_loss:.3f}", val=f"{score:.3f}")
     best, _ = run.load_model()
     model.load_state_dict(best)
-    return model, state["history"]
+    return model, state["history"], train_set.failures | val_set.failures

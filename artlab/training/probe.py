@@ -13,7 +13,7 @@ from artlab.data.collection import ArtCollection
 from artlab.models import ModelCard
 from artlab.runs import MODEL_FILE, Run
 from artlab.training.config import TrainConfig
-from artlab.training.features import cached_features
+from artlab.training.features import cached_features, unreadable_rows
 from artlab.training.metrics import evaluate, headline, loss_function
 from artlab.training.networks import load_backbone
 
@@ -61,12 +61,17 @@ def _scores(clf: LogisticRegression | OneVsRestClassifier, x: np.ndarray, multi:
     return clf.predict_proba(x) if not multi else np.stack([e.predict_proba(x)[:, 1] for e in clf.estimators_], 1)
 
 
-def fit_probe(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device) -> list[dict]:
-    """Choose the regularisation on validation, fit on train, save the linear layer as safetensors."""
+def fit_probe(config: TrainConfig, run: Run, collection: ArtCollection,
+              device: torch.device) -> tuple[list[dict], dict[str, str]]:
+    """Choose the regularisation on validation, fit on train, save the linear layer as safetensors.
+
+    Returns the history and the images that became unreadable since they were checked (left out).
+    """
     task, multi = config.task, collection.multi_label[config.task]
     classes = collection.classes(task)
     feats = features_for(config, collection, device)
-    split = collection.table["split"].to_numpy()
+    unreadable = unreadable_rows(feats)
+    split = np.where(unreadable, "unreadable", collection.table["split"].to_numpy())
     targets = collection.targets(task)
     scaler = StandardScaler().fit(feats[split == "train"])
     x = scaler.transform(feats).astype(np.float64)
@@ -91,7 +96,8 @@ def fit_probe(config: TrainConfig, run: Run, collection: ArtCollection, device: 
     tensors = {"weight": weight, "bias": bias, "scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_}
     run.save_model({k: torch.as_tensor(v, dtype=torch.float32) for k, v in tensors.items()}, card)
     run.write_history(history)
-    return history
+    failures = {p: "became unreadable during feature extraction" for p in collection.table["path"][unreadable]}
+    return history, failures
 
 
 def _torch_head(config: TrainConfig, x: np.ndarray, targets: np.ndarray, split: np.ndarray, multi: bool,

@@ -1,0 +1,469 @@
+"""What artlab guarantees: a run folder never lies, never escapes runs/, never leaks test images.
+
+Each test reproduces one way a hostile but realistic user broke an earlier version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from artlab.cli import main
+from artlab.io import DamagedFile
+from artlab.runs import Run, RunBusy
+from artlab.training import TrainConfig, evaluate_run, train
+
+
+def _painting(path: Path, seed: int, size: int = 48) -> None:
+    """A small distinct image (noise from `seed`), so no two files are byte-identical."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def _collection(root: Path, classes: int = 3, per_class: int = 12, tag_column: bool = False) -> Path:
+    """A manifest collection of `classes` x `per_class` distinct images; returns the manifest path."""
+    rows = ["path,style" + (",tags" if tag_column else "")]
+    for c in range(classes):
+        for i in range(per_class):
+            name = f"img/c{c}_{i}.png"
+            _painting(root / name, 1000 * c + i)
+            rows.append(f"{name},style{c}" + (f",t{c}|x;other" if tag_column else ""))
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def quick(data: Path | str, **overrides) -> TrainConfig:
+    settings = dict(data=str(data), task="style", image_size=32, epochs=2, batch_size=8, device="cpu",
+                    strategy="fine_tune", name="r")
+    return TrainConfig(**(settings | overrides))
+
+
+def _interrupted(config: TrainConfig, runs: Path, monkeypatch) -> Run:
+    """A run stopped after training, before its final evaluation: a model and a checkpoint, no metrics."""
+    import artlab.training.api as api
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "_evaluate", stop)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, runs_dir=runs)
+    run = Run(runs / config.name)
+    assert run.file("checkpoint.safetensors").is_file() and not run.finished
+    return run
+
+
+# ---- 1. a run folder is a promise ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../x", "a/b", "/abs", "..", ".", "x/../../y", ""])
+def test_run_names_must_be_plain(name, tmp_path):
+    with pytest.raises(ValueError, match="plain name"):
+        Run.named(name, tmp_path)
+    if name:
+        with pytest.raises(ValueError, match="plain name"):
+            TrainConfig(name=name)
+
+
+def test_cli_refuses_a_name_that_escapes_runs(tmp_path, capsys):
+    data = _collection(tmp_path / "c")
+    assert main(["train", "--data", str(data), "--name", "../escaped", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "plain name" in capsys.readouterr().err
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_second_process_on_the_same_run_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    data = _collection(tmp_path / "c")
+    runs = tmp_path / "runs"
+    (runs / "r").mkdir(parents=True)
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (runs / "r" / "run.lock").write_text(json.dumps({"pid": owner.pid, "host": os.uname().nodename}))
+        with pytest.raises(RunBusy, match=f"process {owner.pid}"):
+            train(quick(data, strategy="off_the_shelf"), runs_dir=runs)
+        assert not (runs / "r" / "config.yaml").exists(), "the refused process wrote into the run"
+    finally:
+        owner.kill()
+        owner.wait()
+    # its owner is gone: the lock is stale and taken over
+    result = train(quick(data, strategy="off_the_shelf"), runs_dir=runs)
+    assert result.run.finished and not (runs / "r" / "run.lock").exists()
+
+
+def test_eval_never_marks_an_unfinished_run_finished(tmp_path, monkeypatch, capsys):
+    data = _collection(tmp_path / "c")
+    run = _interrupted(quick(data, epochs=3), tmp_path / "runs", monkeypatch)
+    metrics = evaluate_run(run)
+    assert "accuracy" in metrics and not run.finished and not run.file("evaluations").exists()
+    assert main(["eval", str(run.path)]) == 0
+    assert "unfinished" in capsys.readouterr().out and not run.finished
+    resumed = train(quick(data, epochs=3), runs_dir=tmp_path / "runs", resume=True)
+    assert resumed.run.finished and resumed.run.history()["epoch"].tolist() == [1, 2, 3]
+
+
+def test_eval_of_a_finished_run_writes_beside_metrics_and_warns_on_changed_images(tmp_path):
+    data = _collection(tmp_path / "c")
+    run = train(quick(data, strategy="off_the_shelf"), runs_dir=tmp_path / "runs").run
+    original = run.file("metrics.json").read_bytes()
+    test_image = pd.read_csv(run.file("split.csv")).query("split == 'test'")["path"].iloc[0]
+    _painting(Path(test_image), seed=999)  # the same file, other content
+    with pytest.warns(UserWarning, match="1 changed"):
+        metrics = evaluate_run(run)
+    assert run.file("metrics.json").read_bytes() == original
+    files = list(run.file("evaluations").glob("*-test.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["images_changed_since_training"] == 1
+    assert metrics["images_changed_since_training"] == 1
+
+
+def test_resume_reuses_the_recorded_split_or_refuses_with_the_difference(tmp_path, monkeypatch):
+    data = _collection(tmp_path / "c")
+    runs = tmp_path / "runs"
+    run = _interrupted(quick(data), runs, monkeypatch)
+    recorded = run.file("split.csv").read_bytes()
+    # images added to the collection: the resumed run keeps its split, exactly
+    with open(data, "a") as manifest:
+        for i in range(6):
+            _painting(tmp_path / "c" / "img" / f"new{i}.png", 5000 + i)
+            manifest.write(f"img/new{i}.png,style{i % 3}\n")
+    with pytest.warns(UserWarning, match="6 image"):
+        result = train(quick(data), runs_dir=runs, resume=True)
+    assert run.file("split.csv").read_bytes() == recorded and result.metrics["n_images"] == \
+        (pd.read_csv(run.file("split.csv"))["split"] == "test").sum()
+    # an image removed from an interrupted run: refused, naming what went missing
+    run2 = _interrupted(quick(data, name="r2"), runs, monkeypatch)
+    gone = pd.read_csv(run2.file("split.csv"))["path"].iloc[0]
+    os.remove(gone)
+    with pytest.raises(ValueError, match="1 image\\(s\\) went missing"):
+        train(quick(data, name="r2"), runs_dir=runs, resume=True)
+
+
+def test_a_damaged_split_is_never_trusted(tmp_path, monkeypatch):
+    data = _collection(tmp_path / "c")
+    run = _interrupted(quick(data), tmp_path / "runs", monkeypatch)
+    text = run.file("split.csv").read_text()
+    run.file("split.csv").write_text(text[: len(text) // 2])  # truncated by hand or by a full disk
+    with pytest.raises(DamagedFile, match="split.csv is damaged"):
+        train(quick(data), runs_dir=tmp_path / "runs", resume=True)
+    with pytest.raises(DamagedFile, match="split.csv"):
+        evaluate_run(run)
+
+
+def test_history_comes_from_the_checkpoint(tmp_path, monkeypatch):
+    """A kill between the checkpoint and the history write loses no history row."""
+    data = _collection(tmp_path / "c")
+    run = _interrupted(quick(data, epochs=2), tmp_path / "runs", monkeypatch)
+    run.file("history.csv").write_text("epoch,train_loss\n1,0.5\n")  # as if killed before row 2 was written
+    result = train(quick(data, epochs=2), runs_dir=tmp_path / "runs", resume=True)
+    assert result.run.history()["epoch"].tolist() == [1, 2]
+    assert "val_score" in result.run.history()
+
+
+def test_a_failed_start_leaves_nothing_that_blocks_the_name(tmp_path):
+    data = _collection(tmp_path / "c")
+    runs = tmp_path / "runs"
+    with pytest.raises(KeyError, match="features.99"):
+        train(quick(data, strategy="off_the_shelf", layer="features.99"), runs_dir=runs)
+    with pytest.raises(ValueError, match="at most 19"):
+        train(quick(data, freeze=25), runs_dir=runs)
+    assert not (runs / "r").exists()
+    # a folder left by a start that failed before training anything is taken over by a corrected rerun
+    (runs / "r").mkdir(parents=True)
+    (runs / "r" / "config.yaml").write_text("name: r\nlr: 0.5\n")
+    assert train(quick(data, strategy="off_the_shelf"), runs_dir=runs).run.finished
+
+
+# ---- 2. no silent wrong science -----------------------------------------------------------------------------
+def test_duplicated_manifest_rows_never_cross_train_and_test(tmp_path):
+    data = _collection(tmp_path / "c", classes=3, per_class=20)
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join(lines + lines[1:]) + "\n")  # every row twice
+    result = train(quick(data, strategy="off_the_shelf"), runs_dir=tmp_path / "runs")
+    split = pd.read_csv(result.run.file("split.csv"))
+    assert not split["path"].duplicated().any()
+    skipped = pd.read_csv(result.run.file("skipped.csv"))
+    assert skipped["reason"].str.contains("repeats row").sum() == 60
+
+
+def test_byte_identical_files_under_two_names_stay_in_one_split(tmp_path):
+    from artlab.data import load
+
+    data = _collection(tmp_path / "c", classes=2, per_class=30)
+    rows = data.read_text().splitlines()
+    for i in range(10):  # copies of ten images under other names, some in the other class
+        shutil.copy(tmp_path / "c" / "img" / f"c0_{i}.png", tmp_path / "c" / "img" / f"copy{i}.png")
+        rows.append(f"img/copy{i}.png,style{i % 2}")
+    data.write_text("\n".join(rows) + "\n")
+    collection = load(str(data)).check_images()
+    duplicates = collection.duplicates()
+    assert len(duplicates) == 20 and duplicates["group"].nunique() == 10
+    for seed in range(5):
+        split = collection.split(task="style", seed=seed)
+        merged = split.duplicates()
+        assert (merged.groupby("group")["split"].nunique() == 1).all(), seed
+    # an official split that puts copies on both sides keeps the held-out copy only
+    table = collection.table.assign(split=["test" if "copy" in p else "train" for p in collection.table["path"]])
+    official = type(collection)(table, collection.multi_label, "c", image_info=collection.image_info).split()
+    assert len(official) == len(collection) - 10
+    assert official.skipped["reason"].str.contains("byte-identical to a test image").sum() == 10
+
+
+def test_non_finite_learning_rates_are_refused(tmp_path, capsys):
+    data = _collection(tmp_path / "c")
+    for bad in ("nan", "inf", "-0.1", "1e300"):
+        assert main(["train", "--data", str(data), "--lr", bad, "--runs-dir", str(tmp_path / "runs")]) == 2
+        assert "lr must be" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def _train_counting_steps(data: Path, runs: Path, capsys) -> tuple[int, str, int]:
+    import artlab.training.loops as loops
+
+    steps = []
+    real = loops._check_finite
+    loops._check_finite = lambda model, desc: (steps.append(desc), real(model, desc))
+    try:
+        code = main(["train", "--data", str(data), "--image-size", "32", "--epochs", "2", "--name", "bad",
+                     "--runs-dir", str(runs)])
+    finally:
+        loops._check_finite = real
+    return code, capsys.readouterr().err, len(steps)
+
+
+def test_a_loss_that_becomes_nan_stops_on_its_first_step(tmp_path, capsys, monkeypatch):
+    import artlab.training.loops as loops
+
+    plain = loops.loss_function
+    monkeypatch.setattr(loops, "loss_function", lambda *a: (lambda x, y: plain(*a)(x, y) * float("nan")))
+    code, err, steps = _train_counting_steps(_collection(tmp_path / "c"), tmp_path / "runs", capsys)
+    assert code == 2 and steps == 0
+    assert err == "artlab: error: epoch 1: loss became nan; lower the learning rate (--lr)\n"
+    assert not (tmp_path / "runs" / "bad" / "model.safetensors").exists()
+
+
+def test_weights_that_become_infinite_stop_the_run_and_are_never_saved(tmp_path, capsys, monkeypatch):
+    real_step = torch.optim.SGD.step
+
+    def overflowing_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        self.param_groups[0]["params"][0].data.fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", overflowing_step)
+    code, err, steps = _train_counting_steps(_collection(tmp_path / "c"), tmp_path / "runs", capsys)
+    assert code == 2 and steps == 1 and "NaN or infinite" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs" / "bad" / "model.safetensors").exists()
+
+
+def test_one_class_is_refused_and_tiny_classes_are_named(tmp_path):
+    data = _collection(tmp_path / "c", classes=1)
+    with pytest.raises(ValueError, match="at least two"):
+        train(quick(data, strategy="off_the_shelf"), runs_dir=tmp_path / "runs")
+    rows = _collection(tmp_path / "d", classes=2, per_class=15).read_text().splitlines()
+    _painting(tmp_path / "d" / "img" / "lonely.png", 77)
+    (tmp_path / "d" / "manifest.csv").write_text("\n".join(rows + ["img/lonely.png,rare"]) + "\n")
+    with pytest.warns(UserWarning, match="class 'rare' has 1 image"):
+        train(quick(tmp_path / "d" / "manifest.csv", strategy="off_the_shelf"), runs_dir=tmp_path / "runs")
+
+
+def test_unlabelled_rows_and_vanished_images_are_counted(tmp_path):
+    data = _collection(tmp_path / "c")
+    rows = data.read_text().splitlines()
+    _painting(tmp_path / "c" / "img" / "nolabel.png", 55)
+    data.write_text("\n".join(rows + ["img/nolabel.png,"]) + "\n")
+    run = train(quick(data, strategy="off_the_shelf"), runs_dir=tmp_path / "runs").run
+    skipped = pd.read_csv(run.file("skipped.csv"))
+    assert skipped["reason"].tolist() == ["no style label"]
+    os.remove(pd.read_csv(run.file("split.csv")).query("split == 'test'")["path"].iloc[0])
+    with pytest.warns(UserWarning, match="1 of its 36 images are missing"):
+        metrics = evaluate_run(run)
+    assert metrics["images_missing_since_training"] == 1
+
+
+def test_class_names_with_separators_work_end_to_end(tmp_path):
+    root = tmp_path / "c"
+    rows = ["path,tags"]
+    for i in range(36):
+        _painting(root / f"{i}.png", i)
+        rows.append(f"{i}.png,\"{'a|b' if i % 2 else 'c,d'};{'x' if i % 3 else 'y|z'}\"")
+    (root / "m.csv").write_text("\n".join(rows) + "\n")
+    result = train(quick(root / "m.csv", task="tags", separator=";", strategy="off_the_shelf"),
+                   runs_dir=tmp_path / "runs")
+    assert set(result.metrics["classes"]) == {"a|b", "c,d", "x", "y|z"}
+    assert evaluate_run(result.run)["mAP"] == pytest.approx(result.metrics["mAP"])
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 1e3, -7.5])
+def test_cka_of_constant_features_is_nan_with_a_warning(value):
+    from artlab.analysis import cka_of_features
+
+    constant = np.full((20, 4), value)
+    other = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.warns(RuntimeWarning, match="constant"):
+        assert np.isnan(cka_of_features(constant, other))
+    with pytest.warns(RuntimeWarning, match="constant"):
+        assert np.isnan(cka_of_features(other, constant, debiased=True))
+
+
+# ---- 3. one-line errors for users' mistakes and broken files -------------------------------------------------
+def test_damaged_run_files_give_one_line_errors_and_runs_lists_the_rest(tmp_path, capsys):
+    data = _collection(tmp_path / "c")
+    runs = tmp_path / "runs"
+    good = train(quick(data, strategy="off_the_shelf", name="good"), runs_dir=runs).run
+    shutil.copytree(good.path, runs / "truncated")
+    model = runs / "truncated" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:100])
+    assert main(["eval", str(runs / "truncated")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.safetensors" in err and "damaged" in err
+    (runs / "empty-model").mkdir()
+    shutil.copy(good.file("config.yaml"), runs / "empty-model")
+    (runs / "empty-model" / "model.safetensors").write_bytes(b"")
+    assert main(["eval", str(runs / "empty-model")]) == 2
+    assert "damaged" in capsys.readouterr().err
+    (runs / "bad-yaml").mkdir()
+    (runs / "bad-yaml" / "config.yaml").write_text("name: [unclosed\n")
+    (runs / "bad-json").mkdir()
+    shutil.copy(good.file("config.yaml"), runs / "bad-json")
+    (runs / "bad-json" / "metrics.json").write_text("{\"accuracy\": 0.")
+    assert main(["runs", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "good" in out and "finished" in out and "bad-yaml" in out
+    from artlab.runs import index
+
+    status = index(runs).set_index("run")["status"].to_dict()
+    assert status == {"bad-json": "damaged", "bad-yaml": "damaged", "empty-model": "incomplete",
+                      "good": "finished", "truncated": "finished"}
+
+
+def test_user_mistakes_about_data_give_one_line_errors(tmp_path, capsys):
+    _painting(tmp_path / "a.jpg", 1)
+    assert main(["train", "--data", str(tmp_path / "a.jpg"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "is a file, not a collection" in capsys.readouterr().err
+    for i in range(4):
+        (tmp_path / "broken" / "cls").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "broken" / "cls" / f"{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["train", "--data", str(tmp_path / "broken"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "none of its 4 image files is usable" in err and err.count("\n") == 1
+    assert main(["train", "--data", str(tmp_path), "--image-size", "100000"]) == 2
+    assert "image_size must be between 32 and 1024" in capsys.readouterr().err
+
+
+def test_read_only_runs_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    import artlab.io
+
+    data = _collection(tmp_path / "c")
+
+    def denied(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", str(dir))
+
+    monkeypatch.setattr(artlab.io.tempfile, "mkstemp", denied)
+    assert main(["train", "--data", str(data), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("artlab: error: permission denied") and err.count("\n") == 1
+
+
+def test_an_image_unreadable_during_training_is_skipped_and_reported(tmp_path, monkeypatch):
+    import artlab.data.loading as loading
+    from artlab.data.images import ImageError
+
+    data = _collection(tmp_path / "c")
+    victim = str((tmp_path / "c" / "img" / "c1_3.png").resolve())
+    real = loading.load_rgb
+
+    def flaky(path, *args, **kwargs):
+        if str(path) == victim:
+            raise ImageError(path, "corrupt or truncated: became unreadable")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_rgb", flaky)
+    result = train(quick(data, epochs=1), runs_dir=tmp_path / "runs")
+    skipped = pd.read_csv(result.run.file("skipped.csv"))
+    assert skipped["path"].tolist() == [victim] and "during training" in skipped["reason"].iloc[0]
+    split = pd.read_csv(result.run.file("split.csv")).set_index("path")["split"]
+    if split[victim] == "test":
+        assert result.metrics["images_unreadable_now"] == 1
+
+
+def test_the_image_check_cache_does_not_vouch_for_changed_content(tmp_path):
+    from artlab.data import scan
+
+    path = tmp_path / "a.png"
+    _painting(path, 1)
+    assert scan([str(path)])["error"].isna().all()
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-20:] = b"\0" * 20  # same size, same modification time, broken tail
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert scan([str(path)])["error"].notna().all()
+
+
+def test_permission_denied_is_reported_as_unreadable(tmp_path, monkeypatch):
+    import PIL.Image
+
+    from artlab.data.images import ImageError, load_rgb
+
+    _painting(tmp_path / "a.png", 1)
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(PIL.Image, "open", denied)
+    with pytest.raises(ImageError, match="unreadable: permission denied"):
+        load_rgb(tmp_path / "a.png")
+
+
+# ---- 4. collections as their publishers ship them -------------------------------------------------------------
+@pytest.mark.parametrize("names", [("wikipaintings_train", "wikipaintings_val", "wikipaintings_test"),
+                                   ("training", "validation", "testing"), ("Train", "valid", "test-set")])
+def test_publishers_split_folders_are_recognised(tmp_path, names, capsys):
+    from artlab.data import from_wikiart
+
+    for number, (split_folder, count) in enumerate(zip(names, (6, 2, 3))):
+        for i in range(count):
+            _painting(tmp_path / split_folder / "Baroque" / f"rembrandt_{split_folder}{i}.jpg", 100 * number + i)
+    collection = from_wikiart(tmp_path)
+    assert Counter(collection.table["split"]) == {"train": 6, "val": 2, "test": 3}
+    assert collection.split_origin.startswith("split folders")
+    assert main(["data", "summary", str(tmp_path), "--layout", "wikiart"]) == 0
+    assert f"split: split folders {sorted(names)[0]}" in capsys.readouterr().out
+
+
+def test_class_folders_named_like_splits_are_not_mistaken_for_a_split(tmp_path):
+    from artlab.data import from_folders
+
+    _painting(tmp_path / "test_patterns" / "a" / "1.png", 1)  # a class folder of nested images...
+    _painting(tmp_path / "portraits" / "b" / "2.png", 2)  # ...beside one that names no split
+    assert from_folders(tmp_path).table["split"].isna().all()
+
+
+def test_data_summary_writes_files_only_where_asked(tmp_path, capsys, monkeypatch):
+    data = _collection(tmp_path / "c")
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "summary", str(data)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+    assert main(["data", "summary", str(data), "--html", str(tmp_path / "out" / "chart.html")]) == 0
+    assert (tmp_path / "out" / "chart.html").is_file() and (tmp_path / "out" / "plotly.min.js").is_file()
+
+
+def test_no_warning_escapes_a_clean_run(tmp_path):
+    """The guarantees above cost nothing on a clean collection: no warning, no skipped.csv."""
+    data = _collection(tmp_path / "c", classes=2, per_class=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = train(quick(data, strategy="off_the_shelf"), runs_dir=tmp_path / "runs").run
+    assert not run.file("skipped.csv").exists() and run.file("split.json").is_file()
+    assert torch.isfinite(run.load_model()[0]["weight"]).all()
