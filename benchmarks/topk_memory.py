@@ -36,7 +36,7 @@ def child(variant: str, n: int, k: int) -> None:
 
     from artlab import models
     from artlab.analysis.topk import top_images
-    from artlab.training.features import extract
+    from artlab.features import extract
 
     paths = _paths(n)
     model = models.build("mobilenet_v2")

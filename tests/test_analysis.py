@@ -66,7 +66,7 @@ def test_cka_needs_four_images():
 
 
 def test_network_cka_against_direct_computation_and_random_baseline(small_synthetic):
-    from artlab.training.features import extract
+    from artlab.features import extract
 
     paths = small_synthetic.table["path"].tolist()[::4][:24]
     layers = ["features.2", "features.9", "features.16"]
@@ -134,7 +134,7 @@ def test_parameter_tables_are_tidy():
 @pytest.fixture(scope="module")
 def topk_setup(small_synthetic):
     from artlab.analysis.topk import top_images
-    from artlab.training.features import extract
+    from artlab.features import extract
 
     collection = small_synthetic.subset(np.arange(len(small_synthetic)) % 3 == 0)  # 48 images
     paths = collection.table["path"].tolist()

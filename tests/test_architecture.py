@@ -15,8 +15,8 @@ RANKS = {
     "artlab.version": 0, "artlab.io": 0, "artlab.cache": 0,
     "artlab.data": 1, "artlab.models": 1,
     "artlab.plots": 2,  # drawing kit over tables and image files
-    "artlab.runs": 3,
-    "artlab.training": 4, "artlab.analysis": 4, "artlab.interpret": 4,
+    "artlab.runs": 3, "artlab.features": 3,  # the run store; pooled features with their disk cache
+    "artlab.training": 4, "artlab.analysis": 4, "artlab.interpret": 4,  # side by side
     "artlab.experiments": 5,
     "artlab.widgets": 6, "artlab.figures": 6,
     "artlab.cli": 7, "artlab.__main__": 8, "artlab": 8,

@@ -467,3 +467,38 @@ def test_no_warning_escapes_a_clean_run(tmp_path):
         run = train(quick(data, strategy="off_the_shelf"), runs_dir=tmp_path / "runs").run
     assert not run.file("skipped.csv").exists() and run.file("split.json").is_file()
     assert torch.isfinite(run.load_model()[0]["weight"]).all()
+
+
+def test_damaged_cache_entries_are_recomputed_not_trusted(tmp_path):
+    from artlab.cache import cache_dir
+    from artlab.data import scan
+
+    data = _collection(tmp_path / "c", classes=2, per_class=10)
+    first = train(quick(data, strategy="off_the_shelf", name="one"), runs_dir=tmp_path / "runs")
+    paths = pd.read_csv(first.run.file("split.csv"))["path"].tolist()
+    for entry in list((cache_dir() / "features").glob("*.safetensors")) + list((cache_dir() / "scans").glob("*.csv")):
+        entry.write_bytes(entry.read_bytes()[:40])  # truncated behind artlab's back
+    assert scan(paths)["error"].isna().all()
+    again = train(quick(data, strategy="off_the_shelf", name="two"), runs_dir=tmp_path / "runs")
+    assert again.metrics["accuracy"] == first.metrics["accuracy"]
+
+
+def test_double_fine_tuning_refuses_an_unfinished_first_stage(tmp_path, monkeypatch):
+    data = _collection(tmp_path / "c")
+    stage1 = _interrupted(quick(data, name="stage1"), tmp_path / "runs", monkeypatch)
+    with pytest.raises(ValueError, match="has not finished training"):
+        train(quick(data, name="stage2", init_from=str(stage1.path)), runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs" / "stage2").exists()
+
+
+def test_analysis_reports_images_missing_since_training(tmp_path):
+    from artlab.analysis import Comparison, analyze
+
+    data = _collection(tmp_path / "c", classes=2, per_class=12)
+    run = train(quick(data, epochs=1), runs_dir=tmp_path / "runs").run
+    os.remove(pd.read_csv(run.file("split.csv"))["path"].iloc[0])
+    with pytest.warns(UserWarning, match="1 of its 24 images are missing"):
+        result = analyze(Comparison(run.path, what=("cka",), image_size=32))
+    assert len(result.tables["skipped_images"]) == 1
+    assert (run.path / "analysis" / "skipped_images.csv").is_file()
+    assert result.tables["cka"]["n_images"].eq(23).all()

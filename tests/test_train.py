@@ -77,7 +77,7 @@ def test_off_the_shelf_run_folder_and_feature_cache(manifest, tmp_path, monkeypa
     assert {"config.yaml", "environment.json", "history.csv", "metrics.json", "model.safetensors", "split.csv"} <= files
     assert first.accuracy > 1 / 8 + 0.2  # clearly above chance on 8 styles
 
-    import artlab.training.features as features
+    import artlab.features as features
     import artlab.training.probe as probe
 
     def must_not_run(*args, **kwargs):

@@ -107,6 +107,7 @@ class Context:
         models.check_layers(self.spec, self.layers)
         self.image_size = comparison.image_size or self.card.image_size
         self.device = torch.device(comparison.device)
+        self.skipped = pd.DataFrame(columns=["path", "reason"])  # filled when the images are read
 
     @property
     def forward_options(self) -> dict:
@@ -124,6 +125,7 @@ class Context:
         if c.max_images is not None and len(table) > c.max_images:
             table = table.sample(n=c.max_images, random_state=c.seed).sort_index()
         labels = table[self.task].map(lambda v: v[0] if isinstance(v, tuple) and v else v).fillna("?").to_numpy()
+        self.skipped = collection.skipped
         return table["path"].tolist(), labels
 
 
@@ -244,6 +246,8 @@ def analyze(comparison: Comparison | str | Path, out_dir: str | Path | None = No
         result.tops |= findings.tops
     if result.tops:
         result.labels = ctx.images[1]
+    if len(ctx.skipped):  # images the analysis could not use (missing since training, broken)
+        result.tables["skipped_images"] = ctx.skipped.reset_index(drop=True)
     out_dir = Path(out_dir) if out_dir is not None else ctx.run.path / "analysis"
     _save(result, out_dir, f"{ctx.tuned_name} vs {ctx.base_name}")
     return result
@@ -266,7 +270,7 @@ def several(analyses: dict[str, Analysis], table: str, y: str, title: str | None
     return plots.layer_curves(pd.concat(frames, ignore_index=True), y, title or f"{table}: {y}")
 
 
-SUMMARY_TABLES = ("params_blocks", "topk_overlap_layers", "topk_entropy_layers")
+SUMMARY_TABLES = ("params_blocks", "topk_overlap_layers", "topk_entropy_layers", "skipped_images")
 
 
 def _save(result: Analysis, out_dir: Path, title: str) -> None:

@@ -136,8 +136,11 @@ def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
     """
     stored = cache_dir() / "scans" / f"{fingerprint(paths)[:32]}.csv"
     if cache and stored.is_file():
-        table = pd.read_csv(stored, dtype={"path": str, "format": str, "mode": str, "sha1": str, "error": str},
-                            keep_default_na=False, na_values=[""])  # missing values come back as NaN
+        try:
+            table = pd.read_csv(stored, dtype={"path": str, "format": str, "mode": str, "sha1": str, "error": str},
+                                keep_default_na=False, na_values=[""])  # missing values come back as NaN
+        except (ValueError, UnicodeDecodeError):  # a damaged cache entry is recomputed, never trusted
+            table = pd.DataFrame(columns=SCAN_COLUMNS)
         if table["path"].tolist() == list(paths) and list(table.columns) == SCAN_COLUMNS:
             return table
     table = _scan(paths)

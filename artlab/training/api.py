@@ -27,7 +27,7 @@ from artlab.runs import (
     write_evaluation,
 )
 from artlab.training.config import TrainConfig
-from artlab.training.features import unreadable_rows
+from artlab.features import unreadable_rows
 from artlab.training.metrics import evaluate
 
 
@@ -90,6 +90,9 @@ def check_config(config: TrainConfig) -> None:
                          f"not {config.freeze}")
     if config.init_from:
         source = Run(config.init_from)
+        if not source.finished:
+            raise ValueError(f"--init-from {source.path} has not finished training (no metrics.json): finish it "
+                             f"with --resume first, so the next stage starts from its best model")
         card = source.card()
         if card.kind != "network" or card.arch != spec.name:
             raise ValueError(f"--init-from {source.path} holds a {card.kind} of {card.arch}, not a {spec.name} "

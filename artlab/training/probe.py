@@ -13,7 +13,7 @@ from artlab.data.collection import ArtCollection
 from artlab.models import ModelCard
 from artlab.runs import MODEL_FILE, Run
 from artlab.training.config import TrainConfig
-from artlab.training.features import cached_features, unreadable_rows
+from artlab.features import cached_features, unreadable_rows
 from artlab.training.metrics import evaluate, headline, loss_function
 from artlab.training.networks import load_backbone
 

@@ -1,4 +1,4 @@
-"""Pooled activations of named layers, with an on-disk cache for off-the-shelf features.
+"""Pooled activations of named layers, with an on-disk cache (off-the-shelf probes, collection maps).
 
 The cache key is (weights, layer, image size, pooling, image set); an image set is identified by
 each file's path, size and modification time, so an edited image invalidates its entry.
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from artlab import models
 from artlab.cache import cache_dir, fingerprint
 from artlab.data.loading import ImageDataset, loader
-from artlab.io import load_tensors, save_tensors
+from artlab.io import DamagedFile, load_tensors, save_tensors
 
 
 @torch.no_grad()
@@ -71,7 +71,12 @@ def cached_features(build_model: Callable[[], nn.Module], weights_id: str, layer
     """
     path = features_dir() / f"{cache_key(weights_id, layer, image_size, paths)}.safetensors"
     if path.is_file():
-        return load_tensors(path)[0]["features"].numpy()
+        try:
+            features = load_tensors(path)[0]["features"].numpy()
+            if features.shape[0] == len(paths):
+                return features
+        except (DamagedFile, KeyError):  # a damaged cache entry is recomputed, never trusted
+            pass
     features = extract(build_model(), paths, [layer], image_size, device, batch_size, desc=f"features {layer}")[layer]
     if not unreadable_rows(features).any():  # only complete feature sets are cached
         save_tensors(path, {"features": torch.from_numpy(features)},
