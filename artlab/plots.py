@@ -42,17 +42,24 @@ def cka_heatmap(table: pd.DataFrame, value: str = "cka", title: str = "linear CK
 
 
 def gallery(paths: list[str], captions: list[str], title: str, columns: int = 5, thumb: int = 96) -> go.Figure:
-    """Thumbnails in a grid with a caption each (unreadable files show as grey)."""
-    rows = max(1, -(-len(paths) // columns))
-    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[html.escape(c) for c in captions],
-                        horizontal_spacing=0.01, vertical_spacing=0.06)
-    for i, path in enumerate(paths):
+    """Thumbnails of image files in a grid with a caption each (unreadable files show as grey)."""
+    pictures = []
+    for path in paths:
         try:
             img = load_rgb(path, max_side=thumb * 2)
             img.thumbnail((thumb, thumb))
-            pixels = np.asarray(img)
+            pictures.append(np.asarray(img))
         except ImageError:
-            pixels = np.full((thumb, thumb, 3), 128, np.uint8)
+            pictures.append(np.full((thumb, thumb, 3), 128, np.uint8))
+    return image_grid(pictures, captions, title, columns)
+
+
+def image_grid(images: list[np.ndarray], captions: list[str], title: str, columns: int = 5) -> go.Figure:
+    """H x W x 3 uint8 images in a grid, a caption above each."""
+    rows = max(1, -(-len(images) // columns))
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[html.escape(c) for c in captions],
+                        horizontal_spacing=0.01, vertical_spacing=0.06)
+    for i, pixels in enumerate(images):
         fig.add_trace(go.Image(z=pixels), row=i // columns + 1, col=i % columns + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
@@ -109,3 +116,33 @@ def markdown_table(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def image_overlays(panels: list[tuple[np.ndarray, np.ndarray, str]], title: str = "", opacity: float = 0.5,
+                   colorscale: str = "Inferno", zmid: float | None = None, zmin: float | None = None,
+                   zmax: float | None = None, columns: int | None = None) -> go.Figure:
+    """Images (H x W x 3 uint8) side by side, each with a same-sized heatmap on top at `opacity`, and a caption.
+
+    The heatmaps share one colour scale and colour bar; pass `zmin`/`zmax` (or `zmid` for signed maps)
+    to fix its range.
+    """
+    columns = columns or len(panels)
+    rows = max(1, -(-len(panels) // columns))
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[html.escape(caption) for _, _, caption in panels],
+                        horizontal_spacing=0.02, vertical_spacing=0.08)
+    for i, (pixels, heat, _) in enumerate(panels):
+        if heat.shape != pixels.shape[:2]:
+            raise ValueError(f"heatmap {heat.shape} and image {pixels.shape[:2]} differ in size")
+        row, col = i // columns + 1, i % columns + 1
+        fig.add_trace(go.Image(z=pixels, hoverinfo="skip"), row=row, col=col)
+        fig.add_trace(go.Heatmap(z=heat, colorscale=colorscale, zmid=zmid, zmin=zmin, zmax=zmax, opacity=opacity,
+                                 showscale=i == 0, hovertemplate="x %{x}, y %{y}: %{z:.3g}<extra></extra>"),
+                      row=row, col=col)
+        x_axis = fig.get_subplot(row, col).xaxis.plotly_name.replace("axis", "")
+        fig.update_yaxes(scaleanchor=x_axis, row=row, col=col)  # square pixels in every panel
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
+    fig.update_layout(title=title, height=320 * rows + 80, width=max(420, 320 * columns + 100),
+                      margin={"l": 10, "r": 10})
+    fig.update_annotations(font_size=11)
+    return fig

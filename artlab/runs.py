@@ -158,6 +158,14 @@ class Run:
             raise FileNotFoundError(f"{self.path} has no {MODEL_FILE} yet: the run has not saved a model")
         return ModelCard.read(path)
 
+    def weights_id(self) -> str:
+        """Cache id of the run's saved model: "run:" + the first 16 hex of its file's sha256."""
+        digest = hashlib.sha256()
+        with open(self.file(MODEL_FILE), "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return "run:" + digest.hexdigest()[:16]
+
     def save_model(self, tensors: dict[str, torch.Tensor], card: ModelCard) -> None:
         save_tensors(self.file(MODEL_FILE), tensors, card.to_metadata())
 

@@ -91,12 +91,17 @@ class Taps:
         return hook
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.run(x)[0]
+
+    def run(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The taps and the model's own output (None when the pass stopped early)."""
         self._outputs = {}
+        output = None
         try:
-            self.model(x)
+            output = self.model(x)
         except _Enough:
             pass
-        return {name: self._outputs[name] for name in self.layers}
+        return {name: self._outputs[name] for name in self.layers}, output
 
     def close(self) -> None:
         for handle in self._handles:

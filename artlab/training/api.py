@@ -14,6 +14,7 @@ from artlab import models
 from artlab.data.collection import SPLITS, ArtCollection
 from artlab.data.layouts import load
 from artlab.data.loading import ImageDataset
+from artlab.features import unreadable_rows
 from artlab.io import remove_partial_files, write_csv, write_json
 from artlab.runs import (
     CHECKPOINT_FILE,
@@ -27,7 +28,6 @@ from artlab.runs import (
     write_evaluation,
 )
 from artlab.training.config import TrainConfig
-from artlab.features import unreadable_rows
 from artlab.training.metrics import evaluate
 
 

@@ -10,10 +10,10 @@ from sklearn.preprocessing import StandardScaler
 
 from artlab import models
 from artlab.data.collection import ArtCollection
-from artlab.models import ModelCard
-from artlab.runs import MODEL_FILE, Run
-from artlab.training.config import TrainConfig
 from artlab.features import cached_features, unreadable_rows
+from artlab.models import ModelCard
+from artlab.runs import Run
+from artlab.training.config import TrainConfig
 from artlab.training.metrics import evaluate, headline, loss_function
 from artlab.training.networks import load_backbone
 
@@ -23,10 +23,7 @@ C_GRID = (0.01, 0.1, 1.0)
 def weights_id(config: TrainConfig) -> str:
     """Identifies the frozen network's weights for the feature cache."""
     if config.init_from:
-        import hashlib
-
-        digest = hashlib.sha256(Run(config.init_from).file(MODEL_FILE).read_bytes()).hexdigest()[:16]
-        return f"run:{digest}"
+        return Run(config.init_from).weights_id()
     return models.weights_id(config.arch)
 
 
