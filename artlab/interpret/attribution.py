@@ -228,7 +228,7 @@ def _attribute(subject: _Subject, method: str, index: int, layer: str | None, n_
                        prediction_score=float(subject.probabilities[top]))
 
 
-def _check_method(method: str) -> None:
+def check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose from {list(METHODS)}")
 
@@ -243,7 +243,7 @@ def attribute(model: nn.Module, image: ImageLike, method: Method = "gradcam", ta
     is Integrated Gradients' number of steps; `window`/`stride` are Occlusion's patch and step in pixels
     (default: `occlusion_window(image_size)`). `image_size` defaults to the card's size, else 224.
     """
-    _check_method(method)
+    check_method(method)
     subject = _prepare(model, image, image_size)
     index = _default_target(subject) if target is None else resolve_target(subject.names, target)
     return _attribute(subject, method, index, layer, n_steps, window, stride)
@@ -254,7 +254,7 @@ def attribute_positive_labels(model: nn.Module, image: ImageLike, method: Method
                               n_steps: int = 50, window: int | None = None,
                               stride: int | None = None) -> list[Attribution]:
     """A multi-label network's maps, one per label it asserts (sigmoid > threshold), most confident first."""
-    _check_method(method)
+    check_method(method)
     if not is_multi_label(model):
         raise ValueError("this network is not multi-label (it needs a model card with multi_label true); "
                          "use attribute() for its single predicted class")

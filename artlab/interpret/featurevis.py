@@ -336,14 +336,19 @@ def last_convolution(model: nn.Module, layer: str) -> nn.Conv2d:
     return convs[-1]
 
 
-def most_changed_channels(before: nn.Module, after: nn.Module, layer: str, n: int = 8) -> list[int]:
-    """The `n` output channels of `layer` whose filters moved most: mean|W_after - W_before| / mean|W_before|.
+def channel_changes(before: nn.Module, after: nn.Module, layer: str) -> np.ndarray:
+    """Per output channel of `layer`: mean|W_after - W_before| / mean|W_before| of the filter that makes it.
 
-    The same per-filter relative change as the parameter analysis, on the convolution that makes the channels.
+    The same per-filter relative change as the parameter analysis, on the layer's last convolution.
     """
     w0 = last_convolution(before, layer).weight.detach().double().flatten(1)
     w1 = last_convolution(after, layer).weight.detach().double().flatten(1)
-    change = (w1 - w0).abs().mean(1) / w0.abs().mean(1).clamp_min(1e-12)
+    return ((w1 - w0).abs().mean(1) / w0.abs().mean(1).clamp_min(1e-12)).numpy()
+
+
+def most_changed_channels(before: nn.Module, after: nn.Module, layer: str, n: int = 8) -> list[int]:
+    """The `n` output channels of `layer` whose filters moved most (see `channel_changes`)."""
+    change = torch.from_numpy(channel_changes(before, after, layer))
     return torch.argsort(change, descending=True, stable=True)[:n].tolist()
 
 

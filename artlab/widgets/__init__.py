@@ -1,5 +1,14 @@
-"""Notebook widgets: interactive views over artlab's result objects (they compute nothing themselves)."""
+"""Notebook widgets: interactive views over artlab's result objects (they compute nothing themselves).
 
+Each explorer keeps its state in attributes you can set from code (`select(...)`), shows `view()`
+(plotly figures and tables), and falls back to that static view when no front end is attached.
+"""
+
+from artlab.widgets.artworks import ArtworkInspector
+from artlab.widgets.base import Explorer, live_front_end
+from artlab.widgets.channels import ChannelExplorer
+from artlab.widgets.collection_map import CollectionMap
 from artlab.widgets.topk import topk_browser, topk_gallery
 
-__all__ = ["topk_browser", "topk_gallery"]
+__all__ = ["ArtworkInspector", "ChannelExplorer", "CollectionMap", "Explorer", "live_front_end", "topk_browser",
+           "topk_gallery"]

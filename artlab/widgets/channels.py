@@ -1,0 +1,152 @@
+"""The channel explorer: one channel of a network before and after fine-tuning, seen four ways.
+
+Pick a layer and a channel (the most changed ones are offered first); see what each network's
+channel responds to (renders), which artworks excite it most (top-k galleries from the analysis),
+and its figures: how much its filter moved, how many top images the two networks share, and how
+concentrated the classes among them are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from artlab.analysis import Analysis
+from artlab.analysis.compare import network
+from artlab.interpret import featurevis as fv
+from artlab.runs import Run
+from artlab.widgets.base import Explorer, small_table
+from artlab.widgets.topk import topk_gallery
+
+
+#: Renders that take a few seconds per channel on a laptop CPU (the disk cache keeps them).
+QUICK_RENDER = fv.RenderSettings(steps=128, size=96)
+
+
+class ChannelExplorer(Explorer):
+    """State: `layer` and `channel`; renders are cached per (network, layer, channel) in memory and on disk."""
+
+    title = "channel explorer"
+
+    def __init__(self, analysis: Analysis, before: nn.Module | None = None, after: nn.Module | None = None,
+                 settings: fv.RenderSettings = QUICK_RENDER, n_most_changed: int = 16,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        if analysis.comparison is None:
+            raise ValueError("this Analysis has no comparison: make it with artlab.analyze")
+        comparison = analysis.comparison
+        arch = Run(comparison.finetuned).card().arch
+        self.names = list(analysis.tops) or ["ImageNet", Run(comparison.finetuned).name]
+        self.networks = {self.names[0]: before if before is not None else network(comparison.pretrained, arch)[0],
+                         self.names[1]: after if after is not None else network(str(comparison.finetuned), arch)[0]}
+        self.analysis, self.settings, self.device, self.n_most_changed = analysis, settings, device, n_most_changed
+        self._changes: dict[str, np.ndarray] = {}
+        self._renders: dict[tuple[str, str, int], np.ndarray] = {}
+        first = next(iter(analysis.tops.values()), None)
+        self.layers = first.layers if first is not None else list(comparison.layers or [])
+        if not self.layers:
+            raise ValueError("no layers to explore: analyse with what=('topk',) (or give the comparison layers)")
+        self.layer = self.layers[-1]
+        self.channel = self.most_changed()[0]
+
+    # ---- state ----------------------------------------------------------------------------------
+    def changes(self, layer: str | None = None) -> np.ndarray:
+        """Relative change of every channel's filter in `layer` (computed once per layer)."""
+        layer = layer or self.layer
+        if layer not in self._changes:
+            self.computed["changes"] += 1
+            self._changes[layer] = fv.channel_changes(*self.networks.values(), layer)
+        return self._changes[layer]
+
+    def most_changed(self, layer: str | None = None) -> list[int]:
+        """The channels of `layer` whose filters moved most, most first."""
+        order = np.argsort(-self.changes(layer), kind="stable")
+        return order[: self.n_most_changed].tolist()
+
+    def select(self, layer: str | None = None, channel: int | None = None) -> None:
+        """Show another layer (its most changed channel unless `channel` is given) or channel."""
+        if layer is not None:
+            if layer not in self.layers:
+                raise KeyError(f"no layer {layer!r} here; choose from {self.layers}")
+            self.layer = layer
+            self.channel = self.most_changed()[0] if channel is None else channel
+        if channel is not None:
+            count = len(self.changes())
+            if not 0 <= channel < count:
+                raise IndexError(f"{self.layer} has {count} channels; {channel} is out of range")
+            self.channel = int(channel)
+        self.refresh()
+
+    # ---- what is shown ------------------------------------------------------------------------------
+    def renders(self) -> dict[str, np.ndarray]:
+        """Each network's render of the current channel (rendered once, then from memory or the disk cache)."""
+        out = {}
+        for name, model in self.networks.items():
+            key = (name, self.layer, self.channel)
+            if key not in self._renders:
+                self.computed["render"] += 1
+                self._renders[key] = fv.render_channels(model, self.layer, [self.channel], settings=self.settings,
+                                                        device=self.device)[0]
+            out[name] = self._renders[key]
+        return out
+
+    def facts(self) -> pd.DataFrame:
+        """The channel's figures from the analysis tables: filter change, top-k overlap, class entropy."""
+        rows: dict[str, object] = {"relative change of its filter": round(float(self.changes()[self.channel]), 4)}
+        tables = self.analysis.tables
+        here = {"layer": self.layer, "channel": self.channel}
+        if "topk_overlap" in tables:
+            overlap = tables["topk_overlap"]
+            match = overlap[(overlap["layer"] == self.layer) & (overlap["channel"] == self.channel)]
+            rows["top-k images shared (%)"] = float(match["overlap_pct"].iloc[0]) if len(match) else None
+        if "topk_entropy" in tables:
+            entropy = tables["topk_entropy"]
+            for name in self.names:
+                match = entropy[(entropy["model"] == name) & (entropy["layer"] == here["layer"])
+                                & (entropy["channel"] == here["channel"])]
+                if len(match):
+                    rows[f"{name}: entropy of top-k classes (bits)"] = round(float(match["entropy_bits"].iloc[0]), 3)
+                    rows[f"{name}: most frequent class"] = f"{match['top_class'].iloc[0]} " \
+                                                           f"({match['top_class_share'].iloc[0]:.0%})"
+        return small_table(rows)
+
+    def view(self) -> list[object]:
+        from artlab import plots
+
+        renders = self.renders()
+        shown: list[object] = [plots.image_grid(list(renders.values()),
+                                                [f"{name}: render" for name in renders],
+                                                f"{self.layer}, channel {self.channel}", columns=len(renders)),
+                               self.facts()]
+        for name, top in self.analysis.tops.items():
+            title = f"{name}: the artworks that excite {self.layer} channel {self.channel} most"
+            shown.append(topk_gallery(top, self.analysis.labels, self.layer, self.channel, n=10, title=title))
+        return shown
+
+    def controls(self) -> list[object]:
+        import ipywidgets as widgets
+
+        layer = widgets.Dropdown(options=self.layers, value=self.layer, description="layer")
+        channel = widgets.Dropdown(options=self._channel_options(), value=self.channel, description="channel")
+
+        def on_layer(change) -> None:
+            self.select(layer=change["new"])
+            channel.options = self._channel_options()
+            channel.value = self.channel
+
+        def on_channel(change) -> None:
+            if change["new"] is not None and change["new"] != self.channel:
+                self.select(channel=change["new"])
+
+        layer.observe(on_layer, names="value")
+        channel.observe(on_channel, names="value")
+        return [layer, channel]
+
+    def _channel_options(self) -> list[tuple[str, int]]:
+        """The most changed channels first (labelled with their change), then every other one."""
+        changes = self.changes()
+        first = self.most_changed()
+        rest = [c for c in range(len(changes)) if c not in set(first)]
+        return [(f"{c} (changed {changes[c]:.1%})", c) for c in first] + [(str(c), c) for c in rest]

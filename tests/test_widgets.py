@@ -1,0 +1,116 @@
+"""The explorers, driven from code: a control changes what is shown, and nothing computed is computed again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from artlab import models
+from artlab.interpret import RenderSettings, projection
+from artlab.widgets import ArtworkInspector, ChannelExplorer, CollectionMap, live_front_end
+
+
+@pytest.fixture(scope="module")
+def analysed(small_synthetic, tmp_path_factory):
+    """A one-epoch fine-tuned run on the small synthetic collection and its top-k analysis."""
+    from artlab.analysis import Comparison, analyze
+    from artlab.training import TrainConfig, train
+
+    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    runs = tmp_path_factory.mktemp("runs")
+    run = train(TrainConfig(name="ft", data=manifest, task="style", image_size=64, epochs=1, device="cpu", lr=0.05,
+                            backbone_lr_mult=1.0), runs_dir=runs).run
+    analysis = analyze(Comparison(run.path, what=("topk",), k=5, max_images=32,
+                                  layers=["features.10", "features.17"]))
+    return run, analysis
+
+
+def _control(explorer, description: str):
+    box = explorer.widget()
+    return next(c for c in box.children[0].children if c.description == description)
+
+
+def test_channel_explorer(analysed):
+    run, analysis = analysed
+    explorer = ChannelExplorer(analysis, settings=RenderSettings(steps=2, size=32))
+    assert explorer.layer == "features.17" and explorer.channel == explorer.most_changed()[0]
+    changes = explorer.changes()
+    assert changes[explorer.channel] == changes.max()
+    first = explorer.view()
+    assert explorer.computed["render"] == 2 and len(first) == 4  # renders, facts, two galleries
+    facts = explorer.facts()["value"]
+    assert "top-k images shared (%)" in facts.index and 0 <= facts["top-k images shared (%)"] <= 100
+    other = explorer.most_changed()[1]
+    _control(explorer, "channel").value = other  # the widget drives the state
+    assert explorer.channel == other and explorer.computed["render"] == 4
+    second = explorer.renders()
+    _control(explorer, "channel").value = first_channel = explorer.most_changed()[0]
+    assert explorer.channel == first_channel and explorer.computed["render"] == 4, "renders are not redone"
+    assert not np.array_equal(second[explorer.names[1]], explorer.renders()[explorer.names[1]])
+    _control(explorer, "layer").value = "features.10"
+    assert explorer.layer == "features.10" and explorer.channel == explorer.most_changed("features.10")[0]
+    assert explorer.computed["changes"] == 2
+    with pytest.raises(KeyError, match="features.17"):
+        explorer.select(layer="features.3")
+    with pytest.raises(IndexError):
+        explorer.select(channel=10_000)
+
+
+def test_artwork_inspector(small_synthetic):
+    networks = {"ImageNet": models.build("mobilenet_v2"), "random": models.build("resnet18", pretrained=False)}
+    paths = small_synthetic.table["path"].tolist()[:3]
+    inspector = ArtworkInspector(networks, paths, ["a", "b", "c"], image_size=64)
+    view = inspector.view()
+    assert inspector.computed == {"attribution": 2, "predictions": 2}
+    predictions = view[1]
+    assert set(predictions["network"]) == {"ImageNet", "random"} and len(predictions) == 10
+    _control(inspector, "artwork").value = 2
+    assert inspector.index == 2 and inspector.computed["attribution"] == 4
+    _control(inspector, "method").value = "ig"
+    assert inspector.method == "ig" and inspector.computed["attribution"] == 6
+    maps = inspector.attributions()
+    assert all(a.method == "ig" and a.map.shape == (64, 64) for a in maps.values())
+    _control(inspector, "method").value = "gradcam"
+    assert inspector.computed["attribution"] == 6, "maps already computed are reused"
+    with pytest.raises(ValueError, match="unknown attribution method"):
+        inspector.select(method="lime")
+
+
+def test_collection_map(small_synthetic):
+    rng = np.random.default_rng(0)
+    styles = small_synthetic.table["style"].to_numpy()
+    codes = pd.factorize(styles)[0]
+    separated = np.eye(8)[codes] * 5 + rng.normal(0, 0.1, (len(styles), 8))  # classes apart
+    mixed = rng.normal(0, 1, (len(styles), 8))
+    maps = {name: projection.collection_map(small_synthetic, x, "pca", "style")
+            for name, x in (("tuned", separated), ("plain", mixed))}
+    explorer = CollectionMap(maps, {"tuned": separated, "plain": mixed})
+    view = explorer.view()
+    assert explorer.color == "style" and len(view[0].data) == 8
+    separation = view[2].set_index("network") if "network" in view[2] else view[2]
+    assert len(separation) == 2
+    neighbours = explorer.neighbours()
+    assert (neighbours["style"] == styles[0]).all(), "in the separated space, the neighbours share the style"
+    _control(explorer, "colour by").value = "medium"
+    assert explorer.color == "medium" and len(explorer.figure().data) == 3
+    _control(explorer, "artwork").value = 5
+    assert explorer.selected == 5 and explorer.computed["neighbours"] == 2
+    _control(explorer, "artwork").value = 0
+    assert explorer.computed["neighbours"] == 2, "neighbours already found are reused"
+    _control(explorer, "network").value = "plain"
+    assert explorer.network == "plain"
+
+
+def test_headless_shows_the_static_view(monkeypatch, capsys, small_synthetic):
+    monkeypatch.setenv("ARTLAB_STATIC", "1")
+    assert not live_front_end()
+    monkeypatch.delenv("ARTLAB_STATIC")
+    assert not live_front_end()  # no Jupyter kernel in pytest
+    table = projection.collection_map(small_synthetic, np.random.default_rng(1).normal(size=(len(small_synthetic), 4)),
+                                      "pca", "style")
+    explorer = CollectionMap({"x": table}, {"x": np.random.default_rng(1).normal(size=(len(table), 4))})
+    explorer.show()
+    assert explorer.computed["map figure"] == 1 and explorer._widget is None
