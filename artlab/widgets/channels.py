@@ -20,7 +20,6 @@ from artlab.runs import Run
 from artlab.widgets.base import Explorer, small_table
 from artlab.widgets.topk import topk_gallery
 
-
 #: Renders that take a few seconds per channel on a laptop CPU (the disk cache keeps them).
 QUICK_RENDER = fv.RenderSettings(steps=128, size=96)
 
