@@ -22,12 +22,13 @@ demo: $(STAMP)
 	$(PY) -m artlab demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	ARTLAB_STATIC=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/transfer_peopleart.py
 	$(PY) benchmarks/analysis_peopleart.py
 	$(PY) benchmarks/topk_memory.py
+	$(PY) benchmarks/seeing_inside_peopleart.py
 
 clean:
 	rm -rf runs reports .pytest_cache

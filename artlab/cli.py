@@ -11,7 +11,7 @@ import pandas as pd
 from artlab.data.images import ImageError
 from artlab.data.layouts import LAYOUTS
 from artlab.models import WeightsUnavailable
-from artlab.runs import HEADLINE_METRICS, RunBusy
+from artlab.runs import HEADLINE_METRICS, RunBusy, runs_root
 from artlab.training.config import add_arguments, from_arguments
 
 
@@ -88,7 +88,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     table = index(args.runs_dir)
     if table.empty:
-        print(f"no runs under {args.runs_dir}")
+        print(f"no runs under {runs_root(args.runs_dir)}")
     else:
         _print_table(table, index=False)
     return 0
@@ -129,7 +129,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="artlab", description="Transfer learning from photographs to art.")
     runs_dir = argparse.ArgumentParser(add_help=False)
-    runs_dir.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs)")
+    runs_dir.add_argument("--runs-dir", default=None, help="where run folders live (default: $ARTLAB_RUNS, else runs)")
     sub = top.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="art collections").add_subparsers(dest="data_command", required=True)

@@ -45,13 +45,18 @@ from artlab.io import (
 )
 from artlab.models import ModelCard
 
-RUNS_DIR = Path("runs")
+RUNS_DIR = Path("runs")  # relative to the working folder; $ARTLAB_RUNS moves it (see `runs_root`)
 MODEL_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 LOCK_FILE = "run.lock"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,199}$")
 #: Separator of multi-label cells in split.csv files written by artlab 0.1 (JSON lists since).
 LEGACY_LABEL_SEPARATOR = "|"
+
+
+def runs_root(root: str | Path | None = None) -> Path:
+    """Where run folders live: `root` if given, else $ARTLAB_RUNS, else ./runs."""
+    return Path(root) if root is not None else Path(os.environ.get("ARTLAB_RUNS") or RUNS_DIR)
 
 
 class RunBusy(RuntimeError):
@@ -89,7 +94,7 @@ class Run:
     @classmethod
     def named(cls, name: str, root: str | Path | None = None) -> Run:
         """The run `name` under `root` (default runs/); the name must be a plain folder name."""
-        return cls(Path(root or RUNS_DIR) / check_name(name))
+        return cls(runs_root(root) / check_name(name))
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -359,7 +364,7 @@ def index(root: str | Path | None = None) -> pd.DataFrame:
     A folder whose files cannot be read is listed with status "damaged" and the reason, never
     hiding the other runs.
     """
-    root = Path(root or RUNS_DIR)
+    root = runs_root(root)
     rows = []
     for config_path in sorted(root.glob("*/config.yaml")):
         run = Run(config_path.parent)

@@ -24,9 +24,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def artlab_cache(tmp_path_factory):
-    """Each test session gets its own generated data and feature cache (torch's weights cache is shared)."""
+    """Each test session gets its own generated data, feature cache and default runs folder.
+
+    The notebooks' kernels inherit both variables, so their runs never outlive the data they point
+    to (torch's weights cache is shared).
+    """
     cache = tmp_path_factory.mktemp("artlab-cache")
     os.environ["ARTLAB_CACHE"] = str(cache)
+    os.environ["ARTLAB_RUNS"] = str(tmp_path_factory.mktemp("artlab-runs"))
     return cache
 
 

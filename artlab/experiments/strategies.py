@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from artlab import plots
 from artlab.io import write_csv, write_text
-from artlab.runs import HEADLINE_METRICS, RUNS_DIR
+from artlab.runs import HEADLINE_METRICS, runs_root
 from artlab.training import RunResult, TrainConfig, train
 
 #: Per strategy: what differs from the shared settings (scratch needs a larger learning rate).
@@ -59,9 +59,13 @@ def write_report(table: pd.DataFrame, fig: go.Figure, stem: Path) -> Path:
 
 
 def run_strategies(data: str = "synthetic", task: str | None = "artist", epochs: int = 8, image_size: int = 128,
-                   arch: str = "mobilenet_v2", runs_dir: str | Path = RUNS_DIR, reports_dir: str | Path = "reports",
+                   arch: str = "mobilenet_v2", runs_dir: str | Path | None = None,
+                   reports_dir: str | Path | None = None,
                    freeze: int = 0, top_n: int | None = None, seed: int = 0, **overrides) -> StrategyComparison:
-    """Train (or reuse) one run per strategy on the same collection, task and split, and report them."""
+    """Train (or reuse) one run per strategy on the same collection, task and split, and report them.
+
+    The report goes to `reports_dir` (default: a `reports` folder beside the run folders).
+    """
     results = {}
     for strategy, extra in STRATEGY_SETTINGS.items():
         settings = {"freeze": freeze} if strategy == "fine_tune" else {}
@@ -75,12 +79,14 @@ def run_strategies(data: str = "synthetic", task: str | None = "artist", epochs:
     tag = Path(str(data)).stem or "data"
     title = f"{tag}, task {task}: off-the-shelf vs fine-tuning vs scratch ({arch}, {image_size} px)"
     fig = strategy_chart(table, title, chance)
-    report = write_report(table, fig, Path(reports_dir) / f"strategies-{tag}-{task}")
+    reports = Path(reports_dir) if reports_dir is not None else runs_root(runs_dir) / "reports"
+    report = write_report(table, fig, reports / f"strategies-{tag}-{task}")
     return StrategyComparison(results, table, fig, report)
 
 
 def compare_strategies(data: str = "synthetic", task: str | None = "artist", epochs: int = 8, image_size: int = 128,
-                       arch: str = "mobilenet_v2", runs_dir: str | Path = RUNS_DIR, reports_dir: str | Path = "reports",
+                       arch: str = "mobilenet_v2", runs_dir: str | Path | None = None,
+                       reports_dir: str | Path | None = None,
                        freeze: int = 0, top_n: int | None = None, seed: int = 0,
                        **overrides) -> tuple[pd.DataFrame, Path]:
     """Off-the-shelf vs fine-tuning vs scratch: (table, report path). See `run_strategies` for everything."""

@@ -18,13 +18,13 @@ from artlab.features import unreadable_rows
 from artlab.io import remove_partial_files, write_csv, write_json
 from artlab.runs import (
     CHECKPOINT_FILE,
-    RUNS_DIR,
     Run,
     as_run,
     environment,
     load_network,
     read_split,
     run_collection,
+    runs_root,
     write_evaluation,
 )
 from artlab.training.config import TrainConfig
@@ -136,11 +136,12 @@ def _recorded_split(run: Run, config: TrainConfig, collection: ArtCollection) ->
     return recorded
 
 
-def train(config: TrainConfig, runs_dir: str | Path = RUNS_DIR, resume: bool = False) -> RunResult:
+def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool = False) -> RunResult:
     """Run one strategy end to end and write its run folder; with `resume`, continue an interrupted run.
 
-    The folder is locked while training (a second process on the same run is refused), the split
-    is recorded once and reused exactly on resume, and metrics.json is written last.
+    Runs go under `runs_dir` (default: $ARTLAB_RUNS, else ./runs). The folder is locked while
+    training (a second process on the same run is refused), the split is recorded once and reused
+    exactly on resume, and metrics.json is written last.
     """
     from artlab.training.loops import fit
     from artlab.training.probe import fit_probe
@@ -151,7 +152,7 @@ def train(config: TrainConfig, runs_dir: str | Path = RUNS_DIR, resume: bool = F
     collection = prepare_collection(config, loaded)
     run = Run.named(config.name, runs_dir)
     with run.lock():
-        run = _open_run(config, Path(runs_dir), resume)
+        run = _open_run(config, runs_root(runs_dir), resume)
         if run.finished:
             return RunResult(run, run.metrics(), run.history().to_dict("records"))
         device = models.resolve_device(config.device)

@@ -1,9 +1,10 @@
 """What every explorer shares: state you can drive from code, a view of figures, and a headless fallback.
 
 An explorer keeps its state in plain attributes and shows `view()` (a list of plotly figures and
-tables). In JupyterLab it displays ipywidgets controls above that view; without a live front end
-(papermill, nbconvert, a script, or ARTLAB_STATIC=1) it displays the current view as static
-output, so a headless run never waits on widget messages.
+tables). In JupyterLab it displays ipywidgets controls above that view; outside a Jupyter kernel,
+or with ARTLAB_STATIC=1 (a kernel cannot tell whether a browser is attached, so headless runs with
+papermill or nbconvert set it), it displays the current view as static output, so a headless run
+never waits on widget messages.
 """
 
 from __future__ import annotations

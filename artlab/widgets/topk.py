@@ -26,6 +26,8 @@ def topk_browser(source: Analysis | dict[str, TopK], labels: np.ndarray | list[s
     import ipywidgets as widgets
     from IPython.display import display
 
+    from artlab.widgets.base import live_front_end
+
     if isinstance(source, Analysis):
         tops, labels = source.tops, source.labels if labels is None else labels
     else:
@@ -33,6 +35,10 @@ def topk_browser(source: Analysis | dict[str, TopK], labels: np.ndarray | list[s
     if not tops or labels is None:
         raise ValueError("no top-k lists to browse: run analyze(..., what=('topk',)) first")
     first = next(iter(tops.values()))
+    if not live_front_end():  # headless: the deepest layer's channel 0 of each network, as static figures
+        for name, top in tops.items():
+            display(topk_gallery(top, labels, first.layers[-1], 0, n, f"{name}: {first.layers[-1]}, channel 0"))
+        return None
     network = widgets.Dropdown(options=list(tops), description="network")
     layer = widgets.Dropdown(options=first.layers, value=first.layers[-1], description="layer")
     channel = widgets.BoundedIntText(value=0, min=0, max=len(first.indices[first.layers[-1]]) - 1,
