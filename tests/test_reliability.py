@@ -502,3 +502,13 @@ def test_analysis_reports_images_missing_since_training(tmp_path):
     assert len(result.tables["skipped_images"]) == 1
     assert (run.path / "analysis" / "skipped_images.csv").is_file()
     assert result.tables["cka"]["n_images"].eq(23).all()
+
+
+def test_the_summary_counts_images_without_a_label(tmp_path):
+    from artlab.data import load
+
+    data = _collection(tmp_path / "c", classes=2, per_class=4)
+    _painting(tmp_path / "c" / "img" / "nolabel.png", 55)
+    data.write_text(data.read_text() + "img/nolabel.png,\n")
+    summary = load(str(data)).summary("style")
+    assert summary.loc["(no label)", "total"] == 1 and summary["total"].sum() == 9

@@ -12,6 +12,7 @@ inside. Tables are tidy DataFrames written as CSV to `<run>/analysis/` beside an
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -99,6 +100,9 @@ class Context:
         self.comparison = comparison
         self.run = Run(comparison.finetuned)
         self.card: ModelCard = self.run.card()
+        if not self.run.finished:
+            warnings.warn(f"run {self.run.name} has not finished training: analysing its best model so far",
+                          stacklevel=3)
         self.spec = models.arch(self.card.arch)
         self.task = self.card.tasks[0]
         self.tuned, self.tuned_name = network(str(comparison.finetuned), self.card.arch)

@@ -13,6 +13,7 @@ from artlab.data.images import scan
 from artlab.io import write_csv
 
 SPLITS = ("train", "val", "test")
+NO_LABEL = "(no label)"
 FORMAT_SUFFIXES = {"JPEG": {".jpg", ".jpeg", ".jpe"}, "PNG": {".png"}, "WEBP": {".webp"}, "GIF": {".gif"},
                    "BMP": {".bmp"}, "TIFF": {".tif", ".tiff"}}
 
@@ -190,7 +191,7 @@ class ArtCollection:
         if self.multi_label[task]:
             return []
         problems = []
-        for name, row in self.summary(task).iterrows():
+        for name, row in self.summary(task).drop(index=NO_LABEL, errors="ignore").iterrows():
             missing = [s for s in SPLITS if row.get(s, 0) == 0]
             if missing:
                 problems.append(f"class {name!r} has {int(row['total'])} image(s): none in {' or '.join(missing)}"
@@ -238,13 +239,16 @@ class ArtCollection:
         return replace(good, skipped=skipped, image_info=info[~bad].reset_index(drop=True))
 
     def summary(self, task: str | None = None) -> pd.DataFrame:
-        """Images per class and split for a task (the first by default), with a total column."""
+        """Images per class and split for a task (the first by default), with a total column.
+
+        Images without a label for the task are counted under "(no label)", never left out.
+        """
         task = task or self.tasks[0]
         self._check_task(task)
         table = self.table.assign(split=self.table["split"].fillna("unsplit"))
         if self.multi_label[task]:
             table = table.explode(task)
-        out = pd.crosstab(table[task], table["split"])
+        out = pd.crosstab(table[task].fillna(NO_LABEL), table["split"])
         out = out[[s for s in (*SPLITS, "unsplit") if s in out.columns]]
         out["total"] = out.sum(axis=1)
         return out.sort_values("total", ascending=False, kind="stable").rename_axis(index=task, columns=None)

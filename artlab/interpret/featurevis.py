@@ -263,7 +263,8 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
     with frozen_eval(model.to(device)), \
             models.Taps(model, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
-        for _ in tqdm(range(settings.steps), desc=f"render {objective.describe}", leave=False, disable=not progress):
+        quiet = {} if progress else {"disable": True}  # TQDM_DISABLE applies unless the caller asks for quiet
+        for _ in tqdm(range(settings.steps), desc=f"render {objective.describe}", leave=False, **quiet):
             optimizer.zero_grad(set_to_none=True)
             x = _normalise(settings.robustness.apply(image(), generator), spec)
             acts, logits = taps.run(x)
