@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from artlab.data.images import ImageError
 from artlab.data.layouts import LAYOUTS
@@ -185,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
 
 #: Users' mistakes and broken files: one line naming the file or option, never a traceback.
 USER_ERRORS = (OSError, KeyError, ValueError, WeightsUnavailable, RunBusy, FloatingPointError, ImageError,
-               MemoryError)
+               MemoryError, torch.OutOfMemoryError)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -193,7 +194,7 @@ def _one_line(exc: BaseException) -> str:
         return str(exc.args[0])
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or exc} (is the folder read-only? choose another with --runs-dir)"
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
         return "out of memory: lower --image-size or --batch-size"
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.strerror or exc}: {exc.filename}"

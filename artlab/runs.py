@@ -122,7 +122,10 @@ class Run:
         path = self.file("config.yaml")
         if not path.is_file():
             raise FileNotFoundError(f"{self.path} is not a run folder: no config.yaml")
-        return read_yaml(path)
+        config = read_yaml(path)
+        if not isinstance(config, dict):
+            raise DamagedFile(f"{path} is damaged (not a mapping of options)")
+        return config
 
     def write_config(self, config: dict) -> None:
         write_yaml(self.file("config.yaml"), config)
@@ -180,6 +183,15 @@ class Run:
         return tensors, ModelCard.from_metadata(meta, self.file(MODEL_FILE))
 
 
+def _same_content(recorded: str, current: str | None) -> bool:
+    """Two file signatures agree on size and end bytes (a touch or a copy that resets the time is no change)."""
+    if current is None:
+        return False
+    size, _, digest = recorded.split(":")
+    now_size, _, now_digest = current.split(":")
+    return size == now_size and digest == now_digest
+
+
 def as_run(run: Run | str | Path) -> Run:
     return run if isinstance(run, Run) else Run(run)
 
@@ -191,58 +203,55 @@ def _signature_or_none(path: str) -> str | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 class RunLock:
-    """`run.lock` holds the owner's pid and host while a process trains the run; a second one is refused.
+    """An exclusive `flock` on `run.lock` while a process trains the run; a second process is refused.
 
-    A lock whose process is gone (killed, crashed) is stale and taken over.
+    The operating system drops the lock when its process ends, however it ends (killed, crashed),
+    so there are no stale locks to detect; the file only holds the owner's pid and host for the
+    message. It stays in the folder, unlocked, after training.
     """
 
     def __init__(self, run: Run):
         self.run = run
         self.path = run.file(LOCK_FILE)
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.run.path.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner and owner.get("host") == me["host"] and owner.get("pid") != me["pid"] \
-                        and _pid_alive(int(owner.get("pid", -1))):
-                    raise RunBusy(f"run {self.run.path} is being trained by process {owner['pid']}; wait for it "
-                                  f"to finish or stop it (choose another --name to train in parallel)") from None
-                if owner and owner.get("host") != me["host"]:
-                    raise RunBusy(f"run {self.run.path} is locked by process {owner.get('pid')} on "
-                                  f"{owner.get('host')}; delete {self.path} if that process is gone") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
-            return
-        raise RunBusy(f"could not lock {self.run.path}: another process keeps taking {self.path}")
+        import fcntl
 
-    def _owner(self) -> dict | None:
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None  # empty or half-written: its writer died before finishing it
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _read_owner(fd)
+            os.close(fd)
+            raise RunBusy(f"run {self.run.path} is being trained by process {owner.get('pid', '?')} on "
+                          f"{owner.get('host', '?')}; wait for it to finish or stop it (choose another --name to "
+                          f"train in parallel)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        self._fd = fd
 
     def release(self) -> None:
-        owner = self._owner()
-        if owner is None or owner.get("pid") == os.getpid():
-            self.path.unlink(missing_ok=True)
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock now (the run is being trained)."""
+        import fcntl
+
+        if not self.path.is_file():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -250,6 +259,14 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _read_owner(fd: int) -> dict:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return json.loads(os.read(fd, 4096) or b"{}")
+    except (OSError, ValueError):
+        return {}
 
 
 def load_network(run: Run | str | Path) -> nn.Module:
@@ -264,6 +281,8 @@ def load_network(run: Run | str | Path) -> nn.Module:
                          f"keep only a linear classifier on ImageNet features)")
     model = models.build(card.arch, pretrained=False, num_classes=len(card.task_classes(card.tasks[0])))
     model.load_state_dict(tensors)
+    for attribute, value in card.attributes.items():  # e.g. GoogLeNet's input re-scaling when it came from ImageNet
+        setattr(model, attribute, value)
     model.artlab_card = card
     return model.eval()
 
@@ -300,7 +319,7 @@ def read_split(run: Run | str | Path, multi_label: dict[str, bool]) -> ArtCollec
     if "signature" in frame:
         recorded = frame["signature"][exists].tolist()
         collection.changed = [p for p, s in zip(collection.table["path"], recorded)
-                              if s and _signature_or_none(p) != s]
+                              if s and not _same_content(s, _signature_or_none(p))]
     if (~exists).any() or collection.changed:
         warnings.warn(f"run {run.name}: {int((~exists).sum())} of its {len(frame)} images are missing and "
                       f"{len(collection.changed)} changed since it recorded its split; results on them differ "
@@ -379,7 +398,7 @@ def _index_row(run: Run) -> dict:
     config = run.config()
     if not isinstance(config, dict):
         raise DamagedFile(f"{run.file('config.yaml')} is damaged (not a mapping)")
-    busy = run.file(LOCK_FILE).is_file()
+    busy = run.lock().held_elsewhere()
     status = "finished" if run.finished else ("training" if busy else "incomplete")
     row = {"run": run.name, "strategy": config.get("strategy"), "arch": config.get("arch"),
            "data": config.get("data"), "task": config.get("task"), "freeze": config.get("freeze"), "status": status,

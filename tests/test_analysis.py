@@ -251,3 +251,10 @@ def test_several_comparisons_on_one_chart():
     assert list(fig.data[1].y) == [0.02, 0.04]
     with pytest.raises(KeyError, match="no table 'cka'"):
         several({"x": Analysis(tables={"params_blocks": blocks(1)})}, "cka", "cka")
+
+
+def test_cka_of_one_network_with_itself_at_other_depths(small_synthetic):
+    net = models.build("mobilenet_v2", pretrained=False).eval()
+    paths = small_synthetic.table["path"].tolist()[:8]
+    table = linear_cka(net, net, paths, ["features.4", "features.17"], ["features.10"], cross=True, image_size=64)
+    assert len(table) == 2 and table["cka"].between(0, 1).all()

@@ -18,7 +18,7 @@ RANKS = {
     "artlab.runs": 3, "artlab.features": 3,  # the run store; pooled features with their disk cache
     "artlab.training": 4, "artlab.analysis": 4, "artlab.interpret": 4,  # side by side
     "artlab.experiments": 5,
-    "artlab.widgets": 6, "artlab.figures": 6,
+    "artlab.widgets": 6,
     "artlab.cli": 7, "artlab.__main__": 8, "artlab": 8,
 }
 
@@ -43,6 +43,13 @@ def imported_modules(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:  # relative: resolve against this module
+            base = path.relative_to(PACKAGE.parent).parent.parts
+            base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+            module = ".".join(base + tuple(filter(None, [node.module])))
+            found |= {module} | {f"{module}.{alias.name}" for alias in node.names
+                                 if (PACKAGE.parent / module.replace(".", "/") / f"{alias.name}.py").is_file()
+                                 or (PACKAGE.parent / module.replace(".", "/") / alias.name).is_dir()}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             folder = PACKAGE.parent / node.module.replace(".", "/")
             for alias in node.names:  # `from artlab import models` imports the subpackage artlab.models
@@ -81,9 +88,12 @@ def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
     (fake / "data").mkdir(parents=True)
     (fake / "training").mkdir()
     (fake / "data" / "bad.py").write_text("from artlab.training import train\n")
+    (fake / "data" / "sneaky.py").write_text("from ..training import train\n")
     (fake / "training" / "__init__.py").write_text("")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
     assert violations() == ["artlab.data.bad (layer artlab.data, rank 1) imports artlab.training "
+                            "(layer artlab.training, rank 4)",
+                            "artlab.data.sneaky (layer artlab.data, rank 1) imports artlab.training "
                             "(layer artlab.training, rank 4)"]
 
 

@@ -123,3 +123,12 @@ def test_most_changed_channels_by_hand(pretrained):
     shown = fv.before_after(pretrained, tuned, "features.10", n=2, settings=fv.RenderSettings(steps=2, size=32))
     assert shown.channels == [5, 2] and set(shown.images) == {"ImageNet", "fine-tuned"}
     assert len(shown.figure().data) == 4
+
+
+def test_channel_filters_are_found_only_where_they_exist():
+    resnet = models.build("resnet18", pretrained=False)
+    assert fv.last_convolution(resnet, "layer2.0") is resnet.layer2[0].conv2  # not the downsample shortcut
+    with pytest.raises(ValueError, match="give the channels explicitly"):
+        fv.last_convolution(models.build("vgg16", pretrained=False), "features.3")  # a ReLU
+    with pytest.raises(ValueError, match="googlenet"):
+        fv.last_convolution(models.build("googlenet", pretrained=False), "inception4a")  # a concatenation

@@ -84,22 +84,25 @@ def test_cli_refuses_a_name_that_escapes_runs(tmp_path, capsys):
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "runs").exists()
 
 
-def test_a_second_process_on_the_same_run_is_refused_and_a_stale_lock_taken_over(tmp_path):
+def test_a_second_process_on_the_same_run_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
+    from artlab.runs import index
+
     data = _collection(tmp_path / "c")
     runs = tmp_path / "runs"
-    (runs / "r").mkdir(parents=True)
-    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = ("import sys, time\nfrom artlab.runs import Run\nlock = Run(sys.argv[1]).lock()\nlock.acquire()\n"
+              "print('locked', flush=True)\ntime.sleep(60)\n")
+    owner = subprocess.Popen([sys.executable, "-c", holder, str(runs / "r")], stdout=subprocess.PIPE, text=True,
+                             env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     try:
-        (runs / "r" / "run.lock").write_text(json.dumps({"pid": owner.pid, "host": os.uname().nodename}))
+        assert owner.stdout.readline().strip() == "locked"
         with pytest.raises(RunBusy, match=f"process {owner.pid}"):
             train(quick(data, strategy="off_the_shelf"), runs_dir=runs)
         assert not (runs / "r" / "config.yaml").exists(), "the refused process wrote into the run"
     finally:
-        owner.kill()
+        owner.kill()  # killed while holding the lock: the system releases it
         owner.wait()
-    # its owner is gone: the lock is stale and taken over
     result = train(quick(data, strategy="off_the_shelf"), runs_dir=runs)
-    assert result.run.finished and not (runs / "r" / "run.lock").exists()
+    assert result.run.finished and index(runs).loc[0, "status"] == "finished"
 
 
 def test_eval_never_marks_an_unfinished_run_finished(tmp_path, monkeypatch, capsys):
@@ -393,8 +396,7 @@ def test_an_image_unreadable_during_training_is_skipped_and_reported(tmp_path, m
     skipped = pd.read_csv(result.run.file("skipped.csv"))
     assert skipped["path"].tolist() == [victim] and "during training" in skipped["reason"].iloc[0]
     split = pd.read_csv(result.run.file("split.csv")).set_index("path")["split"]
-    if split[victim] == "test":
-        assert result.metrics["images_unreadable_now"] == 1
+    assert result.metrics["images_unreadable_now"] == int(split[victim] == "test")
 
 
 def test_the_image_check_cache_does_not_vouch_for_changed_content(tmp_path):
@@ -512,3 +514,39 @@ def test_the_summary_counts_images_without_a_label(tmp_path):
     data.write_text(data.read_text() + "img/nolabel.png,\n")
     summary = load(str(data)).summary("style")
     assert summary.loc["(no label)", "total"] == 1 and summary["total"].sum() == 9
+
+
+@pytest.mark.parametrize("data", ["~/art/Peintures françaises", "..", "_private/", "/x/.hidden", "a b"])
+def test_default_names_are_always_plain(data):
+    from artlab.runs import check_name
+    from artlab.training.config import default_name
+
+    assert check_name(default_name(TrainConfig(data=data, task="style")))
+
+
+def test_options_that_would_crash_later_are_refused_at_once(tmp_path, capsys):
+    data = _collection(tmp_path / "c")
+    for option, value in (("--label-smoothing", "2"), ("--device", "gpu"), ("--test-fraction", "0.95")):
+        assert main(["train", "--data", str(data), option, value, "--runs-dir", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("artlab: error: ") and err.count("\n") == 1, (option, err)
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs" / "empty").mkdir(parents=True)
+    (tmp_path / "runs" / "empty" / "config.yaml").write_text("")
+    assert main(["eval", str(tmp_path / "runs" / "empty")]) == 2
+    assert "config.yaml is damaged" in capsys.readouterr().err
+
+
+def test_a_networks_input_settings_survive_saving(tmp_path):
+    """GoogLeNet fine-tuned from ImageNet re-scales its inputs: the reloaded network must too."""
+    from artlab import models
+    from artlab.models import ModelCard
+    from artlab.runs import load_network
+
+    model = models.build("googlenet", pretrained=False, num_classes=2)
+    model.transform_input = True  # as after loading its ImageNet weights
+    card = ModelCard(kind="network", arch="googlenet", tasks=("t",), classes={"t": ["a", "b"]},
+                     multi_label={"t": False}, attributes={"transform_input": True})
+    run = Run(tmp_path / "g")
+    run.save_model(model.state_dict(), card)
+    assert load_network(run).transform_input is True

@@ -177,7 +177,7 @@ def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers:
     same = model_a is model_b  # one forward pass serves both sides
     cka = None
     with models.Taps(model_a, list(dict.fromkeys(layers + layers_b)) if same else layers, pool, **options) as tap_a, \
-            models.Taps(model_b, layers_b, pool, **options) as tap_b:
+            models.Taps(model_b, [] if same else layers_b, pool, **options) as tap_b:
         for batch in tqdm(loader(dataset, batch_size), desc="CKA", unit="batch", leave=False):
             if batch is None:  # unreadable images are left out of both networks' sums alike
                 continue

@@ -141,7 +141,7 @@ def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
                                 keep_default_na=False, na_values=[""])  # missing values come back as NaN
         except (ValueError, UnicodeDecodeError):  # a damaged cache entry is recomputed, never trusted
             table = pd.DataFrame(columns=SCAN_COLUMNS)
-        if table["path"].tolist() == list(paths) and list(table.columns) == SCAN_COLUMNS:
+        if list(table.columns) == SCAN_COLUMNS and table["path"].tolist() == list(paths):
             return table
     table = _scan(paths)
     if cache:

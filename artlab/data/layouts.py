@@ -49,9 +49,13 @@ def from_folders(root: str | Path, task: str = "label", name: str | None = None)
     nested_tops = {parts[0] for _, parts in files if len(parts) >= 3}
     split_of_top = {top: _split_of(top) for top in nested_tops}
     splits_found = bool(nested_tops) and all(split_of_top.values())
+    loose = {path for path, parts in files if splits_found and len(parts) == 2 and parts[0] in split_of_top}
     rows = [{"path": str(path), "split": split_of_top[parts[0]] if splits_found and len(parts) >= 3 else None,
-             task: parts[-2]} for path, parts in files]
+             task: parts[-2]} for path, parts in files if path not in loose]
     collection = _build(rows, {task: False}, name or root.name, root)
+    if loose:  # an image directly in a split folder has no class; keeping it would void the official split
+        collection.skipped = pd.DataFrame({"path": sorted(str(p) for p in loose),
+                                           "reason": "directly in a split folder, not in a class folder"})
     if splits_found:
         collection.split_origin = "split folders " + ", ".join(f"{top} ({split_of_top[top]})"
                                                               for top in sorted(nested_tops))

@@ -155,7 +155,7 @@ class FourierImage(nn.Module):
     def forward(self) -> torch.Tensor:
         spectrum = torch.complex(self.real, self.imag) * self.scale
         decorrelated = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho")
-        rgb = torch.einsum("bchw,dc->bdhw", decorrelated, COLOR_CORRELATION)
+        rgb = torch.einsum("bchw,dc->bdhw", decorrelated, COLOR_CORRELATION.to(decorrelated.device))
         return torch.sigmoid(rgb)
 
 
@@ -193,7 +193,8 @@ class Robustness:
         angle = math.radians((torch.rand(1, generator=generator).item() * 2 - 1) * self.degrees)
         if scale != 1.0 or angle:
             cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
-            theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype).expand(len(x), 2, 3)
+            theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype, device=x.device)
+            theta = theta.expand(len(x), 2, 3)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
         return x
@@ -222,16 +223,20 @@ class RenderSettings:
 
 
 @contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """The model in eval mode with no gradient to its weights; its modes and flags are restored afterwards."""
+def frozen_eval(model: nn.Module, device: torch.device | str | None = None) -> Iterator[nn.Module]:
+    """The model in eval mode, on `device`, with no gradient to its weights; all three are restored afterwards."""
     modes = {name: module.training for name, module in model.named_modules()}
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    home = next(model.parameters()).device
+    if device is not None:
+        model.to(device)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     try:
         yield model
     finally:
+        model.to(home)
         for name, module in model.named_modules():
             module.training = modes[name]
         for name, p in model.named_parameters():
@@ -261,7 +266,7 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
     image = (FourierImage(seeds, settings.size) if settings.param == "fft"
              else PixelImage(seeds, settings.size)).to(device)
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
-    with frozen_eval(model.to(device)), \
+    with frozen_eval(model, device), \
             models.Taps(model, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
         quiet = {} if progress else {"disable": True}  # TQDM_DISABLE applies unless the caller asks for quiet
         for _ in tqdm(range(settings.steps), desc=f"render {objective.describe}", leave=False, **quiet):
@@ -328,12 +333,27 @@ def render_channels(model: nn.Module, layer: str, channels: list[int], kind: str
 
 
 # ---- before and after fine-tuning ------------------------------------------------------------------------------
+def layer_channels(model: nn.Module, layer: str) -> int:
+    """How many channels `layer` outputs (one forward pass of a blank image, the model left as it was)."""
+    side = max(64, models.arch_of(model).min_size)
+    with torch.no_grad(), frozen_eval(model), models.Taps(model, [layer], pool="avg") as taps:
+        device = next(model.parameters()).device
+        return int(taps(torch.zeros(1, 3, side, side, device=device))[layer].shape[1])
+
+
 def last_convolution(model: nn.Module, layer: str) -> nn.Conv2d:
-    """The convolution that produces `layer`'s output channels (the last one inside it)."""
+    """The convolution whose filters make `layer`'s output channels: the last one inside it (shortcuts aside).
+
+    Only layers whose every channel comes from one such filter qualify (MobileNetV2, EfficientNet and
+    ResNet blocks); a ReLU layer (VGG) or a concatenation of branches (GoogLeNet, Inception) is refused.
+    """
     module = model.get_submodule(layer)
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{layer} holds no convolution, so its channels have no filters to compare")
+    convs = [m for name, m in module.named_modules() if isinstance(m, nn.Conv2d) and "downsample" not in name]
+    channels = layer_channels(model, layer)
+    if not convs or convs[-1].out_channels != channels:
+        raise ValueError(f"the {channels} channels of {layer} ({models.arch_of(model).name}) do not each come from "
+                         f"one filter of a convolution inside it, so there is no filter change to rank them by; "
+                         f"give the channels explicitly")
     return convs[-1]
 
 

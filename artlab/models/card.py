@@ -29,6 +29,7 @@ class ModelCard:
     image_size: int = 128
     layer: str | None = None  # linear probes: the layer whose pooled features they read
     epoch: int | None = None  # networks: the training epoch these weights come from
+    attributes: dict = field(default_factory=dict, hash=False)  # set on the rebuilt model (e.g. transform_input)
 
     @property
     def task(self) -> str:
@@ -52,6 +53,8 @@ class ModelCard:
             meta["layer"] = self.layer
         if self.epoch is not None:
             meta["epoch"] = str(self.epoch)
+        if self.attributes:
+            meta["attributes"] = json.dumps(self.attributes)
         return meta
 
     @classmethod
@@ -68,7 +71,8 @@ class ModelCard:
                 classes, multi = json.loads(meta["classes"]), json.loads(meta["multi_label"])
             return cls(kind=meta["kind"], arch=meta["arch"], tasks=tasks, classes=classes, multi_label=multi,
                        image_size=int(meta.get("image_size", 128)), layer=meta.get("layer"),
-                       epoch=int(meta["epoch"]) if meta.get("epoch") else None)
+                       epoch=int(meta["epoch"]) if meta.get("epoch") else None,
+                       attributes=json.loads(meta.get("attributes", "{}")))
         except (KeyError, ValueError, TypeError) as exc:
             raise DamagedFile(f"{source} has no valid model card in its metadata ({exc!r})") from None
 

@@ -196,5 +196,10 @@ def default_device() -> torch.device:
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """'auto' -> the best device here; anything else as torch reads it."""
-    return default_device() if str(name) == "auto" else torch.device(name)
+    """'auto' -> the best device here; anything else as torch reads it (a clear ValueError otherwise)."""
+    if str(name) == "auto":
+        return default_device()
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:1', 'mps', ..., not {name!r}") from None

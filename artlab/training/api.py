@@ -149,8 +149,8 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
     check_config(config)
     loaded = load_collection(config)
     config = config.resolved(loaded.tasks)
+    run = Run.named(config.name, runs_dir)  # a bad name is refused before the images are checked
     collection = prepare_collection(config, loaded)
-    run = Run.named(config.name, runs_dir)
     with run.lock():
         run = _open_run(config, runs_root(runs_dir), resume)
         if run.finished:
@@ -162,10 +162,11 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
         else:
             run.write_split(collection)
         _write_skipped(run, collection.skipped)
-        if config.strategy == "off_the_shelf":
-            history, failures = fit_probe(config, run, collection, device)
-        else:
-            _, history, failures = fit(config, run, collection, device)
+        with torch.random.fork_rng():  # training reseeds torch per epoch; the caller's random state is kept
+            if config.strategy == "off_the_shelf":
+                history, failures = fit_probe(config, run, collection, device)
+            else:
+                _, history, failures = fit(config, run, collection, device)
         if failures:
             gone = pd.DataFrame({"path": list(failures), "reason": [f"became unreadable during training: {r}"
                                                                     for r in failures.values()]})

@@ -14,6 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from artlab.io import DamagedFile
 from artlab.runs import check_name
 
 Strategy = Literal["off_the_shelf", "fine_tune", "scratch"]
@@ -77,10 +78,15 @@ class TrainConfig:
             value = getattr(self, f.name)
             if typing.get_origin(hints[f.name]) is Literal and value not in choices:
                 raise ValueError(f"{f.name} must be one of {list(choices)}, not {value!r}")
-        for key in ("lr", "backbone_lr_mult", "weight_decay", "label_smoothing", "val_fraction", "test_fraction"):
+        for key, top in (("lr", MAX_RATE), ("backbone_lr_mult", MAX_RATE), ("weight_decay", MAX_RATE),
+                         ("label_smoothing", 0.99), ("val_fraction", 0.9), ("test_fraction", 0.9)):
             value = getattr(self, key)
-            if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= MAX_RATE:
-                raise ValueError(f"{key} must be a finite number between 0 and {MAX_RATE:g}, not {value!r}")
+            if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= top:
+                raise ValueError(f"{key} must be a finite number between 0 and {top:g}, not {value!r}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction must leave images to train on (got "
+                             f"{self.val_fraction} + {self.test_fraction})")
+        check_device(self.device)
         if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ValueError(f"image_size must be between 32 and {MAX_IMAGE_SIZE} px, not {self.image_size}")
         if self.epochs < 1 and self.strategy != "off_the_shelf":
@@ -97,6 +103,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise DamagedFile(f"a run's config must be a mapping of options, not {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -110,15 +118,30 @@ class TrainConfig:
         return resolved if self.name else replace(resolved, name=default_name(resolved))
 
 
+def check_device(device: str) -> None:
+    """Refuse a device torch cannot name ("gpu", "cuda:x"), before anything is written."""
+    import torch
+
+    if device != "auto":
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:1', 'mps', ..., not {device!r}") from None
+
+
 def default_name(config: TrainConfig) -> str:
-    """`<data>-<task>-<strategy>-<arch>-<size>px`, plus `-freeze<k>` and `-seed<s>` when they are not 0."""
-    data = Path(str(config.data)).stem or "data"
+    """`<data>-<task>-<strategy>-<arch>-<size>px`, plus `-freeze<k>` and `-seed<s>` when they are not 0.
+
+    Characters a run name may not hold (accents, spaces, a leading dot) become `_` or are dropped.
+    """
+    data = Path(str(config.data).rstrip("/")).stem
     name = f"{data}-{config.task}-{config.strategy}-{config.arch}-{config.image_size}px"
     if config.freeze and config.strategy != "off_the_shelf":
         name += f"-freeze{config.freeze}"
     if config.seed:
         name += f"-seed{config.seed}"
-    return re.sub(r"[^\w.+-]", "_", name)
+    name = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)).lstrip("_.+=-")
+    return name[:200] if name and name[0].isalnum() else f"data{name}"[:200]
 
 
 def _argument_type(hint: Any) -> type:

@@ -88,10 +88,13 @@ def _check_finite(model: nn.Module, desc: str) -> None:
             raise FloatingPointError(f"{desc}: weight {name} became NaN or infinite; lower the learning rate (--lr)")
 
 
-def network_card(config: TrainConfig, classes: list[str], multi: bool, epoch: int | None = None) -> ModelCard:
-    """What is stored beside a network's weights: enough to rebuild it and read its outputs."""
+def network_card(config: TrainConfig, model: nn.Module, classes: list[str], multi: bool,
+                 epoch: int | None = None) -> ModelCard:
+    """What is stored beside a network's weights: enough to rebuild it (attributes included) and read its outputs."""
+    attributes = {name: getattr(model, name) for name in models.arch_of(model).pretrained_attributes}
     return ModelCard(kind="network", arch=config.arch, tasks=(config.task,), classes={config.task: classes},
-                     multi_label={config.task: multi}, image_size=config.image_size, epoch=epoch)
+                     multi_label={config.task: multi}, image_size=config.image_size, epoch=epoch,
+                     attributes=attributes)
 
 
 def fit(config: TrainConfig, run: Run, collection: ArtCollection,
@@ -141,7 +144,7 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection,
             scheduler.step()
         if score > state["best"]:
             state.update(best=score, best_epoch=epoch, stale=0)
-            run.save_model(model.state_dict(), network_card(config, classes, multi, epoch))
+            run.save_model(model.state_dict(), network_card(config, model, classes, multi, epoch))
         else:
             state["stale"] += 1
         state["history"].append(row)

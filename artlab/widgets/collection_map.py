@@ -13,8 +13,19 @@ import numpy as np
 import pandas as pd
 
 from artlab.data.collection import ArtCollection
+from artlab.features import unreadable_rows
 from artlab.interpret import projection
 from artlab.widgets.base import Explorer
+
+
+def _aligned(table: pd.DataFrame, features: np.ndarray) -> np.ndarray:
+    """The feature rows of the map's artworks (a map leaves out images whose features are unreadable)."""
+    if len(features) != len(table):
+        features = features[~unreadable_rows(features)]
+    if len(features) != len(table):
+        raise ValueError(f"a map of {len(table)} artworks with {len(features)} feature vectors: build both from "
+                         f"the same collection")
+    return features
 
 
 class CollectionMap(Explorer):
@@ -27,6 +38,7 @@ class CollectionMap(Explorer):
         super().__init__()
         if not maps or set(maps) != set(features):
             raise ValueError("give one map table and one feature matrix per network, under the same names")
+        features = {name: _aligned(maps[name], x) for name, x in features.items()}
         self.maps, self.features, self.k = maps, features, k
         self.network = next(iter(maps))
         self.columns = projection.label_columns(self.maps[self.network])
