@@ -3,7 +3,7 @@
     python benchmarks/analysis_peopleart.py      # after benchmarks/transfer_peopleart.py
 
 Compares the fine-tuned network of the strategies benchmark with its ImageNet weights on the
-run's 2,296 images: relative weight change per layer, linear CKA per layer (and a random-network
+run's 2,288 images: relative weight change per layer, linear CKA per layer (and a random-network
 baseline), top-100 overlap and class-concentration entropy per layer for both networks. The full
 tables and the HTML report (with thumbnails of the artworks) stay in benchmarks/runs/; the
 per-layer summaries are copied to benchmarks/results/analysis-peopleart/.
