@@ -32,6 +32,7 @@ _API = {
     # experiments
     "run_strategies": ("artlab.experiments", "run_strategies"),
     "compare_strategies": ("artlab.experiments", "compare_strategies"),
+    "audit": ("artlab.experiments", "audit"),
     # what fine-tuning changed
     "Comparison": ("artlab.analysis", "Comparison"),
     "analyze": ("artlab.analysis", "analyze"),
@@ -40,7 +41,7 @@ _API = {
     "topk_browser": ("artlab.widgets", "topk_browser"),
 }
 
-__all__ = ["ArtCollection", "Comparison", "Run", "TrainConfig", "__version__", "analyze", "build_model",
+__all__ = ["ArtCollection", "Comparison", "Run", "TrainConfig", "__version__", "analyze", "audit", "build_model",
            "compare_strategies", "evaluate_run", "list_models", "list_runs", "load", "load_network", "load_synthetic",
            "run_strategies", "several", "topk_browser", "train"]
 
@@ -61,7 +62,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for editors and type checkers; at run time the names load lazily
     from artlab.analysis import Comparison, analyze, several
     from artlab.data import ArtCollection, load, load_synthetic
-    from artlab.experiments import compare_strategies, run_strategies
+    from artlab.experiments import audit, compare_strategies, run_strategies
     from artlab.models import build as build_model
     from artlab.models import describe as list_models
     from artlab.runs import Run, load_network

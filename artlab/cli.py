@@ -105,6 +105,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from artlab.experiments import audit
+
+    result = audit(args.run, by=args.by, split=args.split, min_size=args.min_size)
+    _print_table(result.table, index=False)
+    gap = f"{result.gap:.1%}" if result.gap is not None else "n/a (fewer than two groups large enough)"
+    print(f"\ngap between the best and the worst group of at least {args.min_size} images: {gap}")
+    print(f"table and chart: {', '.join(map(str, result.files))}")
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from artlab.analysis import Comparison, analyze
     from artlab.models import resolve_device
@@ -170,6 +181,14 @@ def parser() -> argparse.ArgumentParser:
     analyze.add_argument("--device", default="auto")
     analyze.add_argument("--out", help="output folder (default: <run>/analysis)")
     analyze.set_defaults(func=cmd_analyze)
+
+    audit = sub.add_parser("audit", help="a run's accuracy per group of artworks (per artist, medium, ...)")
+    audit.add_argument("run", help="a finished single-label run folder")
+    audit.add_argument("--by", required=True, help="the split.csv column to group by, e.g. artist")
+    audit.add_argument("--split", default="test", choices=["train", "val", "test"])
+    audit.add_argument("--min-size", dest="min_size", type=int, default=10,
+                       help="groups with fewer images are flagged (default 10)")
+    audit.set_defaults(func=cmd_audit)
 
     sub.add_parser("runs", parents=[runs_dir], help="list runs").set_defaults(func=cmd_runs)
 

@@ -5,8 +5,8 @@
 """
 
 from artlab.runs import index, load_network, run_collection
-from artlab.training.api import RunResult, evaluate_run, prepare_collection, train
+from artlab.training.api import Predictions, RunResult, evaluate_run, predictions, prepare_collection, train
 from artlab.training.config import STRATEGIES, TrainConfig
 
-__all__ = ["STRATEGIES", "RunResult", "TrainConfig", "evaluate_run", "index", "load_network", "prepare_collection",
-           "run_collection", "train"]
+__all__ = ["STRATEGIES", "Predictions", "RunResult", "TrainConfig", "evaluate_run", "index", "load_network",
+           "predictions", "prepare_collection", "run_collection", "train"]

@@ -196,10 +196,27 @@ def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device
     return metrics
 
 
-def _evaluate(run: Run, part: str, device: torch.device | str | None) -> dict:
+@dataclass
+class Predictions:
+    """A run's scores on the images of one split: `paths[i]` got `scores[i]` (probabilities or logits)
+    and carries `targets[i]`; images that could not be read are left out and counted."""
+
+    paths: list[str]
+    scores: np.ndarray
+    targets: np.ndarray
+    classes: list[str]
+    multi_label: bool
+    missing: int = 0
+    changed: int = 0
+    unreadable: int = 0
+
+
+def predictions(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None) -> Predictions:
+    """Recompute a run's per-image scores on one split from its saved model (the ground of every metric)."""
     from artlab.training.loops import predict
     from artlab.training.probe import features_for, probe_scores
 
+    run = as_run(run)
     config = TrainConfig.from_dict(run.config())
     device = models.resolve_device(config.device if device is None else device)
     card = run.card()
@@ -217,8 +234,13 @@ def _evaluate(run: Run, part: str, device: torch.device | str | None) -> dict:
         dataset = ImageDataset(subset.table["path"].tolist(), None, card.image_size,
                                models.input_transform(model, card.image_size), keep=False)
         scores, seen = predict(model, dataset, device, config.batch_size * 2)
-    metrics = evaluate(scores, targets[seen], classes, multi) | {"split": part, "run": run.name}
-    metrics["images_missing_since_training"] = int(len(collection.skipped))
-    metrics["images_changed_since_training"] = len(collection.changed)
-    metrics["images_unreadable_now"] = int(len(subset) - len(seen))
-    return metrics
+    paths = subset.table["path"].to_numpy()[seen].tolist()
+    return Predictions(paths, scores, targets[seen], classes, multi, missing=int(len(collection.skipped)),
+                       changed=len(collection.changed), unreadable=int(len(subset) - len(seen)))
+
+
+def _evaluate(run: Run, part: str, device: torch.device | str | None) -> dict:
+    scored = predictions(run, part, device)
+    metrics = evaluate(scored.scores, scored.targets, scored.classes, scored.multi_label)
+    return metrics | {"split": part, "run": run.name, "images_missing_since_training": scored.missing,
+                      "images_changed_since_training": scored.changed, "images_unreadable_now": scored.unreadable}
