@@ -33,6 +33,7 @@ _API = {
     "run_strategies": ("artlab.experiments", "run_strategies"),
     "compare_strategies": ("artlab.experiments", "compare_strategies"),
     "audit": ("artlab.experiments", "audit"),
+    "double_finetune": ("artlab.experiments", "double_finetune"),
     # what fine-tuning changed
     "Comparison": ("artlab.analysis", "Comparison"),
     "analyze": ("artlab.analysis", "analyze"),
@@ -42,8 +43,8 @@ _API = {
 }
 
 __all__ = ["ArtCollection", "Comparison", "Run", "TrainConfig", "__version__", "analyze", "audit", "build_model",
-           "compare_strategies", "evaluate_run", "list_models", "list_runs", "load", "load_network", "load_synthetic",
-           "run_strategies", "several", "topk_browser", "train"]
+           "compare_strategies", "double_finetune", "evaluate_run", "list_models", "list_runs", "load", "load_network",
+           "load_synthetic", "run_strategies", "several", "topk_browser", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -62,7 +63,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for editors and type checkers; at run time the names load lazily
     from artlab.analysis import Comparison, analyze, several
     from artlab.data import ArtCollection, load, load_synthetic
-    from artlab.experiments import audit, compare_strategies, run_strategies
+    from artlab.experiments import audit, compare_strategies, double_finetune, run_strategies
     from artlab.models import build as build_model
     from artlab.models import describe as list_models
     from artlab.runs import Run, load_network

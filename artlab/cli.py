@@ -105,6 +105,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_double(args: argparse.Namespace) -> int:
+    from artlab.experiments import double_finetune
+    from artlab.io import read_yaml
+
+    spec = read_yaml(args.config) if args.config else {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{args.config} must be a mapping with 'source' and 'target'")
+    source = spec.get("source") or {"data": args.source, "task": args.source_task, "top_n": args.source_top_n}
+    target = spec.get("target") or {"data": args.target, "task": args.target_task}
+    if not source.get("data") or not target.get("data"):
+        raise ValueError("give --source and --target collections (or a YAML file with 'source' and 'target')")
+    for stage in (source, target):
+        stage.setdefault("epochs", args.epochs)
+    seeds = tuple(spec.get("seeds") or (int(s) for s in args.seeds.split(",")))
+    study = double_finetune(source, target, seeds=seeds, arch=spec.get("arch", args.arch),
+                            image_size=spec.get("image_size", args.image_size), device=args.device,
+                            runs_dir=args.runs_dir)
+    _print_table(study.summary, index=False)
+    print()
+    _print_table(study.difference, index=False)
+    print(f"\nreport: {study.report}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from artlab.experiments import audit
 
@@ -181,6 +205,23 @@ def parser() -> argparse.ArgumentParser:
     analyze.add_argument("--device", default="auto")
     analyze.add_argument("--out", help="output folder (default: <run>/analysis)")
     analyze.set_defaults(func=cmd_analyze)
+
+    study = sub.add_parser("study", help="studies made of many runs").add_subparsers(dest="study_command",
+                                                                                      required=True)
+    double = study.add_parser("double", parents=[runs_dir],
+                              help="double fine-tuning: ImageNet -> source -> target, against the direct routes")
+    double.add_argument("config", nargs="?", help="a YAML file with source, target (and seeds, arch, image_size)")
+    double.add_argument("--source", help="the intermediate collection (e.g. ../shared/data/peopleart)")
+    double.add_argument("--source-task", dest="source_task", help="its task (default: its first)")
+    double.add_argument("--source-top-n", dest="source_top_n", type=int, help="keep its N largest classes")
+    double.add_argument("--target", help="the small target collection")
+    double.add_argument("--target-task", dest="target_task", help="its task (default: its first)")
+    double.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    double.add_argument("--epochs", type=int, default=10, help="epochs of every fine-tuning (default 10)")
+    double.add_argument("--arch", default="mobilenet_v2")
+    double.add_argument("--image-size", dest="image_size", type=int, default=128)
+    double.add_argument("--device", default="auto")
+    double.set_defaults(func=cmd_study_double)
 
     audit = sub.add_parser("audit", help="a run's accuracy per group of artworks (per artist, medium, ...)")
     audit.add_argument("run", help="a finished single-label run folder")

@@ -140,7 +140,12 @@ def default_name(config: TrainConfig) -> str:
         name += f"-freeze{config.freeze}"
     if config.seed:
         name += f"-seed{config.seed}"
-    name = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)).lstrip("_.+=-")
+    return plain_name(name)
+
+
+def plain_name(text: str) -> str:
+    """`text` as a plain run name: characters a name may not hold become `_`, no leading dot, no `..`."""
+    name = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)).lstrip("_.+=-")
     return name[:200] if name and name[0].isalnum() else f"data{name}"[:200]
 
 

@@ -1,0 +1,56 @@
+"""Double fine-tuning as one study: every route on the same target split, reused on rerun, differences by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from artlab.experiments import ROUTES, Stage, double_finetune
+
+
+@pytest.mark.slow
+def test_a_double_fine_tuning_study(small_synthetic, tmp_path, monkeypatch, capsys):
+    import artlab.experiments.double as double
+    from artlab.cli import main
+    from artlab.runs import Run
+
+    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    source = Stage(manifest, "style", epochs=1, backbone_lr_mult=1.0)
+    target = {"data": manifest, "task": "medium", "epochs": 1, "batch_size": 16}  # a YAML-like mapping
+    study = double_finetune(source, target, seeds=(0, 1), image_size=64, device="cpu", runs_dir=tmp_path / "runs")
+    cells = study.cells
+    assert sorted(set(cells["route"])) == sorted([*ROUTES, "source stage"]) and len(cells) == 12
+    # every target route of a seed used the same split
+    for seed in (0, 1):
+        names = cells[(cells["seed"] == seed) & (cells["route"] != "source stage")]["run"]
+        splits = {pd.read_csv(Run(tmp_path / "runs" / n).file("split.csv"))[["path", "split"]].to_csv() for n in names}
+        assert len(splits) == 1, seed
+    # the double route starts from that seed's source stage
+    double_run = Run(tmp_path / "runs" / cells[(cells["route"] == ROUTES[3]) & (cells["seed"] == 1)]["run"].item())
+    assert double_run.config()["init_from"].endswith("source-seed1")
+    # the summary and the paired difference against the cells, by hand
+    single = cells[cells["route"] == ROUTES[2]].set_index("seed")["accuracy"]
+    doubled = cells[cells["route"] == ROUTES[3]].set_index("seed")["accuracy"]
+    assert study.difference["double - single"].tolist() == pytest.approx((doubled - single).tolist())
+    row = study.summary.set_index("route").loc[ROUTES[4]]
+    scratch = cells[cells["route"] == ROUTES[4]]["accuracy"]
+    assert row["accuracy mean"] == pytest.approx(scratch.mean()) and row["accuracy sd"] == pytest.approx(scratch.std())
+    assert study.report.is_file() and len(study.figure.data[0].x) == len(study.summary)
+    # rerun: every cell is reused, nothing trains
+    real_train = double.train
+
+    def reuse_only(config, runs_dir, resume):
+        assert Run(Path(runs_dir) / config.name).finished, f"{config.name} was trained again"
+        return real_train(config, runs_dir, resume)
+
+    monkeypatch.setattr(double, "train", reuse_only)
+    again = double_finetune(source, target, seeds=(0, 1), image_size=64, device="cpu", runs_dir=tmp_path / "runs")
+    assert again.cells.equals(cells)
+    yaml = tmp_path / "study.yaml"
+    yaml.write_text(f"source: {{data: {manifest}, task: style, epochs: 1, backbone_lr_mult: 1.0}}\n"
+                    f"target: {{data: {manifest}, task: medium, epochs: 1, batch_size: 16}}\nseeds: [0]\n"
+                    f"image_size: 64\n")
+    assert main(["study", "double", str(yaml), "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "double - single" in capsys.readouterr().out
