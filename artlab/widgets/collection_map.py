@@ -46,6 +46,7 @@ class CollectionMap(Explorer):
         self.selected = 0
         self._neighbours: dict[tuple[str, int], pd.DataFrame] = {}
         self._figures: dict[tuple[str, str], object] = {}
+        self._separation: dict[str, pd.DataFrame] = {}
 
     @classmethod
     def from_collection(cls, collection: ArtCollection, sources: dict[str, object] | None = None,
@@ -97,9 +98,12 @@ class CollectionMap(Explorer):
         return self._neighbours[key]
 
     def separation(self) -> pd.DataFrame:
-        """How well the current label's classes separate in each network's features."""
-        labels = self.maps[self.network][self.color]
-        return projection.separation_table(self.features, labels)
+        """How well the current label's classes separate in each network's features (once per label)."""
+        if self.color not in self._separation:
+            self.computed["separation"] += 1
+            labels = self.maps[self.network][self.color]
+            self._separation[self.color] = projection.separation_table(self.features, labels)
+        return self._separation[self.color]
 
     def view(self) -> list[object]:
         query = self.maps[self.network]["path"].iloc[self.selected]
