@@ -100,12 +100,6 @@ class ArtCollection:
         unlabelled = pd.DataFrame({"path": self.table["path"][~mask], "reason": f"no {task} label"})
         return replace(self.subset(mask), skipped=pd.concat([self.skipped, unlabelled], ignore_index=True))
 
-    def with_skipped(self, paths: list[str], reason: str) -> ArtCollection:
-        """This collection without `paths`, which are listed in `skipped` with `reason`."""
-        drop = self.table["path"].isin(paths).to_numpy()
-        gone = pd.DataFrame({"path": self.table["path"][drop], "reason": reason})
-        return replace(self.subset(~drop), skipped=pd.concat([self.skipped, gone], ignore_index=True))
-
     def filter(self, task: str, min_images: int = 0, top_n: int | None = None) -> ArtCollection:
         """Keep classes with at least `min_images` images, then the `top_n` largest of those.
 

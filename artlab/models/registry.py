@@ -54,11 +54,6 @@ class Arch:
             steps = [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
         return T.Compose([*steps, T.ToDtype(torch.float32, scale=True), T.Normalize(self.mean, self.std)])
 
-    def layer_depth(self, layer: str) -> int:
-        """The position of an analysed layer, shallow (0) to deep; a clear error lists the valid names."""
-        check_layers(self, [layer])
-        return self.layers.index(layer)
-
 
 def _seq(prefix: str, n: int) -> tuple[tuple[str, ...], ...]:
     return tuple((f"{prefix}.{i}",) for i in range(n))
