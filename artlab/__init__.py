@@ -19,6 +19,7 @@ _API = {
     "load": ("artlab.data", "load"),
     "load_synthetic": ("artlab.data", "load_synthetic"),
     "ArtCollection": ("artlab.data", "ArtCollection"),
+    "collection_summary": ("artlab.data", "collection_summary"),
     # networks
     "build_model": ("artlab.models", "build"),
     "list_models": ("artlab.models", "describe"),
@@ -34,17 +35,22 @@ _API = {
     "compare_strategies": ("artlab.experiments", "compare_strategies"),
     "audit": ("artlab.experiments", "audit"),
     "double_finetune": ("artlab.experiments", "double_finetune"),
+    "multitask_study": ("artlab.experiments", "multitask_study"),
+    "notebook_settings": ("artlab.experiments", "notebook_settings"),
+    "sweep": ("artlab.experiments", "sweep"),
     # what fine-tuning changed
     "Comparison": ("artlab.analysis", "Comparison"),
     "analyze": ("artlab.analysis", "analyze"),
     "several": ("artlab.analysis", "several"),
+    "collection_distance": ("artlab.analysis", "collection_distance"),
     # widgets
     "topk_browser": ("artlab.widgets", "topk_browser"),
 }
 
 __all__ = ["ArtCollection", "Comparison", "Run", "TrainConfig", "__version__", "analyze", "audit", "build_model",
-           "compare_strategies", "double_finetune", "evaluate_run", "list_models", "list_runs", "load", "load_network",
-           "load_synthetic", "run_strategies", "several", "topk_browser", "train"]
+           "collection_distance", "collection_summary", "compare_strategies", "double_finetune", "evaluate_run",
+           "list_models", "list_runs", "load", "load_network", "load_synthetic", "multitask_study",
+           "notebook_settings", "run_strategies", "several", "sweep", "topk_browser", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -61,9 +67,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time the names load lazily
-    from artlab.analysis import Comparison, analyze, several
-    from artlab.data import ArtCollection, load, load_synthetic
-    from artlab.experiments import audit, compare_strategies, double_finetune, run_strategies
+    from artlab.analysis import Comparison, analyze, collection_distance, several
+    from artlab.data import ArtCollection, collection_summary, load, load_synthetic
+    from artlab.experiments import (
+        audit,
+        compare_strategies,
+        double_finetune,
+        multitask_study,
+        notebook_settings,
+        run_strategies,
+        sweep,
+    )
     from artlab.models import build as build_model
     from artlab.models import describe as list_models
     from artlab.runs import Run, load_network

@@ -1,8 +1,9 @@
-"""The `artlab` command line: data summaries, model registry, training, evaluation, run index, demo."""
+"""The `artlab` command line: data summaries, model registry, training, evaluation, run index, notebooks, demo."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -58,12 +59,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from artlab.training import train
 
     result = train(from_arguments(args), runs_dir=args.runs_dir, resume=args.resume)
-    print(f"run {result.run.path}")
-    _print_metrics(result.metrics)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report (rank 0's)
+        print(f"run {result.run.path}")
+        _print_metrics(result.metrics)
     return 0
 
 
 def _print_metrics(metrics: dict) -> None:
+    for task, task_metrics in metrics.get("tasks", {}).items():  # a multi-task run: a block per task
+        print(f"  task {task}")
+        _print_metrics(task_metrics)
     for key in ("n_images", *HEADLINE_METRICS):
         if key in metrics:
             value = metrics[key]
@@ -96,12 +101,32 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The quick notebook series into reports/notebooks, or (--strategies) the strategy comparison report."""
+    if not args.strategies:
+        args.quick, args.only, args.notebooks = True, None, None
+        args.out = str(Path(args.reports_dir) / "notebooks")
+        return cmd_notebooks_run(args)
     from artlab.experiments import compare_strategies
 
-    table, html = compare_strategies(data=args.data, task=args.task, epochs=args.epochs, image_size=args.image_size,
-                                     runs_dir=args.runs_dir, reports_dir=args.reports_dir)
+    table, html = compare_strategies(data=args.data or "synthetic", task=args.task, epochs=args.epochs,
+                                     image_size=args.image_size, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
     _print_table(table, index=False)
     print(f"\nchart: {html}")
+    return 0
+
+
+def cmd_notebooks_run(args: argparse.Namespace) -> int:
+    """Execute the notebook series headless; print the index page (exit 1 at a failing notebook)."""
+    from artlab.notebooks import NotebookFailed, run_series
+
+    try:
+        series = run_series(args.out, quick=args.quick, data=args.data, only=args.only, timeout=args.timeout,
+                            folder=args.notebooks, runs_dir=args.runs_dir)
+    except NotebookFailed as exc:
+        print(f"artlab: error: {exc}", file=sys.stderr)
+        print(f"index: {exc.index.resolve()} (run again to continue from the failed notebook)")
+        return 1
+    print(f"\nindex: {series.index.resolve()}")
     return 0
 
 
@@ -129,6 +154,40 @@ def cmd_study_double(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from artlab.experiments import sweep
+    from artlab.io import read_yaml
+
+    spec = read_yaml(args.config)
+    if not isinstance(spec, dict) or not isinstance(spec.get("base"), dict) or not isinstance(spec.get("grid"), dict):
+        raise ValueError(f"{args.config} must be a mapping with 'base' (TrainConfig fields) and 'grid' "
+                         f"(field: [values, ...])")
+    unknown = sorted(set(spec) - {"base", "grid", "seeds", "workers", "source", "name"})
+    if unknown:
+        raise ValueError(f"{args.config}: unknown keys {unknown}; use base, grid, seeds, workers, source, name")
+    workers = args.workers if args.workers is not None else spec.get("workers")
+    result = sweep(spec["base"], spec["grid"], seeds=spec.get("seeds") or (0,), workers=workers,
+                   runs_dir=args.runs_dir, source=spec.get("source"), name=spec.get("name"))
+    _print_table(result.table, index=False)
+    failed = result.cells[result.cells["status"] != "finished"]
+    for row in failed.itertuples(index=False):
+        print(f"failed: {row.run}: {row.error}")
+    print(f"\ntables and chart: {', '.join(map(str, result.files))}")
+    return 1 if len(failed) else 0
+
+
+def cmd_distance(args: argparse.Namespace) -> int:
+    from artlab.analysis import collection_distance
+
+    result = collection_distance(args.a, args.b, arch=args.arch, layer=args.layer, image_size=args.image_size,
+                                 device=args.device)
+    print(f"{args.a} vs {args.b}: {result.images_a} vs {result.images_b} images, {result.arch} {result.layer} "
+          f"pooled features at {result.image_size} px")
+    print(f"  Fréchet distance:           {result.frechet:.4f}")
+    print(f"  distance between the means: {result.mean_distance:.4f}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from artlab.experiments import audit
 
@@ -147,7 +206,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     what = tuple(w.strip() for w in args.what.split(",") if w.strip())
     comparison = Comparison(args.finetuned, pretrained=args.pretrained, data=args.data, what=what, k=args.k,
                             max_images=args.max_images, image_size=args.image_size,
-                            device=resolve_device(args.device), cka_pool=args.cka_pool, cka_grid=args.grid)
+                            device=resolve_device(args.device), cka_pool=args.cka_pool, cka_grid=args.grid,
+                            task=args.task)
     result = analyze(comparison, out_dir=args.out)
     for name in ("params_blocks", "cka", "topk_overlap_layers", "topk_entropy_layers"):
         if name in result.tables:
@@ -203,6 +263,8 @@ def parser() -> argparse.ArgumentParser:
     analyze.add_argument("--max-images", dest="max_images", type=int, help="analyse a random sample of this size")
     analyze.add_argument("--image-size", dest="image_size", type=int, help="default: the run's image size")
     analyze.add_argument("--device", default="auto")
+    analyze.add_argument("--task", help="a multi-task run: the task whose classes measure the top-k class "
+                                        "concentration (default: its first)")
     analyze.add_argument("--out", help="output folder (default: <run>/analysis)")
     analyze.set_defaults(func=cmd_analyze)
 
@@ -223,6 +285,23 @@ def parser() -> argparse.ArgumentParser:
     double.add_argument("--device", default="auto")
     double.set_defaults(func=cmd_study_double)
 
+    sweep = sub.add_parser("sweep", parents=[runs_dir], help="a factor sweep: every combination of a grid of "
+                                                              "training settings, over seeds")
+    sweep.add_argument("config", help="a YAML file: base (TrainConfig fields), grid (field: [values]; also "
+                                      "source_classes), seeds, workers, source, name")
+    sweep.add_argument("--workers", type=int, help="training processes at once (default: the YAML's, else half "
+                                                   "the cores)")
+    sweep.set_defaults(func=cmd_sweep)
+
+    distance = sub.add_parser("distance", help="how far apart two collections are in ImageNet feature space")
+    distance.add_argument("a", help="a collection folder, a CSV/TSV manifest, or 'synthetic'")
+    distance.add_argument("b", help="the other collection")
+    distance.add_argument("--arch", default="mobilenet_v2")
+    distance.add_argument("--layer", help="the analysed layer whose pooled features are compared (default: the last)")
+    distance.add_argument("--image-size", dest="image_size", type=int, default=128)
+    distance.add_argument("--device", default="auto")
+    distance.set_defaults(func=cmd_distance)
+
     audit = sub.add_parser("audit", help="a run's accuracy per group of artworks (per artist, medium, ...)")
     audit.add_argument("run", help="a finished single-label run folder")
     audit.add_argument("--by", required=True, help="the split.csv column to group by, e.g. artist")
@@ -233,13 +312,31 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("runs", parents=[runs_dir], help="list runs").set_defaults(func=cmd_runs)
 
+    notebooks = sub.add_parser("notebooks", help="the notebook series").add_subparsers(dest="notebooks_command",
+                                                                                      required=True)
+    run_nbs = notebooks.add_parser("run", parents=[runs_dir],
+                                   help="execute the notebooks headless in order: executed .ipynb, HTML, index page")
+    mode = run_nbs.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="quick", action="store_true", default=True,
+                      help="tiny synthetic runs, minutes in all (default)")
+    mode.add_argument("--full", dest="quick", action="store_false", help="quick=False: real results (hours on a CPU)")
+    run_nbs.add_argument("--data", help="a collection every notebook that declares `data` uses (default: theirs)")
+    run_nbs.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 04,05")
+    run_nbs.add_argument("--out", default="reports/notebooks", help="output folder (default reports/notebooks)")
+    run_nbs.add_argument("--timeout", type=float, default=900, help="seconds any one cell may run (default 900)")
+    run_nbs.add_argument("--notebooks", help="the notebooks folder (default: ./notebooks)")
+    run_nbs.set_defaults(func=cmd_notebooks_run)
+
     demo = sub.add_parser("demo", parents=[runs_dir],
-                          help="off-the-shelf vs fine-tuning vs scratch, with a report under reports/")
-    demo.add_argument("--data", default="synthetic")
-    demo.add_argument("--task", default="artist")
-    demo.add_argument("--epochs", type=int, default=8)
-    demo.add_argument("--image-size", dest="image_size", type=int, default=128)
+                          help="the quick notebook series (reports/notebooks/index.html); --strategies: the "
+                               "off-the-shelf vs fine-tuning vs scratch report under reports/")
+    demo.add_argument("--strategies", action="store_true", help="the strategy comparison report instead")
+    demo.add_argument("--data", help="the collection (default: synthetic)")
+    demo.add_argument("--task", default="artist", help="--strategies: the task (default artist)")
+    demo.add_argument("--epochs", type=int, default=8, help="--strategies: epochs (default 8)")
+    demo.add_argument("--image-size", dest="image_size", type=int, default=128, help="--strategies: pixels")
     demo.add_argument("--reports-dir", dest="reports_dir", default="reports")
+    demo.add_argument("--timeout", type=float, default=900, help="seconds any one notebook cell may run")
     demo.set_defaults(func=cmd_demo)
     return top
 

@@ -2,6 +2,9 @@
 
 The cache key is (weights, layer, image size, pooling, image set); an image set is identified by
 each file's path, size and modification time, so an edited image invalidates its entry.
+`forward_pass` is the one loop every forward-only pass runs (features here, CKA and top-k in
+artlab.analysis): images decoded once per batch (or read from the decoded-image cache), each
+network as its fast inference copy, several networks and poolings fed from one pass.
 """
 
 from __future__ import annotations
@@ -9,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,26 +28,74 @@ from artlab.data.loading import ImageDataset, loader
 from artlab.io import DamagedFile, load_tensors, save_tensors
 
 
-@torch.no_grad()
+@dataclass
+class Feed:
+    """One network of a shared forward pass: the layers it taps and how their maps are pooled.
+
+    `pool` is a registered pooling name, a function, or `models.several(...)` to pool each map
+    several ways at once (then each layer gives a dict of tensors).
+    """
+
+    name: str
+    model: nn.Module
+    layers: list[str]
+    pool: str | Callable = "avg"
+    pool_options: dict = field(default_factory=dict)
+
+
+Outputs = dict[str, dict[str, Any]]  # feed name -> layer -> pooled tensor (or dict of them)
+
+
+def forward_pass(feeds: list[Feed], paths: list[str], image_size: int, device: torch.device | str,
+                 each: Callable[[torch.Tensor, Outputs], None], batch_size: int = 64, desc: str = "forward pass",
+                 num_workers: int | None = None, compile: bool = False) -> ImageDataset:
+    """Decode every batch of `paths` once and run each feed's network on it; `each(rows, outputs)` gets the
+    batch's image indices and `{feed: {layer: pooled}}`. Returns the dataset (its `failures`).
+
+    Each network runs as its fast inference copy (`models.for_inference`: BatchNorm folded,
+    channels_last, optionally compiled) in inference mode, stopping after its last tapped layer;
+    decoded images come from, and go to, the decoded-image cache. Unreadable images are left out.
+    """
+    device = torch.device(device)
+    if len({id(feed.model) for feed in feeds}) != len(feeds):
+        raise ValueError("each feed needs its own network (tap several layers of one network in one feed)")
+    norms = {(tuple(models.arch_of(feed.model).mean), tuple(models.arch_of(feed.model).std)) for feed in feeds}
+    if len(norms) != 1:
+        raise ValueError("networks sharing a forward pass must expect the same input normalisation")
+    dataset = ImageDataset(paths, None, image_size, models.input_transform(feeds[0].model, image_size), keep=False)
+    batches = loader(dataset, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
+    with ExitStack() as stack, torch.inference_mode():
+        taps = {feed.name: stack.enter_context(models.Taps(
+            models.for_inference(feed.model, device, keep=feed.layers, compile=compile), feed.layers, feed.pool,
+            **feed.pool_options)) for feed in feeds}
+        for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+            if batch is None:
+                continue
+            x, rows = batch
+            x = x.to(device, non_blocking=True)
+            each(rows, {name: tap(x) for name, tap in taps.items()})
+    return dataset
+
+
 def extract(model: nn.Module, paths: list[str], layers: list[str], image_size: int, device: torch.device,
-            batch_size: int = 64, pool: str = "avg", desc: str = "features") -> dict[str, np.ndarray]:
+            batch_size: int = 64, pool: str = "avg", desc: str = "features", num_workers: int | None = None,
+            compile: bool = False) -> dict[str, np.ndarray]:
     """Pooled activations of `layers` for every image, as float32 arrays (n_images, channels).
 
     The row of an image that could not be read is NaN (see `unreadable_rows`).
     """
-    model.eval().to(device)
-    dataset = ImageDataset(paths, None, image_size, models.input_transform(model, image_size), keep=False)
+    model.eval()
     out: dict[str, np.ndarray] = {}
-    with models.Taps(model, layers, pool) as taps:
-        for batch in tqdm(loader(dataset, batch_size), desc=desc, unit="batch", leave=False):
-            if batch is None:
-                continue
-            x, rows = batch
-            for name, output in taps(x.to(device)).items():
-                values = output.float().cpu().numpy()
-                if name not in out:
-                    out[name] = np.full((len(paths), values.shape[1]), np.nan, dtype=np.float32)
-                out[name][rows.numpy()] = values
+
+    def store(rows: torch.Tensor, outputs: Outputs) -> None:
+        for name, output in outputs["model"].items():
+            values = output.float().cpu().numpy()
+            if name not in out:
+                out[name] = np.full((len(paths), values.shape[1]), np.nan, dtype=np.float32)
+            out[name][rows.numpy()] = values
+
+    dataset = forward_pass([Feed("model", model, layers, pool)], paths, image_size, device, store, batch_size, desc,
+                           num_workers, compile)
     if not out:
         raise ValueError(f"none of the {len(paths)} images could be read: {dict(list(dataset.failures.items())[:3])}")
     return out

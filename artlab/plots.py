@@ -41,10 +41,13 @@ def cka_heatmap(table: pd.DataFrame, value: str = "cka", title: str = "linear CK
     return fig
 
 
-def gallery(paths: list[str], captions: list[str], title: str, columns: int = 5, thumb: int = 96) -> go.Figure:
-    """Thumbnails of image files in a grid with a caption each (unreadable files show as grey)."""
-    pictures = []
+def gallery(paths: list[str | None], captions: list[str], title: str, columns: int = 5, thumb: int = 96) -> go.Figure:
+    """Thumbnails of image files in a grid with a caption each (unreadable files show as grey, None as nothing)."""
+    pictures: list[np.ndarray | None] = []
     for path in paths:
+        if path is None:  # an empty cell, e.g. to start the next class on a new row
+            pictures.append(None)
+            continue
         try:
             img = load_rgb(path, max_side=thumb * 2)
             img.thumbnail((thumb, thumb))
@@ -54,13 +57,14 @@ def gallery(paths: list[str], captions: list[str], title: str, columns: int = 5,
     return image_grid(pictures, captions, title, columns)
 
 
-def image_grid(images: list[np.ndarray], captions: list[str], title: str, columns: int = 5) -> go.Figure:
-    """H x W x 3 uint8 images in a grid, a caption above each."""
+def image_grid(images: list[np.ndarray | None], captions: list[str], title: str, columns: int = 5) -> go.Figure:
+    """H x W x 3 uint8 images in a grid, a caption above each (None leaves its cell empty)."""
     rows = max(1, -(-len(images) // columns))
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=[html.escape(c) for c in captions],
                         horizontal_spacing=0.01, vertical_spacing=0.06)
     for i, pixels in enumerate(images):
-        fig.add_trace(go.Image(z=pixels), row=i // columns + 1, col=i % columns + 1)
+        if pixels is not None:
+            fig.add_trace(go.Image(z=pixels), row=i // columns + 1, col=i % columns + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_layout(title=title, height=170 * rows + 80, margin={"l": 10, "r": 10})

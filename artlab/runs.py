@@ -279,7 +279,7 @@ def load_network(run: Run | str | Path) -> nn.Module:
     if card.kind != "network":
         raise ValueError(f"{run.path} holds a {card.kind}, not a trained network (off-the-shelf runs "
                          f"keep only a linear classifier on ImageNet features)")
-    model = models.build(card.arch, pretrained=False, num_classes=len(card.task_classes(card.tasks[0])))
+    model = models.build(card.arch, pretrained=False, num_classes=card.num_outputs)
     model.load_state_dict(tensors)
     for attribute, value in card.attributes.items():  # e.g. GoogLeNet's input re-scaling when it came from ImageNet
         setattr(model, attribute, value)
@@ -406,6 +406,8 @@ def _index_row(run: Run) -> dict:
     if run.finished:
         metrics = run.metrics()
         row.update({k: metrics.get(k) for k in HEADLINE_METRICS if k in metrics})
+        for task, task_metrics in metrics.get("tasks", {}).items():  # a multi-task run: each task's headline
+            row.update({f"{task} {k}": task_metrics[k] for k in HEADLINE_METRICS[:1] + ("mAP",) if k in task_metrics})
     return row
 
 

@@ -15,6 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 
@@ -23,6 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--changes", action="store_true", help="also analyse what each stage changed (seed 0)")
     args = parser.parse_args()
     from artlab.experiments import Stage, double_finetune
 
@@ -38,6 +41,35 @@ def main() -> None:
     print(study.summary.to_string(index=False))
     print(study.difference.to_string(index=False))
     print(f"\n{time.perf_counter() - start:.0f} s; report: {study.report}")
+    if args.changes:
+        what_changed(study, args.epochs)
+
+
+def stage_table(stage: str, tables: dict) -> pd.DataFrame:
+    """Per layer: the relative weight change, the CKA with the starting network, the top-k class entropy after."""
+    blocks = tables["params_blocks"].set_index("layer")["relative_change"]
+    cka = tables["cka"]
+    cka = cka[~cka["comparison"].str.endswith("random init")].set_index("layer")["cka"]
+    entropy = tables["topk_entropy_layers"]
+    tuned = entropy[entropy["model"] == entropy["model"].iloc[-1]].set_index("layer")["mean"]
+    return pd.DataFrame({"stage": stage, "layer": cka.index, "relative_change": blocks.reindex(cka.index).to_numpy(),
+                         "cka": cka.to_numpy(), "topk_entropy_after": tuned.reindex(cka.index).to_numpy()})
+
+
+def what_changed(study, epochs: int) -> None:
+    """What each stage changed, seed 0: relative weight change and CKA per layer, one line per stage."""
+    from artlab.analysis import several
+    from artlab.experiments import stage_changes
+
+    start = time.perf_counter()
+    changes = stage_changes(study, seed=0, max_images=500)
+    table = pd.concat([stage_table(stage, analysis.tables) for stage, analysis in changes.items()])
+    out = HERE / "results" / f"double-finetune-study-{epochs}ep-stage-changes.csv"
+    table.to_csv(out, index=False)
+    several(changes, "cka", "cka", "CKA per layer: what each stage changed").write_html(
+        out.with_suffix(".html"), include_plotlyjs="directory")
+    print(table.pivot(index="layer", columns="stage", values="cka").round(3).to_string())
+    print(f"{time.perf_counter() - start:.0f} s for the stage analyses; {out}")
 
 
 if __name__ == "__main__":

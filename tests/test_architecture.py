@@ -19,6 +19,7 @@ RANKS = {
     "artlab.training": 4, "artlab.analysis": 4, "artlab.interpret": 4,  # side by side
     "artlab.experiments": 5,
     "artlab.widgets": 6,
+    "artlab.notebooks": 6,  # the headless notebook runner: beside the widgets, below the cli that calls it
     "artlab.cli": 7, "artlab.__main__": 8, "artlab": 8,
 }
 

@@ -54,3 +54,17 @@ def test_a_double_fine_tuning_study(small_synthetic, tmp_path, monkeypatch, caps
                     f"image_size: 64\n")
     assert main(["study", "double", str(yaml), "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]) == 0
     assert "double - single" in capsys.readouterr().out
+    # what each stage changed: the filter changes of "source -> target" are those between the two saved networks
+    from safetensors.torch import load_file
+
+    from artlab.experiments import STAGE_CHANGES, stage_changes
+
+    changes = stage_changes(again, seed=0, what=("params", "cka"), max_images=30)
+    assert list(changes) == [name for name, _, _ in STAGE_CHANGES]
+    before = load_file(study.run("source stage", 0) / "model.safetensors")["features.0.0.weight"].double().flatten(1)
+    after = load_file(study.run(ROUTES[3], 0) / "model.safetensors")["features.0.0.weight"].double().flatten(1)
+    expected = ((after - before).abs().mean(1) / before.abs().mean(1)).numpy()
+    filters = changes["source -> target (double)"].tables["params_filters"]
+    assert filters[filters["layer"] == "features.0.0"]["relative_change"].to_numpy() == pytest.approx(expected)
+    folder = study.report.with_name(f"{study.report.stem}-changes-seed0")
+    assert len(list(folder.glob("*/report.html"))) == len(STAGE_CHANGES)

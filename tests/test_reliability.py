@@ -245,10 +245,10 @@ def _train_counting_steps(data: Path, runs: Path, capsys) -> tuple[int, str, int
 
 
 def test_a_loss_that_becomes_nan_stops_on_its_first_step(tmp_path, capsys, monkeypatch):
-    import artlab.training.loops as loops
+    from artlab.training.tasks import Tasks
 
-    plain = loops.loss_function
-    monkeypatch.setattr(loops, "loss_function", lambda *a: (lambda x, y: plain(*a)(x, y) * float("nan")))
+    plain = Tasks.loss
+    monkeypatch.setattr(Tasks, "loss", lambda self, *a: plain(self, *a) * float("nan"))
     code, err, steps = _train_counting_steps(_collection(tmp_path / "c"), tmp_path / "runs", capsys)
     assert code == 2 and steps == 0
     assert err == "artlab: error: epoch 1: loss became nan; lower the learning rate (--lr)\n"
@@ -550,3 +550,19 @@ def test_a_networks_input_settings_survive_saving(tmp_path):
     run = Run(tmp_path / "g")
     run.save_model(model.state_dict(), card)
     assert load_network(run).transform_input is True
+
+
+def test_a_run_from_before_a_config_field_existed_is_reused(tmp_path):
+    """Runs written by an older artlab (no task_weights, split_from, ... in config.yaml) resume and are reused."""
+    import yaml
+
+    config = quick(_collection(tmp_path / "c"), strategy="off_the_shelf")
+    first = train(config, runs_dir=tmp_path / "runs")
+    path = first.run.file("config.yaml")
+    old = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k not in ("task_weights", "split_from")}
+    path.write_text(yaml.safe_dump(old))
+    again = train(config, runs_dir=tmp_path / "runs", resume=True)
+    assert again.metrics == first.metrics
+    changed = TrainConfig(**(config.to_dict() | {"name": "r", "image_size": 48}))
+    with pytest.raises(ValueError, match=r"differs in \['image_size'\]"):
+        train(changed, runs_dir=tmp_path / "runs", resume=True)

@@ -17,10 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from artlab import models
-from artlab.data.loading import ImageDataset, loader
+from artlab.features import Feed, forward_pass
 
 MIN_IMAGES = 4  # the debiased estimator divides by n - 3
 MAX_FLATTEN_FEATURES = 16_384  # p x p float64 sums beyond this do not fit in memory: use a grid
@@ -53,9 +51,12 @@ class _Pair:
         self.y_by_nx = torch.zeros(q, dtype=torch.float64, device=device)  # sum_i ||x_i||^2 y_i
         self.nx_ny = 0.0  # sum_i ||x_i||^2 ||y_i||^2
 
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        nx, ny = (x * x).sum(1), (y * y).sum(1)
-        self.xty += x.T @ y
+    def update(self, x: torch.Tensor, y: torch.Tensor, xty: torch.Tensor | None = None,
+               nx: torch.Tensor | None = None, ny: torch.Tensor | None = None) -> None:
+        """Add a batch; `xty` (X^T Y) and the squared row norms may be passed when already computed."""
+        nx = (x * x).sum(1) if nx is None else nx
+        ny = (y * y).sum(1) if ny is None else ny
+        self.xty += x.T @ y if xty is None else xty
         self.x_by_ny += ny @ x
         self.y_by_nx += nx @ y
         self.nx_ny += float(nx @ ny)
@@ -106,18 +107,37 @@ class StreamingCKA:
         self.self_x = [_Pair(d, d, device) for d in dims_x]
         self.self_y = [_Pair(d, d, device) for d in dims_y]
         self.cross = {(a, b): _Pair(dims_x[a], dims_y[b], device) for a, b in pairs}
+        self._partners = {a: tuple(b for a2, b in pairs if a2 == a) for a in dict.fromkeys(a for a, _ in pairs)}
+        self._batch_ys: list[torch.Tensor] | None = None
+        self._joins: dict[tuple[int, ...], torch.Tensor] = {}
 
     def update(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
+        """Add one batch: the same images' representations, one tensor (n x dim) per layer of each side."""
         xs = [x.double() for x in xs]
         ys = [y.double() for y in ys]
-        for stats, pair, x in zip(self.stats_x, self.self_x, xs):
+        norms_x = [(x * x).sum(1) for x in xs]
+        norms_y = [(y * y).sum(1) for y in ys]
+        for stats, pair, x, nx in zip(self.stats_x, self.self_x, xs, norms_x):
             stats.update(x)
-            pair.update(x, x)
-        for stats, pair, y in zip(self.stats_y, self.self_y, ys):
+            pair.update(x, x, x.T @ x, nx, nx)
+        for stats, pair, y, ny in zip(self.stats_y, self.self_y, ys, norms_y):
             stats.update(y)
-            pair.update(y, y)
-        for (a, b), pair in self.cross.items():
-            pair.update(xs[a], ys[b])
+            pair.update(y, y, y.T @ y, ny, ny)
+        for a, partners in self._partners.items():  # one matrix product per X layer, against all its partners
+            products = xs[a].T @ self._joined(ys, partners)
+            start = 0
+            for b in partners:
+                width = ys[b].shape[1]
+                self.cross[(a, b)].update(xs[a], ys[b], products[:, start:start + width], norms_x[a], norms_y[b])
+                start += width
+
+    def _joined(self, ys: list[torch.Tensor], partners: tuple[int, ...]) -> torch.Tensor:
+        """The partners' features side by side (computed once per batch for each distinct set of partners)."""
+        if self._batch_ys is not ys:
+            self._batch_ys, self._joins = ys, {}
+        if partners not in self._joins:
+            self._joins[partners] = ys[partners[0]] if len(partners) == 1 else torch.cat([ys[b] for b in partners], 1)
+        return self._joins[partners]
 
     def result(self) -> list[dict]:
         """For every pair: `cka` (biased) and `cka_debiased`."""
@@ -153,14 +173,14 @@ def cka_of_features(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, 
     return cka.result()[0]["cka_debiased" if debiased else "cka"]
 
 
-@torch.no_grad()
 def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers: list[str],
                layers_b: list[str] | None = None, cross: bool = False, image_size: int = 128,
                pool: str = "avg", grid: int = 2, batch_size: int = 32,
-               device: torch.device | str = "cpu") -> pd.DataFrame:
+               device: torch.device | str = "cpu", num_workers: int | None = None) -> pd.DataFrame:
     """Linear CKA between two networks at each analysed layer (or every layer pair with `cross`).
 
-    Returns a tidy frame: layer_a, layer_b, depth_a, depth_b, cka, cka_debiased, n_images.
+    Both networks run on each batch of images in one pass (one network alone when they are the
+    same object). Returns a tidy frame: layer_a, layer_b, depth_a, depth_b, cka, cka_debiased, n_images.
     """
     if len(paths) < MIN_IMAGES:
         raise ValueError(f"CKA needs at least {MIN_IMAGES} images, got {len(paths)}")
@@ -171,28 +191,45 @@ def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers:
         [(i, i) for i in range(len(layers))]
     device = torch.device(device)
     options = {"grid": grid} if pool == "grid" else {}
-    model_a.eval().to(device)
-    model_b.eval().to(device)
-    dataset = ImageDataset(paths, None, image_size, models.input_transform(model_a, image_size), keep=False)
     same = model_a is model_b  # one forward pass serves both sides
-    cka = None
-    with models.Taps(model_a, list(dict.fromkeys(layers + layers_b)) if same else layers, pool, **options) as tap_a, \
-            models.Taps(model_b, [] if same else layers_b, pool, **options) as tap_b:
-        for batch in tqdm(loader(dataset, batch_size), desc="CKA", unit="batch", leave=False):
-            if batch is None:  # unreadable images are left out of both networks' sums alike
-                continue
-            x = batch[0].to(device)
-            taps_a = tap_a(x)
-            taps_b = taps_a if same else tap_b(x)
-            xs, ys = [taps_a[name] for name in layers], [taps_b[name] for name in layers_b]
-            if cka is None:
-                _check_sizes(layers + layers_b, xs + ys, pool)
-                cka = StreamingCKA([t.shape[1] for t in xs], [t.shape[1] for t in ys], pairs, device)
-            cka.update(xs, ys)
-    rows = cka.result()
-    return pd.DataFrame([{"layer_a": layers[r["a"]], "layer_b": layers_b[r["b"]], "depth_a": r["a"],
-                          "depth_b": r["b"], "cka": r["cka"], "cka_debiased": r["cka_debiased"],
-                          "n_images": r["n_images"]} for r in rows])
+    feeds = [Feed("a", model_a, list(dict.fromkeys(layers + layers_b)) if same else layers, pool, options)]
+    feeds += [] if same else [Feed("b", model_b, layers_b, pool, options)]
+    sums = CKAFeed([("a", name) for name in layers], [("a" if same else "b", name) for name in layers_b], pairs,
+                   device, pool)
+    dataset = forward_pass(feeds, paths, image_size, device, sums, batch_size, "CKA", num_workers)
+    return sums.table(dataset)
+
+
+class CKAFeed:
+    """Streaming CKA sums as a `forward_pass` consumer: X and Y are lists of (feed, layer) outputs.
+
+    `key` picks one pooling when the feeds pool each map several ways (`models.several`).
+    """
+
+    def __init__(self, xs: list[tuple[str, str]], ys: list[tuple[str, str]], pairs: list[tuple[int, int]],
+                 device: torch.device, pool: str, key: str | None = None):
+        self.xs, self.ys, self.pairs, self.device, self.pool, self.key = xs, ys, pairs, device, pool, key
+        self.cka: StreamingCKA | None = None
+
+    def _gather(self, sources: list[tuple[str, str]], outputs: dict) -> list[torch.Tensor]:
+        found = [outputs[feed][layer] for feed, layer in sources]
+        return found if self.key is None else [output[self.key] for output in found]
+
+    def __call__(self, rows: torch.Tensor, outputs: dict) -> None:
+        xs, ys = self._gather(self.xs, outputs), self._gather(self.ys, outputs)
+        if self.cka is None:
+            _check_sizes([layer for _, layer in self.xs + self.ys], xs + ys, self.pool)
+            self.cka = StreamingCKA([t.shape[1] for t in xs], [t.shape[1] for t in ys], self.pairs, self.device)
+        self.cka.update(xs, ys)
+
+    def table(self, dataset=None) -> pd.DataFrame:
+        """layer_a, layer_b, depth_a, depth_b (positions in xs and ys), cka, cka_debiased, n_images per pair."""
+        if self.cka is None:
+            failures = dict(list(dataset.failures.items())[:3]) if dataset is not None else {}
+            raise ValueError(f"CKA: none of the images could be read: {failures}")
+        return pd.DataFrame([{"layer_a": self.xs[r["a"]][1], "layer_b": self.ys[r["b"]][1], "depth_a": r["a"],
+                              "depth_b": r["b"], "cka": r["cka"], "cka_debiased": r["cka_debiased"],
+                              "n_images": r["n_images"]} for r in self.cka.result()])
 
 
 def _check_sizes(names: list[str], tensors: list[torch.Tensor], pool: str) -> None:

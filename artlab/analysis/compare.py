@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from artlab import models, plots
-from artlab.analysis.cka import linear_cka
+from artlab.analysis.onepass import OnePass, one_pass
 from artlab.analysis.params import block_changes, filter_changes, layer_changes, most_changed
-from artlab.analysis.topk import TopK, class_entropy, collection_entropy, dead_kernels, overlap, per_layer, top_images
+from artlab.analysis.topk import TopK, class_entropy, collection_entropy, dead_kernels, overlap, per_layer
 from artlab.data.layouts import load
 from artlab.io import write_csv
 from artlab.models import ModelCard
@@ -41,7 +41,10 @@ class Comparison:
     `pretrained`: 'imagenet' (the architecture's ImageNet weights), 'random' (an untrained
     network) or another run folder. `data`: the images to analyse (default: the fine-tuned run's
     own collection). `cka_pool` turns an activation map into CKA features: 'avg', 'grid'
-    (`cka_grid` x `cka_grid` cells) or 'flatten'.
+    (`cka_grid` x `cka_grid` cells) or 'flatten'. `task`: whose classes measure the class
+    concentration of the top-k images (default: the fine-tuned run's first task). CKA and top-k
+    come from one forward pass per network; `compile` runs the networks through torch.compile
+    (it pays only on large collections: compiling takes tens of seconds).
     """
 
     finetuned: str | Path
@@ -57,6 +60,8 @@ class Comparison:
     batch_size: int = 32
     device: str | torch.device = "cpu"
     seed: int = 0
+    task: str | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.what = (self.what,) if isinstance(self.what, str) else tuple(self.what)
@@ -104,7 +109,9 @@ class Context:
             warnings.warn(f"run {self.run.name} has not finished training: analysing its best model so far",
                           stacklevel=3)
         self.spec = models.arch(self.card.arch)
-        self.task = self.card.tasks[0]
+        self.task = comparison.task or self.card.tasks[0]
+        if comparison.data is None and self.task not in self.card.tasks:
+            raise ValueError(f"run {self.run.name} has no task {self.task!r}; its tasks are {list(self.card.tasks)}")
         self.tuned, self.tuned_name = network(str(comparison.finetuned), self.card.arch)
         self.base, self.base_name = network(comparison.pretrained, self.card.arch)
         self.layers = list(comparison.layers or self.spec.layers)
@@ -131,6 +138,24 @@ class Context:
         labels = table[self.task].map(lambda v: v[0] if isinstance(v, tuple) and v else v).fillna("?").to_numpy()
         self.skipped = collection.skipped
         return table["path"].tolist(), labels
+
+    @cached_property
+    def passes(self) -> OnePass:
+        """CKA sums and top-k lists of every requested analysis, from one forward pass per network."""
+        return self.measure(tuple(need for need in ("cka", "topk") if need in self.comparison.what))
+
+    def measure(self, needs: tuple[str, ...]) -> OnePass:
+        """One pass over the images feeding `needs` ('cka': with the random-network baseline; 'topk')."""
+        c = self.comparison
+        paths, _ = self.images
+        random_net = network("random", self.spec.name)[0] if "cka" in needs else None
+        return one_pass(self.base, self.tuned, paths, self.layers, cka="cka" in needs,
+                        k=c.k if "topk" in needs else None, random=random_net, cka_pool=c.cka_pool,
+                        cka_grid=c.cka_grid, compile=c.compile, **self.forward_options)
+
+    def measured(self, need: str) -> OnePass:
+        """The shared pass when it covers `need`, else a pass for `need` alone (an analysis called on its own)."""
+        return self.passes if need in self.comparison.what else self.measure((need,))
 
 
 def network(source: str, arch_name: str) -> tuple[nn.Module, str]:
@@ -177,13 +202,10 @@ def params_analysis(ctx: Context) -> Findings:
 @register("cka")
 def cka_analysis(ctx: Context) -> Findings:
     """Linear CKA per layer and layer x layer, with a random-network baseline."""
-    paths, _ = ctx.images
-    options = ctx.forward_options | {"pool": ctx.comparison.cka_pool, "grid": ctx.comparison.cka_grid}
-    matrix = linear_cka(ctx.base, ctx.tuned, paths, ctx.layers, cross=True, **options)
+    measured = ctx.measured("cka")
+    matrix = measured.cka
     diagonal = matrix[matrix["layer_a"] == matrix["layer_b"]].assign(comparison=f"{ctx.base_name} vs {ctx.tuned_name}")
-    random_net, _ = network("random", ctx.spec.name)
-    baseline = linear_cka(ctx.base, random_net, paths, ctx.layers, **options).assign(
-        comparison=f"{ctx.base_name} vs random init")
+    baseline = measured.cka_random.assign(comparison=f"{ctx.base_name} vs random init")
     per_layer_cka = pd.concat([diagonal, baseline], ignore_index=True).rename(columns={"layer_a": "layer"})
     title = f"Linear CKA per layer (same layer in both networks): {ctx.base_name} vs {ctx.tuned_name}, and vs random"
     per_layer_figure = plots.layer_curves(per_layer_cka, "cka", title, color="comparison", y_label="linear CKA")
@@ -196,10 +218,9 @@ def cka_analysis(ctx: Context) -> Findings:
 @register("topk")
 def topk_analysis(ctx: Context) -> Findings:
     """Top-k images per channel for both networks: overlap, class concentration, dead kernels, a gallery."""
-    paths, labels = ctx.images
-    k = ctx.comparison.k
-    tops = {ctx.base_name: top_images(ctx.base, paths, ctx.layers, k=k, **ctx.forward_options),
-            ctx.tuned_name: top_images(ctx.tuned, paths, ctx.layers, k=k, **ctx.forward_options)}
+    _, labels = ctx.images
+    measured = ctx.measured("topk")
+    tops = {ctx.base_name: measured.tops["base"], ctx.tuned_name: measured.tops["tuned"]}
     shared = overlap(tops[ctx.base_name], tops[ctx.tuned_name])
     entropy = pd.concat([class_entropy(top, labels).assign(model=name) for name, top in tops.items()],
                         ignore_index=True)

@@ -15,10 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from artlab import models
-from artlab.data.loading import ImageDataset, loader
+from artlab.features import Feed, forward_pass
 
 MAX_K = 1000
 
@@ -46,38 +44,57 @@ def _merge(scores: torch.Tensor, indices: torch.Tensor, new_scores: torch.Tensor
     """Keep the k best of (running lists + a batch) per channel; equal scores go to the lower index."""
     all_scores = torch.cat([scores, new_scores], dim=1)
     all_indices = torch.cat([indices, new_indices], dim=1)
-    by_index = torch.argsort(all_indices, dim=1, stable=True)
-    all_scores, all_indices = all_scores.gather(1, by_index), all_indices.gather(1, by_index)
+    in_order = indices.numel() == 0 or bool(new_indices.min() > indices.max())
+    if not in_order or not bool((new_indices[:, 1:] > new_indices[:, :-1]).all()):
+        # the running lists are ordered by (score, index); a batch of later images in order keeps that for free
+        by_index = torch.argsort(all_indices, dim=1, stable=True)
+        all_scores, all_indices = all_scores.gather(1, by_index), all_indices.gather(1, by_index)
     order = torch.argsort(all_scores, dim=1, descending=True, stable=True)[:, :k]
     return all_scores.gather(1, order), all_indices.gather(1, order)
 
 
-@torch.no_grad()
-def top_images(model: nn.Module, paths: list[str], layers: list[str], k: int = 100, image_size: int = 128,
-               batch_size: int = 32, device: torch.device | str = "cpu") -> TopK:
-    """The top-k images of every channel of every layer, in a single pass over `paths`."""
+class TopKStream:
+    """Running top-k lists of every channel of several layers, merged batch by batch (a `forward_pass` consumer).
+
+    Reads `outputs[feed][layer]` (or `[key]` of it when the feed pools several ways); the channel
+    scores must be the spatial mean after ReLU ('relu_avg').
+    """
+
+    def __init__(self, layers: list[str], k: int, feed: str = "model", key: str | None = None):
+        self.layers, self.k, self.feed, self.key = list(layers), k, feed, key
+        self.scores: dict[str, torch.Tensor] = {}
+        self.indices: dict[str, torch.Tensor] = {}
+
+    def __call__(self, rows: torch.Tensor, outputs: dict) -> None:
+        for layer in self.layers:
+            output = outputs[self.feed][layer]
+            batch = (output if self.key is None else output[self.key]).T.float()  # channels x batch
+            ids = rows.to(batch.device).expand(len(batch), -1)
+            if layer not in self.scores:
+                self.scores[layer] = batch.new_empty((len(batch), 0))
+                self.indices[layer] = ids.new_empty((len(batch), 0))
+            self.scores[layer], self.indices[layer] = _merge(self.scores[layer], self.indices[layer], batch, ids,
+                                                             self.k)
+
+    def result(self, paths: list[str]) -> TopK:
+        """The lists as a TopK on the CPU (plain tensors, whatever mode the pass ran in)."""
+        return TopK(list(paths), self.k, {n: s.cpu().clone() for n, s in self.scores.items()},
+                    {n: i.cpu().clone() for n, i in self.indices.items()})
+
+
+def check_k(k: int) -> None:
     if not 1 <= k <= MAX_K:
         raise ValueError(f"k must be between 1 and {MAX_K}, not {k}")
-    device = torch.device(device)
-    model.eval().to(device)
-    k = min(k, len(paths))
-    dataset = ImageDataset(paths, None, image_size, models.input_transform(model, image_size), keep=False)
-    scores: dict[str, torch.Tensor] = {}
-    indices: dict[str, torch.Tensor] = {}
-    with models.Taps(model, layers, "relu_avg") as tap:
-        for batch in tqdm(loader(dataset, batch_size), desc="top-k images", unit="batch", leave=False):
-            if batch is None:
-                continue
-            x, batch_indices = batch
-            taps = tap(x.to(device))
-            for layer in layers:
-                batch = taps[layer].T.float()  # channels x batch
-                ids = batch_indices.to(device).expand(len(batch), -1)
-                if layer not in scores:
-                    scores[layer] = batch.new_empty((len(batch), 0))
-                    indices[layer] = ids.new_empty((len(batch), 0))
-                scores[layer], indices[layer] = _merge(scores[layer], indices[layer], batch, ids, k)
-    return TopK(list(paths), k, {n: s.cpu() for n, s in scores.items()}, {n: i.cpu() for n, i in indices.items()})
+
+
+def top_images(model: nn.Module, paths: list[str], layers: list[str], k: int = 100, image_size: int = 128,
+               batch_size: int = 32, device: torch.device | str = "cpu", num_workers: int | None = None) -> TopK:
+    """The top-k images of every channel of every layer, in a single pass over `paths`."""
+    check_k(k)
+    stream = TopKStream(layers, min(k, len(paths)))
+    forward_pass([Feed("model", model, layers, "relu_avg")], paths, image_size, device, stream, batch_size,
+                 "top-k images", num_workers)
+    return stream.result(paths)
 
 
 def overlap(a: TopK, b: TopK) -> pd.DataFrame:

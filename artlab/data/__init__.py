@@ -12,6 +12,8 @@ from artlab.data.layouts import (
     load_synthetic,
 )
 from artlab.data.loading import ImageDataset, loader
+from artlab.data.summary import CollectionSummary, collection_summary, examples
 
-__all__ = ["LAYOUTS", "SPLITS", "ArtCollection", "ImageDataset", "ImageError", "from_folders", "from_manifest",
-           "from_peopleart", "from_wikiart", "load", "load_rgb", "load_synthetic", "loader", "scan"]
+__all__ = ["LAYOUTS", "SPLITS", "ArtCollection", "CollectionSummary", "ImageDataset", "ImageError",
+           "collection_summary", "examples", "from_folders", "from_manifest", "from_peopleart", "from_wikiart", "load",
+           "load_rgb", "load_synthetic", "loader", "scan"]

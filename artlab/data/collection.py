@@ -100,17 +100,33 @@ class ArtCollection:
         unlabelled = pd.DataFrame({"path": self.table["path"][~mask], "reason": f"no {task} label"})
         return replace(self.subset(mask), skipped=pd.concat([self.skipped, unlabelled], ignore_index=True))
 
-    def filter(self, task: str, min_images: int = 0, top_n: int | None = None) -> ArtCollection:
+    def labelled_any(self, tasks: list[str]) -> ArtCollection:
+        """Only the images that carry a label for at least one of `tasks` (multi-task training)."""
+        if len(tasks) == 1:
+            return self.labelled(tasks[0])
+        for task in tasks:
+            self._check_task(task)
+        mask = np.zeros(len(self), dtype=bool)
+        for task in tasks:
+            col = self.table[task]
+            mask |= (col.map(lambda v: isinstance(v, tuple) and len(v) > 0) if self.multi_label[task]
+                     else col.notna()).to_numpy()
+        if mask.all():
+            return self
+        unlabelled = pd.DataFrame({"path": self.table["path"][~mask], "reason": f"no label for any of {tasks}"})
+        return replace(self.subset(mask), skipped=pd.concat([self.skipped, unlabelled], ignore_index=True))
+
+    def filter(self, task: str, min_images: int = 0, top_n: int | None = None,
+               drop_rows: bool = True) -> ArtCollection:
         """Keep classes with at least `min_images` images, then the `top_n` largest of those.
 
         Single-label rows of dropped classes are removed; multi-label rows lose the dropped
-        classes and are removed only when none is left.
+        classes and are removed only when none is left. With `drop_rows=False` (multi-task: the
+        image still serves its other tasks) such rows stay, without a label for this task.
         """
-        counts = self.counts(task)
-        keep = counts[counts >= min_images]
-        if top_n is not None:
-            keep = keep.sort_values(ascending=False, kind="stable").iloc[:top_n]
-        kept = set(keep.index)
+        if not drop_rows:
+            return self._unlabel_classes(task, self._kept_classes(task, min_images, top_n))
+        kept = self._kept_classes(task, min_images, top_n)
         out = self.labelled(task)
         if self.multi_label[task]:
             table = out.table.copy()
@@ -118,6 +134,22 @@ class ArtCollection:
             out = replace(out, table=table)
             return out.subset(out.table[task].map(len) > 0)
         return out.subset(out.table[task].isin(kept))
+
+    def _kept_classes(self, task: str, min_images: int, top_n: int | None) -> set[str]:
+        counts = self.counts(task)
+        keep = counts[counts >= min_images]
+        if top_n is not None:
+            keep = keep.sort_values(ascending=False, kind="stable").iloc[:top_n]
+        return set(keep.index)
+
+    def _unlabel_classes(self, task: str, kept: set[str]) -> ArtCollection:
+        """Remove the labels of `task` outside `kept`, keeping every row."""
+        table = self.table.copy()
+        if self.multi_label[task]:
+            table[task] = table[task].map(lambda labels: tuple(c for c in labels if c in kept))
+        else:
+            table[task] = table[task].where(table[task].isin(kept), None)
+        return replace(self, table=table)
 
     def split(self, val: float = 0.15, test: float = 0.15, task: str | None = None, seed: int = 0,
               keep_existing: bool = True) -> ArtCollection:

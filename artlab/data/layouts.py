@@ -73,11 +73,13 @@ def from_wikiart(root: str | Path, name: str | None = None) -> ArtCollection:
 def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_column: str | None = None,
                   image_root: str | Path | None = None, separator: str | None = None,
                   one_hot: dict[str, list[str]] | None = None, split_column: str | None = "split",
-                  name: str | None = None) -> ArtCollection:
+                  name: str | None = None, multi_label: list[str] | None = None) -> ArtCollection:
     """A CSV or TSV manifest: one row per image, chosen label columns.
 
     `labels`: columns used as tasks (single-label, or multi-label when `separator` splits cells,
     e.g. "Rembrandt;Bol"); by default every column but the path and split columns.
+    `multi_label`: the columns `separator` splits (default: every label column), so single- and
+    multi-label tasks can sit in one manifest.
     `one_hot`: task name -> list of 0/1 columns forming one multi-label task (the Paintings and
     IconArt format). Image paths are relative to `image_root` (default: the manifest's folder).
     Rows naming a missing file are skipped and reported with their row number.
@@ -107,6 +109,12 @@ def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_col
     missing = [c for c in [path_column, *labels, *(c for cols in one_hot.values() for c in cols)] if c not in frame]
     if missing:
         raise KeyError(f"{path}: no column(s) {missing}; the manifest has {list(frame.columns)}")
+    split_cells = set(labels if multi_label is None else multi_label) if separator else set()
+    if multi_label is not None and not separator:
+        raise ValueError(f"{path}: multi-label columns {multi_label} need a separator (e.g. ';')")
+    unknown = sorted(split_cells - set(labels))
+    if unknown:
+        raise KeyError(f"{path}: multi-label column(s) {unknown} are not label columns {labels}")
     root = Path(image_root) if image_root is not None else path.parent
     rows, skipped, seen = [], [], {}
     for line, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
@@ -121,14 +129,14 @@ def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_col
         row = {"path": str(image), "split": _split_of(record.get(split_column, "") or "") if split_column else None}
         for task in labels:
             cell = record[task].strip()
-            if separator:
+            if task in split_cells:
                 row[task] = tuple(s.strip() for s in cell.split(separator) if s.strip())
             else:
                 row[task] = cell or None
         for task, columns in one_hot.items():
             row[task] = tuple(c for c in columns if _truthy(record[c], path, line, c))
         rows.append(row)
-    multi = {t: bool(separator) for t in labels} | {t: True for t in one_hot}
+    multi = {t: t in split_cells for t in labels} | {t: True for t in one_hot}
     collection = _build(rows, multi, name or path.stem, root)
     if split_column and split_column in frame:
         collection.split_origin = f"manifest column {split_column!r}"

@@ -60,13 +60,14 @@ def group_accuracy(groups: pd.Series, correct: pd.Series, min_size: int = 10) ->
 
 
 def audit(run: Run | str | Path, by: str, split: str = "test", min_size: int = 10,
-          out_dir: str | Path | None = None) -> Audit:
-    """Per-group test accuracy of a single-label run, grouped by any column of its split.csv.
+          out_dir: str | Path | None = None, task: str | None = None) -> Audit:
+    """Per-group test accuracy of a single-label run (or one `task` of a multi-task run), grouped by any
+    column of its split.csv.
 
     Writes `<run>/audit/by-<column>.csv` and `.html` (or under `out_dir`).
     """
     run = as_run(run)
-    scored = predictions(run, split)
+    scored = predictions(run, split, task=task)
     if scored.multi_label:
         raise ValueError(f"{run.path} is multi-label: the audit compares accuracies of single-label runs")
     recorded = pd.read_csv(run.file("split.csv"), dtype=str, keep_default_na=False)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from artlab import plots
-from artlab.io import write_csv, write_text
+from artlab.analysis import Analysis, Comparison, analyze
+from artlab.experiments.report import reports_folder, write_study
 from artlab.runs import HEADLINE_METRICS, runs_root
 from artlab.training import RunResult, TrainConfig, train
 from artlab.training.config import plain_name
@@ -63,6 +63,40 @@ class Study:
     difference: pd.DataFrame
     figure: go.Figure
     report: Path
+    runs_dir: Path | None = None
+
+    def run(self, route: str, seed: int) -> Path:
+        """The run folder of one cell ("source stage" or one of ROUTES)."""
+        cell = self.cells[(self.cells["route"] == route) & (self.cells["seed"] == seed)]
+        if cell.empty:
+            raise KeyError(f"no {route!r} run for seed {seed}; routes: {sorted(set(self.cells['route']))}, "
+                           f"seeds: {sorted(set(self.cells['seed']))}")
+        return runs_root(self.runs_dir) / cell["run"].iloc[0]
+
+
+#: What each stage changed: (name, network compared, network it started from).
+STAGE_CHANGES = (("ImageNet -> source", "source stage", "imagenet"),
+                 ("source -> target (double)", ROUTES[3], "source stage"),
+                 ("ImageNet -> target (double)", ROUTES[3], "imagenet"),
+                 ("ImageNet -> target (single)", ROUTES[2], "imagenet"))
+
+
+def stage_changes(study: Study, seed: int = 0, what: tuple[str, ...] = ("params", "cka", "topk"),
+                  max_images: int | None = 500, **options) -> dict[str, Analysis]:
+    """The analyses of what each stage changed between ImageNet, the source stage and the target networks.
+
+    Each comparison runs on the compared network's own images (the source collection for the
+    source stage, the target collection otherwise) and writes its tables and report under
+    `<study report>-changes-seed<seed>/`; chart them together with `analysis.several`, e.g.
+    `several(changes, "cka", "cka")`.
+    """
+    folder = study.report.with_name(f"{study.report.stem}-changes-seed{seed}")
+    changes = {}
+    for name, tuned, start in STAGE_CHANGES:
+        pretrained = "imagenet" if start == "imagenet" else str(study.run(start, seed))
+        changes[name] = analyze(Comparison(str(study.run(tuned, seed)), pretrained=pretrained, what=what,
+                                           max_images=max_images, **options), out_dir=folder / plain_name(name))
+    return changes
 
 
 def _config(stage: Stage, name: str, strategy: str, seed: int, shared: dict, **extra) -> TrainConfig:
@@ -104,9 +138,9 @@ def double_finetune(source: Stage | dict | str, target: Stage | dict | str, seed
     summary, difference = summarise(cells)
     figure = study_figure(summary, f"{name}: test accuracy per route (mean and standard deviation over "
                                    f"{len(seeds)} seed(s))")
-    folder = Path(reports_dir) if reports_dir is not None else runs_root(runs_dir) / "reports"
-    report = _write(cells, summary, difference, figure, folder / name, source, target, seeds)
-    return Study(cells, summary, difference, figure, report)
+    report = _write(cells, summary, difference, figure, reports_folder(reports_dir, runs_dir) / name, source, target,
+                    seeds)
+    return Study(cells, summary, difference, figure, report, Path(runs_root(runs_dir)))
 
 
 def _row(route: str, seed: int, result: RunResult) -> dict:
@@ -138,16 +172,9 @@ def study_figure(summary: pd.DataFrame, title: str) -> go.Figure:
 
 def _write(cells: pd.DataFrame, summary: pd.DataFrame, difference: pd.DataFrame, figure: go.Figure, stem: Path,
            source: Stage, target: Stage, seeds: tuple[int, ...]) -> Path:
-    """cells, summary and paired differences as CSV; one HTML page with the chart and the tables."""
-    write_csv(stem.with_name(stem.name + "-cells.csv"), cells)
-    write_csv(stem.with_name(stem.name + "-summary.csv"), summary)
-    write_csv(stem.with_name(stem.name + "-difference.csv"), difference)
+    """The study's tables and report page, with its settings and the mean gain in words."""
     gain = difference["double - single"]
     spread = f" (sd {gain.std(ddof=1):.1%})" if len(gain) > 1 else ""
     text = (f"source: {asdict(source)}; target: {asdict(target)}; seeds {list(seeds)}. Double minus single "
             f"fine-tuning: {gain.mean():+.1%}{spread} over {len(gain)} seed(s).")
-    page = plots.write_html_report(stem.with_suffix(".html"), stem.name, [
-        ("", figure), ("Double minus single fine-tuning, per seed", difference), ("Per route", summary),
-        ("Settings", text), ("Every run", cells)])
-    write_text(stem.with_suffix(".md"), plots.markdown_table(summary))
-    return page
+    return write_study(stem, figure, cells, summary, difference, "Double minus single fine-tuning, per seed", text)

@@ -93,3 +93,23 @@ def compare_strategies(data: str = "synthetic", task: str | None = "artist", epo
     comparison = run_strategies(data, task, epochs, image_size, arch, runs_dir, reports_dir, freeze, top_n, seed,
                                 **overrides)
     return comparison.table, comparison.report
+
+
+def strategy_variant(comparison: StrategyComparison, strategy: str = "fine_tune", **changes) -> RunResult:
+    """Train (or reuse) one more run like the comparison's `strategy` run, with `changes` (e.g. freeze=5).
+
+    The run goes beside the comparison's runs and is named as `artlab train` names it (an
+    off-the-shelf run on another layer has the layer in its name).
+    """
+    from dataclasses import replace
+
+    from artlab.training.config import default_name
+
+    if strategy not in comparison.results:
+        raise KeyError(f"no {strategy!r} run in this comparison; it has {sorted(comparison.results)}")
+    base = comparison.results[strategy].run
+    saved = TrainConfig.from_dict(base.config())
+    config = replace(saved, **changes)
+    if config != saved:  # another run: named from its own settings
+        config = replace(config, name=default_name(config))
+    return train(config, runs_dir=base.path.parent, resume=True)

@@ -87,7 +87,7 @@ def class_names(model: nn.Module) -> list[str]:
     """The names of the network's outputs: its card's classes, ImageNet's for a 1000-way head, else indices."""
     card = getattr(model, "artlab_card", None)
     if card is not None:
-        return list(card.task_classes(card.tasks[0]))
+        return card.output_names()
     outputs = models.head_module(model).out_features
     if outputs == IMAGENET_OUTPUTS:
         return models.imagenet_classes(models.arch_of(model).name)
@@ -97,7 +97,7 @@ def class_names(model: nn.Module) -> list[str]:
 def is_multi_label(model: nn.Module) -> bool:
     """Whether the network's outputs are independent labels (sigmoid) rather than one class (softmax)."""
     card = getattr(model, "artlab_card", None)
-    return card is not None and card.is_multi_label(card.tasks[0])
+    return card is not None and all(card.multi_label[t] for t in card.tasks)
 
 
 def default_image_size(model: nn.Module) -> int:
@@ -148,7 +148,8 @@ def _prepare(model: nn.Module, image: ImageLike, image_size: int | None) -> _Sub
     names = class_names(model)
     if len(names) != len(logits):
         raise ValueError(f"the network has {len(logits)} outputs but its card names {len(names)} classes")
-    probabilities = (logits.sigmoid() if is_multi_label(model) else logits.softmax(0)).cpu()
+    card = getattr(model, "artlab_card", None)
+    probabilities = (card.probabilities(logits) if card is not None else logits.softmax(0)).cpu()
     return _Subject(network, batch, _shown(model, x), names, probabilities)
 
 

@@ -20,7 +20,7 @@ from artlab.models.registry import (
     replace_head,
     resolve_device,
 )
-from artlab.models.taps import POOLINGS, Taps, pooling
+from artlab.models.taps import POOLINGS, Taps, fold_batchnorm, for_inference, pooling, several
 from artlab.models.weights import (
     OFFLINE_WEIGHTS,
     WeightsUnavailable,
@@ -33,4 +33,5 @@ from artlab.models.weights import (
 __all__ = ["ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "OFFLINE_WEIGHTS", "POOLINGS", "Arch", "ModelCard", "Taps",
            "WeightsUnavailable", "arch", "arch_of", "block_modules", "build", "check_layers", "checkpoint_dir",
            "default_device", "describe", "freeze_blocks", "head_module", "imagenet_classes", "input_transform",
-           "is_head_parameter", "pooling", "replace_head", "resolve_device", "weights_file", "weights_id"]
+           "is_head_parameter", "pooling", "replace_head", "resolve_device", "weights_file", "weights_id",
+           "fold_batchnorm", "for_inference", "several"]

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from artlab.io import DamagedFile, read_metadata
 
 Kind = Literal["network", "linear_probe"]
@@ -43,6 +45,31 @@ class ModelCard:
 
     def is_multi_label(self, task: str | None = None) -> bool:
         return self.multi_label[task or self.task]
+
+    @property
+    def num_outputs(self) -> int:
+        """The width of the network's output: every task's classes, task after task."""
+        return sum(len(self.classes[t]) for t in self.tasks)
+
+    def output_slices(self) -> dict[str, slice]:
+        """Where each task's scores lie in the output (a multi-task head is one block of rows per task)."""
+        slices, start = {}, 0
+        for task in self.tasks:
+            slices[task] = slice(start, start + len(self.classes[task]))
+            start += len(self.classes[task])
+        return slices
+
+    def output_names(self) -> list[str]:
+        """A name per output: the class (one task), or "task: class" (several)."""
+        if len(self.tasks) == 1:
+            return list(self.classes[self.tasks[0]])
+        return [f"{task}: {name}" for task in self.tasks for name in self.classes[task]]
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scores -> probabilities along the last axis, task by task: softmax, or sigmoid for multi-label."""
+        parts = [logits[..., sl].sigmoid() if self.multi_label[task] else logits[..., sl].softmax(-1)
+                 for task, sl in self.output_slices().items()]
+        return torch.cat(parts, -1)
 
     def to_metadata(self) -> dict[str, str]:
         """safetensors metadata: a flat str -> str mapping."""

@@ -36,6 +36,9 @@ class Arch:
     skip_weights: tuple[str, ...] = ()  # prefixes of pretrained tensors the built model lacks (aux heads)
     # attributes set on the model after loading ImageNet weights
     pretrained_attributes: dict = field(default_factory=dict, hash=False)
+    # forward = the blocks in order, then pooling and head: skipping the first k blocks and feeding their
+    # output gives the same result (training from a cached frozen prefix, artlab.training.prefix)
+    chain: bool = True
 
     @property
     def feature_layer(self) -> str:
@@ -72,8 +75,9 @@ _GOOGLENET_MIXED = ("inception3a", "inception3b", "inception4a", "inception4b", 
 _INCEPTION_MIXED = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
                     "Mixed_7a", "Mixed_7b", "Mixed_7c")
 # GoogLeNet and Inception v3: no auxiliary heads, and their ImageNet weights expect torchvision's input re-scaling
+# (done in forward before the first block, so their forward is not a plain chain of blocks)
 _INCEPTION_STYLE = {"build_options": {"aux_logits": False, "init_weights": True}, "skip_weights": ("aux",),
-                    "pretrained_attributes": {"transform_input": True}}
+                    "pretrained_attributes": {"transform_input": True}, "chain": False}
 
 ARCHS: dict[str, Arch] = {a.name: a for a in [
     Arch("mobilenet_v2", "IMAGENET1K_V1", _seq("features", 19), tuple(f"features.{i}" for i in range(1, 19)),

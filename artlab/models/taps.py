@@ -6,17 +6,21 @@ any module tree and skips the rest of the network once every wanted layer has fi
     with Taps(model, ["features.4", "features.18"], pool="avg") as taps:
         outputs = taps(x)          # {"features.4": (N, 32), "features.18": (N, 1280)}
 
-Every way of turning an activation map into a vector lives in the one `POOLINGS` registry.
+Every way of turning an activation map into a vector lives in the one `POOLINGS` registry, and
+`for_inference` gives the fast copy of a network that every forward-only pass runs (features,
+analyses): BatchNorm folded into its convolution, channels_last, optionally compiled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
 
@@ -58,6 +62,75 @@ def pooling(name: str | Pool = "avg", **options) -> Pool:
     if name not in POOLINGS:
         raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, not {name!r}")
     return partial(POOLINGS[name], **options) if options else POOLINGS[name]
+
+
+def several(**pools: str | Pool) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """One activation map pooled several ways at once: `several(cka="avg", topk="relu_avg")` gives
+    `{"cka": ..., "topk": ...}` per layer, so one forward pass feeds several analyses."""
+    functions = {name: pooling(pool) for name, pool in pools.items()}
+
+    def pool_all(output: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: function(output) for name, function in functions.items()}
+
+    return pool_all
+
+
+def fold_batchnorm(model: nn.Module, keep: Iterable[str] = ()) -> int:
+    """Fold every eval-mode BatchNorm2d into the Conv2d just before it in a Sequential, in place; returns how many.
+
+    The pair then costs one convolution (the BatchNorm becomes an Identity that keeps its name).
+    Modules named in `keep`, or carrying hooks, are left alone: their own output must not change.
+    """
+    kept, folded = set(keep), 0
+    for prefix, module in list(model.named_modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = module._modules[first], module._modules[second]
+            full = {f"{prefix}.{first}" if prefix else first, f"{prefix}.{second}" if prefix else second}
+            if (isinstance(conv, nn.Conv2d) and type(norm) is nn.BatchNorm2d and not (conv.training or norm.training)
+                    and norm.running_mean is not None and conv.out_channels == norm.num_features
+                    and not full & kept and not _has_hooks(conv) and not _has_hooks(norm)):
+                module._modules[first] = fuse_conv_bn_eval(conv, norm)
+                module._modules[second] = nn.Identity()
+                folded += 1
+    return folded
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def for_inference(model: nn.Module, device: torch.device | str, keep: Iterable[str] = (), fold: bool = True,
+                  channels_last: bool = True, compile: bool = False) -> nn.Module:
+    """A copy of `model` for forward passes only, on `device`: eval mode, BatchNorm folded into the
+    convolutions (`fold`), channels_last weights on CPU and CUDA, and with `compile` torch.compile
+    on every part of the network that holds no layer named in `keep` (the taps' layers keep their
+    hooks in eager Python). Module names are unchanged, so Taps see the same layers.
+
+    Outputs equal the original model's to float rounding; the caller's model is not modified.
+    """
+    device = torch.device(device)
+    model.eval()
+    net = copy.deepcopy(model).to(device)
+    if fold:
+        fold_batchnorm(net, keep)
+    if channels_last and device.type in ("cpu", "cuda"):
+        net = net.to(memory_format=torch.channels_last)
+    if compile:
+        _compile_untapped(net, set(keep))
+    return net
+
+
+def _compile_untapped(model: nn.Module, keep: set[str]) -> None:
+    """Compile the forward of each largest submodule that contains no kept layer strictly inside it."""
+    for name, child in model.named_children():
+        inner = [layer for layer in keep if layer.startswith(name + ".")]
+        if inner:
+            _compile_untapped(child, {layer[len(name) + 1:] for layer in inner})
+        else:
+            child.compile(dynamic=False)
 
 
 class _Enough(Exception):

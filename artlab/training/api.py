@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,8 +28,10 @@ from artlab.runs import (
     runs_root,
     write_evaluation,
 )
+from artlab.training import distributed
 from artlab.training.config import TrainConfig
-from artlab.training.metrics import evaluate
+from artlab.training.metrics import evaluate, headline
+from artlab.training.tasks import MISSING, Tasks
 
 
 @dataclass
@@ -46,7 +49,10 @@ class RunResult:
 
 def load_collection(config: TrainConfig) -> ArtCollection:
     """The collection a config names, as loaded (before filtering and splitting)."""
-    return load(config.data, config.layout, **({"separator": config.separator} if config.separator else {}))
+    options = {"separator": config.separator} if config.separator else {}
+    if config.multi_label:
+        options["multi_label"] = config.multi_label
+    return load(config.data, config.layout, **options)
 
 
 def prepare_collection(config: TrainConfig, collection: ArtCollection | None = None) -> ArtCollection:
@@ -56,28 +62,56 @@ def prepare_collection(config: TrainConfig, collection: ArtCollection | None = N
     validation or test images; warns about classes the split leaves out of a part.
     """
     collection = load_collection(config) if collection is None else collection
-    if config.task not in collection.multi_label:
-        raise KeyError(f"{config.data} has no task {config.task!r}; its tasks are {collection.tasks}")
-    collection = collection.labelled(config.task).filter(config.task, config.min_images, config.top_n)
-    collection = collection.check_images()
-    classes = collection.classes(config.task)
-    if len(classes) < 2:
-        raise ValueError(f"{config.data}: task {config.task!r} has {len(classes)} class(es) {classes} after "
-                         f"filtering: classification needs at least two")
-    if config.split == "random":
-        collection = collection.split(config.val_fraction, config.test_fraction, config.task, config.seed,
+    tasks = config.tasks
+    for task in tasks:
+        if task not in collection.multi_label:
+            raise KeyError(f"{config.data} has no task {task!r}; its tasks are {collection.tasks}")
+    several = len(tasks) > 1  # an image without one task's label still serves the others
+    collection = collection.labelled_any(tasks)
+    for task in tasks:
+        collection = collection.filter(task, config.min_images, config.top_n, drop_rows=not several)
+    collection = collection.labelled_any(tasks).check_images()
+    for task in tasks:
+        classes = collection.classes(task)
+        if len(classes) < 2:
+            raise ValueError(f"{config.data}: task {task!r} has {len(classes)} class(es) {classes} after "
+                             f"filtering: classification needs at least two")
+    if config.split_from:
+        collection = _split_like(collection, Run(config.split_from))
+    elif config.split == "random":
+        collection = collection.split(config.val_fraction, config.test_fraction, tasks[0], config.seed,
                                       keep_existing=False)
     else:
         if config.split == "official" and collection.table["split"].isna().any():
             raise ValueError(f"{config.data}: {collection.table['split'].isna().sum()} images have no official split")
-        collection = collection.split(config.val_fraction, config.test_fraction, config.task, config.seed)
+        collection = collection.split(config.val_fraction, config.test_fraction, tasks[0], config.seed)
     empty = [part for part in SPLITS if not (collection.table["split"] == part).any()]
     if empty:
         raise ValueError(f"{config.data}: no {' or '.join(empty)} images after splitting "
                          f"({len(collection)} images); use --split random or add images")
-    for problem in collection.split_problems(config.task):
-        warnings.warn(f"{config.data}: {problem}", stacklevel=2)
+    for task in tasks:
+        for part in ("train", "val") if several else ():
+            if not len(collection.part(part).labelled(task)):
+                raise ValueError(f"{config.data}: no {part} image carries a {task!r} label; this task cannot be "
+                                 f"learned or validated (check its column, or drop it from --task)")
+        for problem in collection.split_problems(task):
+            warnings.warn(f"{config.data}: {task}: {problem}" if several else f"{config.data}: {problem}",
+                          stacklevel=2)
     return collection
+
+
+def _split_like(collection: ArtCollection, run: Run) -> ArtCollection:
+    """The split another run recorded, image by image; images it did not use are left out (and listed)."""
+    run.check_split()
+    recorded = pd.read_csv(run.file("split.csv"), dtype=str, keep_default_na=False)
+    split_of = dict(zip(recorded["path"], recorded["split"]))
+    known = collection.table["path"].isin(split_of).to_numpy()
+    if not known.any():
+        raise ValueError(f"--split-from {run.path}: none of the {len(collection)} images is in its split")
+    left = pd.DataFrame({"path": collection.table["path"][~known], "reason": f"not in the split of run {run.name}"})
+    out = collection.subset(known)
+    table = out.table.assign(split=out.table["path"].map(split_of))
+    return replace(out, table=table, skipped=pd.concat([collection.skipped, left], ignore_index=True))
 
 
 def check_config(config: TrainConfig) -> None:
@@ -88,6 +122,8 @@ def check_config(config: TrainConfig) -> None:
     if config.freeze > len(spec.blocks):
         raise ValueError(f"freeze must be at most {len(spec.blocks)} ({spec.name} has {len(spec.blocks)} blocks), "
                          f"not {config.freeze}")
+    if config.split_from and not Run(config.split_from).file("split.csv").is_file():
+        raise ValueError(f"--split-from {config.split_from} has recorded no split (no split.csv)")
     if config.init_from:
         source = Run(config.init_from)
         if not source.finished:
@@ -106,7 +142,7 @@ def _open_run(config: TrainConfig, runs_dir: Path, resume: bool) -> Run:
         if not resume:
             raise FileExistsError(f"run {run.path} already exists; pass resume=True (--resume) to continue it "
                                   f"or choose another name")
-        saved = run.config()
+        saved = TrainConfig.from_dict(run.config()).to_dict()  # fields added since the run started: defaults
         if saved != config.to_dict():
             changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
             raise ValueError(f"run {run.path} was started with a different config (differs in {changed})")
@@ -123,7 +159,7 @@ def _recorded_split(run: Run, config: TrainConfig, collection: ArtCollection) ->
     """On resume, the split the run recorded, exactly: refused if any of its images is missing or changed."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the differences are raised below, in one message
-        recorded = read_split(run, {config.task: collection.multi_label[config.task]})
+        recorded = read_split(run, {task: collection.multi_label[task] for task in config.tasks})
     if len(recorded.skipped) or recorded.changed:
         examples = (recorded.skipped["path"].tolist() + recorded.changed)[:3]
         raise ValueError(f"cannot resume {run.path}: since it recorded its split, {len(recorded.skipped)} image(s) "
@@ -141,9 +177,9 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
 
     Runs go under `runs_dir` (default: $ARTLAB_RUNS, else ./runs). The folder is locked while
     training (a second process on the same run is refused), the split is recorded once and reused
-    exactly on resume, and metrics.json is written last.
+    exactly on resume, and metrics.json is written last. Started by torchrun, fine-tuning and
+    scratch runs train on every process (see `artlab.training.distributed`).
     """
-    from artlab.training.loops import fit
     from artlab.training.probe import fit_probe
 
     check_config(config)
@@ -151,30 +187,87 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
     config = config.resolved(loaded.tasks)
     run = Run.named(config.name, runs_dir)  # a bad name is refused before the images are checked
     collection = prepare_collection(config, loaded)
+    device = models.resolve_device(config.device)
+    if config.strategy != "off_the_shelf":
+        where = distributed.group(device)
+        if where.active:
+            return _train_together(config, run, collection, distributed.process_device(device, where), where,
+                                   runs_dir, resume)
     with run.lock():
         run = _open_run(config, runs_root(runs_dir), resume)
         if run.finished:
             return RunResult(run, run.metrics(), run.history().to_dict("records"))
-        device = models.resolve_device(config.device)
-        write_json(run.file("environment.json"), environment(config.seed, str(device)))
-        if run.file("split.csv").is_file():
-            collection = replace(_recorded_split(run, config, collection), skipped=collection.skipped)
-        else:
-            run.write_split(collection)
-        _write_skipped(run, collection.skipped)
+        collection = _record(run, config, collection, device)
         with torch.random.fork_rng():  # training reseeds torch per epoch; the caller's random state is kept
             if config.strategy == "off_the_shelf":
                 history, failures = fit_probe(config, run, collection, device)
             else:
-                _, history, failures = fit(config, run, collection, device)
-        if failures:
-            gone = pd.DataFrame({"path": list(failures), "reason": [f"became unreadable during training: {r}"
-                                                                    for r in failures.values()]})
-            _write_skipped(run, pd.concat([collection.skipped, gone], ignore_index=True))
-        metrics = _evaluate(run, "test", device)
-        write_json(run.file("metrics.json"), metrics)
-        run.file(CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete; model.safetensors holds the result
+                history, failures = _fit(config, run, collection, device)
+        metrics = _finish(run, collection, failures, device)
     return RunResult(run, metrics, history)
+
+
+def _fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device,
+         where: distributed.Group | None = None) -> tuple[list[dict], dict[str, str]]:
+    from artlab.training.loops import fit
+
+    _, history, failures = fit(config, run, collection, device, **({"where": where} if where else {}))
+    return history, failures
+
+
+def _record(run: Run, config: TrainConfig, collection: ArtCollection, device: torch.device) -> ArtCollection:
+    """Write the run's environment, split (or reuse the recorded one) and skipped files; the collection to train on."""
+    write_json(run.file("environment.json"), environment(config.seed, str(device)))
+    if run.file("split.csv").is_file():
+        collection = replace(_recorded_split(run, config, collection), skipped=collection.skipped)
+    else:
+        run.write_split(collection)
+    _write_skipped(run, collection.skipped)
+    return collection
+
+
+def _finish(run: Run, collection: ArtCollection, failures: dict[str, str], device: torch.device) -> dict:
+    """List images lost during training, evaluate on the test split, write metrics.json, drop the checkpoint."""
+    if failures:
+        gone = pd.DataFrame({"path": list(failures), "reason": [f"became unreadable during training: {r}"
+                                                                for r in failures.values()]})
+        _write_skipped(run, pd.concat([collection.skipped, gone], ignore_index=True))
+    metrics = _evaluate(run, "test", device)
+    write_json(run.file("metrics.json"), metrics)
+    run.file(CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete; model.safetensors holds the result
+    return metrics
+
+
+def _train_together(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device,
+                    where: distributed.Group, runs_dir: str | Path | None, resume: bool) -> RunResult:
+    """Under torchrun: rank 0 opens and writes the run folder, every process trains its share of the
+    images, rank 0 evaluates; the others read the split rank 0 recorded and never write."""
+    with run.lock() if where.main else nullcontext():
+        problem: Exception | None = None
+        if where.main:
+            try:
+                run = _open_run(config, runs_root(runs_dir), resume)
+                if not run.finished:
+                    collection = _record(run, config, collection, device)
+            except Exception as exc:  # every process must learn of it, or the others wait forever
+                problem = exc
+        failed = distributed.share(None if problem is None else f"{type(problem).__name__}: {problem}", where)
+        if problem is not None:
+            raise problem
+        if failed:
+            raise RuntimeError(f"rank 0 could not start run {run.name}: {failed}")
+        if run.finished:
+            return RunResult(run, run.metrics(), run.history().to_dict("records"))
+        if not where.main:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # rank 0 reports them
+                collection = replace(_recorded_split(run, config, collection), skipped=collection.skipped)
+        with torch.random.fork_rng():
+            history, failures = _fit(config, run, collection, device, where)
+        if where.main:
+            _finish(run, collection, failures, device)
+        distributed.wait_for_all(where)
+    return RunResult(run, run.metrics(), history)
 
 
 def _write_skipped(run: Run, skipped: pd.DataFrame) -> None:
@@ -198,8 +291,9 @@ def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device
 
 @dataclass
 class Predictions:
-    """A run's scores on the images of one split: `paths[i]` got `scores[i]` (probabilities or logits)
-    and carries `targets[i]`; images that could not be read are left out and counted."""
+    """A run's scores for one task on the images of one split: `paths[i]` got `scores[i]` (probabilities or
+    logits) and carries `targets[i]`; images that could not be read, or have no label for the task, are left out
+    (the unreadable ones counted)."""
 
     paths: list[str]
     scores: np.ndarray
@@ -209,10 +303,21 @@ class Predictions:
     missing: int = 0
     changed: int = 0
     unreadable: int = 0
+    task: str = ""
 
 
-def predictions(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None) -> Predictions:
-    """Recompute a run's per-image scores on one split from its saved model (the ground of every metric)."""
+def predictions(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None,
+                task: str | None = None) -> Predictions:
+    """Recompute a run's per-image scores on one split from its saved model (the ground of every metric).
+
+    `task` picks one task of a multi-task run (default: its first).
+    """
+    return _predict_tasks(run, part, device, [task] if task else None)[0]  # all tasks in order: the first
+
+
+def _predict_tasks(run: Run | str | Path, part: str, device: torch.device | str | None,
+                   tasks: list[str] | None = None) -> list[Predictions]:
+    """One forward pass over a split, read out per task (`tasks`, default all of the run's, in its order)."""
     from artlab.training.loops import predict
     from artlab.training.probe import features_for, probe_scores
 
@@ -220,10 +325,11 @@ def predictions(run: Run | str | Path, part: str = "test", device: torch.device 
     config = TrainConfig.from_dict(run.config())
     device = models.resolve_device(config.device if device is None else device)
     card = run.card()
-    classes, multi = card.task_classes(), card.is_multi_label()
+    for task in tasks or ():
+        if task not in card.tasks:
+            raise KeyError(f"{run.name} has no task {task!r}; it was trained on {list(card.tasks)}")
     collection = run_collection(run, card)
     subset = collection.part(part)
-    targets = subset.targets(card.task, classes)
     if card.kind == "linear_probe":  # features of the whole collection: the set the training run cached
         in_part = (collection.table["split"] == part).to_numpy()
         features = features_for(config, collection, device)[in_part]
@@ -234,13 +340,28 @@ def predictions(run: Run | str | Path, part: str = "test", device: torch.device 
         dataset = ImageDataset(subset.table["path"].tolist(), None, card.image_size,
                                models.input_transform(model, card.image_size), keep=False)
         scores, seen = predict(model, dataset, device, config.batch_size * 2)
-    paths = subset.table["path"].to_numpy()[seen].tolist()
-    return Predictions(paths, scores, targets[seen], classes, multi, missing=int(len(collection.skipped)),
-                       changed=len(collection.changed), unreadable=int(len(subset) - len(seen)))
+    heads = Tasks.of_card(card)
+    targets = heads.targets(subset)
+    paths = subset.table["path"].to_numpy()[seen]
+    out = []
+    for head in heads:
+        if tasks is not None and head.name not in tasks:
+            continue
+        target = targets[head.name][seen]
+        labelled = ~np.isnan(target[:, 0]) if head.multi_label else target != MISSING
+        out.append(Predictions(paths[labelled].tolist(), scores[labelled][:, head.outputs], target[labelled],
+                               head.classes, head.multi_label, missing=int(len(collection.skipped)),
+                               changed=len(collection.changed), unreadable=int(len(subset) - len(seen)),
+                               task=head.name))
+    return out
 
 
 def _evaluate(run: Run, part: str, device: torch.device | str | None) -> dict:
-    scored = predictions(run, part, device)
-    metrics = evaluate(scored.scores, scored.targets, scored.classes, scored.multi_label)
-    return metrics | {"split": part, "run": run.name, "images_missing_since_training": scored.missing,
-                      "images_changed_since_training": scored.changed, "images_unreadable_now": scored.unreadable}
+    """Test (or any split's) metrics of every task of a run: flat for one task, under "tasks" for several."""
+    scored = _predict_tasks(run, part, device)
+    per_task = {p.task: evaluate(p.scores, p.targets, p.classes, p.multi_label) for p in scored}
+    first = scored[0]
+    metrics = per_task[first.task] if len(per_task) == 1 else {
+        "tasks": per_task, "mean_score": float(np.mean([headline(m) for m in per_task.values()]))}
+    return metrics | {"split": part, "run": run.name, "images_missing_since_training": first.missing,
+                      "images_changed_since_training": first.changed, "images_unreadable_now": first.unreadable}

@@ -39,8 +39,13 @@ class TrainConfig:
     name: str = _option("", "run name (default: derived from data, task, strategy, arch, size, seed)")
     data: str = _option("synthetic", "collection folder, CSV/TSV manifest or 'synthetic'")
     layout: Layout = _option("auto", "how the collection is laid out")
-    task: str | None = _option(None, "label task (default: the collection's first task)")
+    task: str | list[str] | None = _option(None, "label task (default: the collection's first); several, "
+                                                 "comma-separated (style,artist): one backbone, one head each")
+    task_weights: list[float] | None = _option(None, "multi-task: each task's weight in the loss, comma-separated "
+                                                     "(default: 1 each)")
     separator: str | None = _option(None, "manifests: separator of multi-label cells, e.g. ';'")
+    multi_label: list[str] | None = _option(None, "manifests: the columns the separator splits, comma-separated "
+                                                  "(default: all)")
     strategy: Strategy = _option("fine_tune", "what trains")
     arch: str = _option("mobilenet_v2", "architecture; see `artlab models list`")
     image_size: int = _option(128, "input side in pixels")
@@ -50,6 +55,7 @@ class TrainConfig:
     val_fraction: float = _option(0.15, "share of images for validation when artlab draws the split")
     test_fraction: float = _option(0.15, "share of images for testing when artlab draws the split")
     split: Split = _option("auto", "auto: the collection's own split when complete, else a random stratified one")
+    split_from: str | None = _option(None, "use the train/val/test split this run recorded (paired comparisons)")
     # off-the-shelf
     layer: str | None = _option(None, "off-the-shelf: analysed layer whose pooled output is the feature "
                                       "(default: the last)")
@@ -66,12 +72,22 @@ class TrainConfig:
     weight_decay: float = _option(1e-4, "L2 weight decay")
     patience: int | None = _option(None, "early stopping after this many epochs without improvement")
     label_smoothing: float = _option(0.0, "single-label tasks: label smoothing of the cross-entropy")
+    augment: bool = _option(True, "random crops and flips of the training images; off (--no-augment): centre crops, "
+                                  "and with --freeze K the frozen blocks' output is computed once, cached on disk, "
+                                  "and only the later blocks run while training")
     # execution
     seed: int = _option(0, "random seed (same seed and config on CPU: same metrics)")
     device: str = _option("auto", "auto (cuda when present), cpu, cuda, ...")
     num_workers: int = _option(0, "image-decoding worker processes")
 
     def __post_init__(self) -> None:
+        self.task = _task_list(self.task)
+        self.task_weights = _weights(self.task_weights, self.task)
+        if isinstance(self.multi_label, str):
+            self.multi_label = [c.strip() for c in self.multi_label.split(",") if c.strip()]
+        if isinstance(self.task, list) and self.strategy == "off_the_shelf":
+            raise ValueError(f"off_the_shelf trains one linear classifier per task on frozen features: run one per "
+                             f"task instead of task={self.task}")
         hints = typing.get_type_hints(TrainConfig)
         for f in fields(self):
             choices = typing.get_args(hints[f.name])
@@ -95,8 +111,15 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.freeze < 0:
             raise ValueError(f"freeze must be 0 or more, not {self.freeze}")
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment must be True or False, not {self.augment!r}")
         if self.name:
             check_name(self.name)
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks this run learns (one for a single-task run); empty until resolved against a collection."""
+        return list(self.task) if isinstance(self.task, list) else [self.task] if self.task else []
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,6 +141,38 @@ class TrainConfig:
         return resolved if self.name else replace(resolved, name=default_name(resolved))
 
 
+def _task_list(task: str | list[str] | tuple | None) -> str | list[str] | None:
+    """One task as a string, several as a list: "style,artist" and ["style", "artist"] mean the same."""
+    if isinstance(task, str):
+        task = [t.strip() for t in task.split(",")] if "," in task else task
+    if isinstance(task, list | tuple):
+        names = [str(t).strip() for t in task]
+        if not names or not all(names):
+            raise ValueError(f"task must name one or more tasks, not {task!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names a task twice: {names}")
+        return names[0] if len(names) == 1 else names
+    return task
+
+
+def _weights(weights: str | list | tuple | None, task: str | list[str] | None) -> list[float] | None:
+    """Per-task loss weights as floats, as many as tasks, finite, non-negative and not all zero."""
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        weights = weights.split(",")
+    try:
+        values = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise ValueError(f"task_weights must be numbers, e.g. 1,0.5, not {weights!r}") from None
+    tasks = task if isinstance(task, list) else [task] if task else []
+    if len(values) != len(tasks):
+        raise ValueError(f"task_weights gives {len(values)} weight(s) for {len(tasks)} task(s) {tasks}")
+    if not all(math.isfinite(w) and 0 <= w <= MAX_RATE for w in values) or not any(values):
+        raise ValueError(f"task_weights must be finite, between 0 and {MAX_RATE:g}, and not all 0: {values}")
+    return values
+
+
 def check_device(device: str) -> None:
     """Refuse a device torch cannot name ("gpu", "cuda:x"), before anything is written."""
     import torch
@@ -130,14 +185,18 @@ def check_device(device: str) -> None:
 
 
 def default_name(config: TrainConfig) -> str:
-    """`<data>-<task>-<strategy>-<arch>-<size>px`, plus `-freeze<k>` and `-seed<s>` when they are not 0.
+    """`<data>-<task>-<strategy>-<arch>-<size>px`, plus `-freeze<k>`, `-noaug` and `-seed<s>` as they apply.
 
     Characters a run name may not hold (accents, spaces, a leading dot) become `_` or are dropped.
     """
     data = Path(str(config.data).rstrip("/")).stem
-    name = f"{data}-{config.task}-{config.strategy}-{config.arch}-{config.image_size}px"
+    name = f"{data}-{'+'.join(config.tasks)}-{config.strategy}-{config.arch}-{config.image_size}px"
     if config.freeze and config.strategy != "off_the_shelf":
         name += f"-freeze{config.freeze}"
+    if config.layer and config.strategy == "off_the_shelf":  # probes of two layers are two runs
+        name += f"-{config.layer}"
+    if not config.augment and config.strategy != "off_the_shelf":
+        name += "-noaug"
     if config.seed:
         name += f"-seed{config.seed}"
     return plain_name(name)
@@ -152,6 +211,8 @@ def plain_name(text: str) -> str:
 def _argument_type(hint: Any) -> type:
     """The scalar type argparse should parse for a field (Optional and Literal unwrapped)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is list:  # comma-separated on the command line, parsed by TrainConfig
+        return str
     if typing.get_origin(hint) is Literal:
         return type(args[0])
     if args:
@@ -167,6 +228,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
         default = f.default if f.default is not MISSING else None
         shown = "" if default in (None, "") else f" (default {default})"
+        if hint is bool:  # --augment / --no-augment
+            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=f.metadata.get("help", "") + shown)
+            continue
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_argument_type(hint), choices=choices,
                             default=None, help=f.metadata.get("help", "") + shown)
 

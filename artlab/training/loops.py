@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from artlab import models
 from artlab.data.collection import ArtCollection
-from artlab.data.loading import ImageDataset, loader
+from artlab.data.loading import ImageDataset, collate_present, loader
 from artlab.models import ModelCard
 from artlab.runs import Run, load_checkpoint, save_checkpoint
+from artlab.training import distributed, prefix
 from artlab.training.config import TrainConfig
-from artlab.training.metrics import evaluate, headline, loss_function
 from artlab.training.networks import build_network
+from artlab.training.tasks import Tasks
+
+#: Devices on which the network trains in channels_last (on 2 CPU cores a MobileNetV2 step is 1.4-1.8x faster).
+CHANNELS_LAST = ("cpu", "cuda")
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -38,20 +44,38 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.o
     return None
 
 
+def fast_layout(model: nn.Module, device: torch.device) -> nn.Module:
+    """The network in channels_last where that speeds its convolutions up (CHANNELS_LAST), in place."""
+    return model.to(memory_format=torch.channels_last) if device.type in CHANNELS_LAST else model
+
+
+def _as_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on `device`, channels_last where the network is (see fast_layout)."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and device.type in CHANNELS_LAST else x
+
+
+def _progress(data, desc: str) -> tqdm:
+    """A progress bar over `data` that starts it once: tqdm.auto calls iter() on what it wraps, which would
+    start a DataLoader twice (drawing its shuffling seed twice, and a different number of times for a plain
+    DataLoader than for artlab's evaluation loader)."""
+    return tqdm((batch for batch in data), total=len(data), desc=desc, unit="batch", leave=False)
+
+
 @torch.no_grad()
-def predict(model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int,
-            desc: str = "evaluating") -> tuple[np.ndarray, np.ndarray]:
+def predict(model: nn.Module, dataset: ImageDataset | Dataset, device: torch.device, batch_size: int,
+            desc: str = "evaluating", num_workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw scores (logits) for the images of a target-less `dataset`, and their indices.
 
     An image that could not be read has no row: compare the scores with `targets[indices]`.
     """
     if dataset.targets is not None:
         raise ValueError("predict needs a dataset without targets (it yields image indices)")
-    model.eval()
+    model = models.for_inference(model, device)  # a copy: BatchNorm folded, channels_last, eval mode
     scores, indices = [], []
-    for batch in tqdm(loader(dataset, batch_size), desc=desc, unit="batch", leave=False):
+    for batch in _progress(loader(dataset, batch_size, num_workers=num_workers), desc):
         if batch is not None:
-            scores.append(model(batch[0].to(device)).float().cpu())
+            scores.append(model(_as_input(batch[0], device)).float().cpu())
             indices.append(batch[1])
     if not scores:
         raise ValueError(f"none of the {len(dataset)} images could be read: {dict(list(dataset.failures.items())[:3])}")
@@ -59,18 +83,19 @@ def predict(model: nn.Module, dataset: ImageDataset, device: torch.device, batch
 
 
 def _train_epoch(model: nn.Module, frozen: list[nn.Module], data: torch.utils.data.DataLoader,
-                 optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device, desc: str) -> float:
-    """One pass over the training data; returns the mean loss."""
+                 optimizer: torch.optim.Optimizer, heads: Tasks, targets: dict[str, torch.Tensor],
+                 device: torch.device, desc: str) -> tuple[float, int]:
+    """One pass over the training data (which yields row indices into `targets`); the summed loss and count."""
     model.train()
     for module in frozen:  # frozen blocks keep their ImageNet BatchNorm statistics
         module.eval()
     total, count = 0.0, 0
-    for batch in tqdm(data, desc=desc, unit="batch", leave=False):
+    for batch in _progress(data, desc):
         if batch is None:  # every image of the batch became unreadable
             continue
-        x, y = batch[0].to(device), batch[1].to(device)
+        x, rows = _as_input(batch[0], device), batch[1]
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        loss = heads.loss(model(x), {task: target[rows].to(device) for task, target in targets.items()})
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss became {loss.item()}; lower the learning rate (--lr)")
         loss.backward()
@@ -78,80 +103,124 @@ def _train_epoch(model: nn.Module, frozen: list[nn.Module], data: torch.utils.da
         _check_finite(model, desc)
         total += loss.item() * len(x)
         count += len(x)
-    return total / max(count, 1)
+    return total, count
 
 
 def _check_finite(model: nn.Module, desc: str) -> None:
-    """Stop at the first step whose update made a weight NaN or infinite (never save such a model)."""
-    for name, param in model.named_parameters():
-        if param.requires_grad and not torch.isfinite(param).all():
-            raise FloatingPointError(f"{desc}: weight {name} became NaN or infinite; lower the learning rate (--lr)")
+    """Stop at the first step whose update made a weight NaN or infinite (never save such a model).
+
+    One check of all trainable weights at once (one device synchronisation per step, not one per tensor).
+    """
+    trainable = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    finite = torch.stack([torch.isfinite(param).all() for _, param in trainable]) if trainable else None
+    if finite is not None and not bool(finite.all()):
+        name = trainable[int(torch.nonzero(~finite)[0, 0])][0]
+        raise FloatingPointError(f"{desc}: weight {name} became NaN or infinite; lower the learning rate (--lr)")
 
 
-def network_card(config: TrainConfig, model: nn.Module, classes: list[str], multi: bool,
-                 epoch: int | None = None) -> ModelCard:
+def network_card(config: TrainConfig, model: nn.Module, heads: Tasks, epoch: int | None = None) -> ModelCard:
     """What is stored beside a network's weights: enough to rebuild it (attributes included) and read its outputs."""
     attributes = {name: getattr(model, name) for name in models.arch_of(model).pretrained_attributes}
-    return ModelCard(kind="network", arch=config.arch, tasks=(config.task,), classes={config.task: classes},
-                     multi_label={config.task: multi}, image_size=config.image_size, epoch=epoch,
-                     attributes=attributes)
+    return heads.card(kind="network", arch=config.arch, image_size=config.image_size, epoch=epoch,
+                      attributes=attributes)
 
 
-def fit(config: TrainConfig, run: Run, collection: ArtCollection,
-        device: torch.device) -> tuple[nn.Module, list[dict], dict[str, str]]:
+def training_inputs(config: TrainConfig, model: nn.Module, train: ArtCollection, val: ArtCollection,
+                    device: torch.device) -> tuple[Dataset, Dataset, nn.Module]:
+    """The training and validation sets and the module that runs on them: the network on images, or, with
+    the first blocks frozen and no augmentation, its later blocks on the frozen blocks' cached output."""
+    size, rows = config.image_size, np.arange(len(train))
+    paths = train.table["path"].tolist(), val.table["path"].tolist()
+    if config.freeze >= 1:
+        reason = prefix.why_not_cached(config, model, len(train) + len(val))
+        if reason is None:
+            return (prefix.cached_outputs(model, config.freeze, paths[0], rows, size, device),
+                    prefix.cached_outputs(model, config.freeze, paths[1], None, size, device),
+                    prefix.Suffix(model, config.freeze))
+        tqdm.write(f"{config.name}: {reason}", file=sys.stderr)
+    train_set = ImageDataset(paths[0], rows, size, models.input_transform(model, size, train=config.augment),
+                             train=config.augment)
+    return train_set, ImageDataset(paths[1], None, size, models.input_transform(model, size)), model
+
+
+def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device,
+        where: distributed.Group | None = None) -> tuple[nn.Module, list[dict], dict[str, str]]:
     """Train for `config.epochs` (or until early stopping), resuming from the run's checkpoint if present.
 
     Each epoch reseeds torch from (seed, epoch), so a resumed run repeats exactly what an
     uninterrupted one would have done. The best-on-validation weights go to model.safetensors.
     Returns the best model, the history and the images that became unreadable (path -> reason).
+    Under torchrun (`where`), every process trains on its share of the images and rank 0 alone
+    validates and writes; the others follow its state.
     """
-    task, multi = config.task, collection.multi_label[config.task]
-    classes = collection.classes(task)
+    where = where or distributed.Group()
+    heads = Tasks.of(collection, config.tasks, config.task_weights, config.label_smoothing)
     train, val = collection.part("train"), collection.part("val")
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"{config.data}: need training and validation images (have {len(train)} and {len(val)})")
     torch.manual_seed(config.seed)
-    model, frozen = build_network(config, len(classes))
-    model.to(device)
-    optimizer, loss_fn = _optimizer(config, model), loss_function(multi, config.label_smoothing)
+    model, frozen = build_network(config, heads.num_outputs)
+    fast_layout(model.to(device), device)
+    optimizer = _optimizer(config, model)
     scheduler = _scheduler(config, optimizer)
-    train_set = ImageDataset(train.table["path"].tolist(), train.targets(task), config.image_size,
-                             models.input_transform(model, config.image_size, train=True), train=True)
-    val_set = ImageDataset(val.table["path"].tolist(), None, config.image_size,
-                           models.input_transform(model, config.image_size))
-    val_targets = val.targets(task)
+    train_targets = {task: torch.from_numpy(t) for task, t in heads.targets(train).items()}
+    val_targets = heads.targets(val)
     state = load_checkpoint(run, model, optimizer, scheduler)
+    train_set, val_set, net = training_inputs(config, model, train, val, device)
+    in_memory = net is not model  # cached outputs of the frozen blocks: nothing to decode, no worker processes
+    trained = distributed.wrap(net, where, device)  # DistributedDataParallel under torchrun
     if state is None:
         state = {"epoch": 0, "history": [], "best": -math.inf, "best_epoch": 0, "stale": 0}
-    else:  # the checkpoint is the one source of the history: a kill before history.csv was written loses nothing
+    elif where.main:  # the checkpoint is the one source of the history (a kill before history.csv loses nothing)
         run.write_history(state["history"])
     epochs = tqdm(range(state["epoch"] + 1, config.epochs + 1), desc=run.name, unit="epoch",
-                  initial=state["epoch"], total=config.epochs)
+                  initial=state["epoch"], total=config.epochs, disable=True if not where.main else None)
     for epoch in epochs:
         if config.patience is not None and state["stale"] >= config.patience:
             break
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         torch.manual_seed(config.seed * 100_003 + epoch)
-        data = loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers, generator=generator)
-        train_loss = _train_epoch(model, frozen, data, optimizer, loss_fn, device, f"epoch {epoch}")
-        scores, seen = predict(model, val_set, device, config.batch_size * 2, desc="validating")
-        val_loss = float(loss_fn(torch.from_numpy(scores), torch.tensor(val_targets[seen])))
-        val_metrics = evaluate(scores, val_targets[seen], classes, multi)
-        score = headline(val_metrics)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_score": score,
-               "lr": optimizer.param_groups[0]["lr"]}
-        if scheduler is not None:
+        workers = 0 if in_memory else config.num_workers
+        data = distributed.shard_loader(train_set, config.batch_size, where, config.seed, epoch, workers,
+                                        collate_present) if where.active else \
+            loader(train_set, config.batch_size, shuffle=True, generator=generator, num_workers=workers)
+        total, count = _train_epoch(trained, frozen, data, optimizer, heads, train_targets, device, f"epoch {epoch}")
+        train_loss = distributed.mean_over_processes(total, count, where)
+        if where.main:
+            state = _validate_and_save(config, run, model, net, val_set, val_targets, heads, optimizer, scheduler,
+                                       state, epoch, train_loss, device, in_memory)
+        elif scheduler is not None:
             scheduler.step()
-        if score > state["best"]:
-            state.update(best=score, best_epoch=epoch, stale=0)
-            run.save_model(model.state_dict(), network_card(config, model, classes, multi, epoch))
-        else:
-            state["stale"] += 1
-        state["history"].append(row)
-        state["epoch"] = epoch
-        save_checkpoint(run, model, optimizer, scheduler, state)
-        run.write_history(state["history"])
-        epochs.set_postfix(loss=f"{train_loss:.3f}", val=f"{score:.3f}")
+        state = distributed.share(state, where)  # rank 0 decided: best epoch, early stopping
+        epochs.set_postfix(loss=f"{train_loss:.3f}", val=f"{state['history'][-1]['val_score']:.3f}")
     best, _ = run.load_model()
     model.load_state_dict(best)
     return model, state["history"], train_set.failures | val_set.failures
+
+
+def _validate_and_save(config: TrainConfig, run: Run, model: nn.Module, net: nn.Module, val_set: Dataset,
+                       val_targets: dict[str, np.ndarray], heads: Tasks, optimizer: torch.optim.Optimizer,
+                       scheduler, state: dict, epoch: int, train_loss: float, device: torch.device,
+                       in_memory: bool) -> dict:
+    """Score the epoch on the validation images, keep the best model, write the checkpoint and the history."""
+    scores, seen = predict(net, val_set, device, config.batch_size * 2, desc="validating",
+                           num_workers=0 if in_memory else None)
+    seen_targets = {task: t[seen] for task, t in val_targets.items()}
+    val_loss = float(heads.loss(torch.from_numpy(scores),
+                                {k: torch.from_numpy(v) for k, v in seen_targets.items()}))
+    validation = heads.validation_row(heads.evaluate(scores, seen_targets))
+    score = validation["val_score"]
+    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, **validation,
+           "lr": optimizer.param_groups[0]["lr"]}
+    if scheduler is not None:
+        scheduler.step()
+    if score > state["best"]:
+        state.update(best=score, best_epoch=epoch, stale=0)
+        run.save_model(model.state_dict(), network_card(config, model, heads, epoch))
+    else:
+        state["stale"] += 1
+    state["history"].append(row)
+    state["epoch"] = epoch
+    save_checkpoint(run, model, optimizer, scheduler, state)
+    run.write_history(state["history"])
+    return state

@@ -40,7 +40,7 @@ class ArtworkInspector(Explorer):
         card = run.card()
         part = run_collection(run, card).part(split).table.head(limit)
         networks = {"ImageNet": models.build(card.arch), run.name: load_network(run)}
-        labels = part[card.task].map(lambda v: ", ".join(v) if isinstance(v, tuple) else str(v)).tolist()
+        labels = part[list(card.tasks)].apply(lambda row: "; ".join(_label_text(v) for v in row), axis=1).tolist()
         return cls(networks, part["path"].tolist(), labels, image_size=options.pop("image_size", card.image_size),
                    **options)
 
@@ -93,3 +93,10 @@ class ArtworkInspector(Explorer):
         artwork.observe(lambda change: self.select(index=change["new"]), names="value")
         method.observe(lambda change: self.select(method=change["new"]), names="value")
         return [artwork, method]
+
+
+def _label_text(value: object) -> str:
+    """A label cell as text: multi-label tuples joined, a missing label as a dash."""
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return "-" if value is None or value != value else str(value)

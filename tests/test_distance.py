@@ -1,0 +1,76 @@
+"""Source-target distance: the Fréchet distance against closed forms, and on real collections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from artlab.analysis import collection_distance, frechet_distance
+from artlab.analysis.distance import collection_features, gaussian
+
+
+def random_covariance(rng: np.random.Generator, n: int) -> np.ndarray:
+    a = rng.normal(size=(n, n))
+    return a @ a.T + 0.1 * np.eye(n)
+
+
+def test_equal_covariances_leave_the_squared_mean_difference():
+    rng = np.random.default_rng(0)
+    sigma = random_covariance(rng, 20)
+    mu1, mu2 = rng.normal(size=20), rng.normal(size=20)
+    assert frechet_distance(mu1, sigma, mu2, sigma) == pytest.approx(np.sum((mu1 - mu2) ** 2), rel=1e-6)
+    assert frechet_distance(mu1, sigma, mu1, sigma) == pytest.approx(0, abs=1e-8)
+
+
+def test_diagonal_covariances_closed_form():
+    """For diagonal covariances the distance is sum (m1 - m2)^2 + sum (sqrt(s1) - sqrt(s2))^2."""
+    rng = np.random.default_rng(1)
+    s1, s2 = rng.uniform(0.1, 4, 30), rng.uniform(0.1, 4, 30)
+    mu1, mu2 = rng.normal(size=30), rng.normal(size=30)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-8)
+
+
+def test_one_dimension_and_singular_covariances():
+    # 1-D Gaussians: (m1 - m2)^2 + (sd1 - sd2)^2
+    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == \
+        pytest.approx(4 + 1)
+    # fewer samples than dimensions (as with 1,280 features and a small collection): singular but usable
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(10, 40))
+    mu, sigma = gaussian(a)
+    assert np.linalg.matrix_rank(sigma) < 40
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0, abs=1e-6 * np.trace(sigma))
+    with pytest.raises(ValueError, match="disagree"):
+        frechet_distance(mu, sigma, mu[:5], sigma)
+
+
+def test_a_collection_is_at_distance_zero_from_itself(small_synthetic):
+    result = collection_distance(small_synthetic, small_synthetic, image_size=64, device="cpu")
+    features = collection_features(small_synthetic, image_size=64, device="cpu")
+    assert result.images_a == result.images_b == len(small_synthetic) == len(features)
+    assert result.mean_distance == 0
+    assert 0 <= result.frechet < 1e-6 * np.trace(np.cov(features, rowvar=False))
+    assert result.layer == "features.18" and "Fréchet distance" in str(result)
+
+
+def test_distance_from_the_command_line(small_synthetic, capsys):
+    from artlab.cli import main
+
+    manifest = str(small_synthetic.table["path"][0]).rsplit("/", 2)[0] + "/manifest.csv"
+    assert main(["distance", manifest, manifest, "--image-size", "64", "--device", "cpu"]) == 0
+    assert "distance between the means: 0.0000" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_another_collection_is_further_than_half_of_the_same(genres_dir, peopleart_dir):
+    from artlab.data import load
+
+    genres, people = load(genres_dir), load(peopleart_dir)
+    rng = np.random.default_rng(0)
+    half = genres.subset(rng.permutation(len(genres)) < len(genres) // 2)
+    sample = people.subset(rng.permutation(len(people)) < len(genres) // 2)  # the same size as the half
+    near = collection_distance(genres, half, image_size=64, device="cpu")
+    far = collection_distance(genres, sample, image_size=64, device="cpu")
+    assert near.images_b == far.images_b == len(genres) // 2
+    assert far.frechet > 2 * near.frechet and far.mean_distance > 2 * near.mean_distance

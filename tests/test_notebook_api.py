@@ -1,0 +1,253 @@
+"""What the notebook series calls: quick settings, the collection summary and browser, the strategy and change
+explorers (driven through their real ipywidgets controls)."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from artlab import models
+from artlab.data import collection_summary, examples, load
+from artlab.experiments import notebook_settings
+from artlab.experiments.settings import QUICK
+from artlab.widgets import ChangeExplorer, CollectionBrowser, StrategyExplorer
+from artlab.widgets.collection import EVERY_CLASS
+
+
+def _control(explorer, description: str):
+    box = explorer.widget()
+    return next(c for c in box.children[0].children if c.description == description)
+
+
+def _images_shown(figure) -> int:
+    return sum(trace.type == "image" for trace in figure.data)
+
+
+def _manifest(collection) -> str:
+    return str(Path(collection.table["path"][0]).parent.parent / "manifest.csv")
+
+
+# ---- quick ------------------------------------------------------------------------------------------
+def test_quick_false_keeps_every_value_in_order():
+    settings = notebook_settings(False, data="/art/genres", task="label", image_size=128, epochs=10, k=100)
+    assert list(settings.values()) == ["/art/genres", "label", 128, 10, 100] and settings.changed == {}
+    assert settings.data == "/art/genres" and settings["k"] == 100 and "quick = False" in repr(settings)
+
+
+def test_quick_true_shrinks_to_the_synthetic_collection():
+    settings = notebook_settings(True, data="/art/genres", task="label", image_size=128, epochs=10, k=100,
+                                 layer="features.17", method="tsne")
+    data, task, image_size, epochs, k, layer, method = settings.values()
+    assert (data, task, image_size, epochs, k) == ("synthetic", "style", 64, 1, 10)
+    assert (layer, method) == ("features.17", "tsne"), "parameters quick does not name keep their value"
+    assert settings.changed == {"data": "/art/genres", "task": "label", "image_size": 128, "epochs": 10, "k": 100}
+    assert "(given: '/art/genres')" in repr(settings) and "quick = True" in repr(settings)
+
+
+def test_quick_keeps_a_task_the_synthetic_collection_has():
+    settings = notebook_settings(True, source_task="artist", target_task="label", task=None)
+    assert dict(settings) == {"source_task": "artist", "target_task": "medium", "task": "style"}
+
+
+def test_quick_keeps_the_synthetic_tasks_of_a_multi_task_notebook():
+    assert notebook_settings(True, tasks=["artist", "material", "style"]).tasks == ["artist", "style"]
+    assert notebook_settings(True, tasks=["artist", "material"]).tasks == ["style", "artist"]
+    assert notebook_settings(False, tasks=["artist", "material"]).tasks == ["artist", "material"]
+
+
+def test_quick_values_are_copies_and_quick_must_be_a_bool():
+    settings = notebook_settings(True, seeds=[0, 1, 2])
+    settings.seeds.append(7)
+    assert QUICK["seeds"] == [0] and notebook_settings(True, seeds=[5]).seeds == [0]
+    with pytest.raises(TypeError, match="quick must be True or False"):
+        notebook_settings("False", data="synthetic")
+    with pytest.raises(AttributeError, match="no setting 'epochs'"):
+        _ = notebook_settings(True, data="x").epochs
+
+
+# ---- the collection ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quirky(small_synthetic, tmp_path_factory):
+    """A folder collection of 3 classes (5, 5 and 2 images): one file copied under a second name, one broken file."""
+    root = tmp_path_factory.mktemp("quirky")
+    table = small_synthetic.table
+    for style, count in (("cubism", 5), ("drip", 5), ("mondrian", 2)):
+        (root / style).mkdir()
+        for path in table[table["style"] == style]["path"].head(count):
+            shutil.copy(path, root / style / Path(path).name)
+    first = sorted((root / "cubism").iterdir())[0]
+    shutil.copy(first, root / "drip" / "copy_of_a_cubist_work.png")
+    (root / "drip" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    return root
+
+
+def test_collection_summary_counts_formats_skipped_and_copies(quirky):
+    collection = load(quirky).check_images()
+    summary = collection_summary(collection)
+    expected = Counter(p.parent.name for p in quirky.rglob("*.*") if p.name != "broken.jpg")
+    assert summary.classes["label"]["total"].to_dict() == dict(expected)
+    assert summary.skipped["path"].tolist() == [str(quirky / "drip" / "broken.jpg")]
+    assert summary.skipped["reason"].iloc[0], "every skipped file carries its reason"
+    assert sorted(Path(p).name for p in summary.duplicates["path"]) == sorted(
+        ["copy_of_a_cubist_work.png", sorted((quirky / "cubism").iterdir())[0].name])
+    assert summary.duplicates["group"].nunique() == 1
+    files = summary.files.set_index("statistic")["value"]
+    assert files["format PNG"] == sum(expected.values()) and files["skipped files"] == 1
+    text = repr(summary)
+    assert f"{sum(expected.values())} usable images" in text and "1 file(s) or row(s) skipped" in text
+    assert "byte-identical" in text
+    assert len(summary.chart("label").data) >= 1
+    with pytest.raises(RuntimeError, match="check_images"):
+        collection_summary(load(quirky))
+
+
+def test_examples_are_reproducible_and_per_class(small_synthetic):
+    picked = examples(small_synthetic, "style", per_class=3, seed=1)
+    assert picked.groupby("class").size().to_dict() == dict.fromkeys(small_synthetic.classes("style"), 3)
+    assert picked["class"].tolist() == sorted(picked["class"]), "class by class, in class order"
+    style_of = dict(zip(small_synthetic.table["path"], small_synthetic.table["style"]))
+    assert all(style_of[p] == c for p, c in zip(picked["path"], picked["class"]))
+    assert picked.equals(examples(small_synthetic, "style", per_class=3, seed=1))
+    only = examples(small_synthetic, "artist", per_class=100, classes=["drip_a"])
+    assert len(only) == (small_synthetic.table["artist"] == "drip_a").sum()
+    with pytest.raises(KeyError, match="no class 'baroque'"):
+        examples(small_synthetic, "style", classes=["baroque"])
+
+
+def test_collection_browser(quirky, small_synthetic):
+    collection = load(quirky).check_images()
+    browser = CollectionBrowser(collection, per_class=4, n=10)
+    overview = browser.figure()
+    # a row of 4 cells per class: mondrian's 2 images leave 2 empty cells, so the rows stay aligned
+    assert _images_shown(overview) == 4 + 4 + 2 and browser.computed["thumbnails"] == 1
+    titles = [a.text for a in overview.layout.annotations]
+    assert titles[:4] == ["cubism"] * 4 and titles[8:10] == ["mondrian"] * 2
+    _control(browser, "class").value = "drip"
+    assert browser.shown == "drip" and browser.computed["thumbnails"] == 2
+    assert _images_shown(browser.figure()) == 6  # 5 works and the copy; the broken file was skipped
+    facts = browser.view()[1]["value"]
+    assert facts["total images"] == 6
+    _control(browser, "class").value = EVERY_CLASS
+    assert browser.computed["thumbnails"] == 2, "grids already drawn are reused"
+    with pytest.raises(KeyError, match="no class 'baroque'"):
+        browser.select(shown="baroque")
+    several = CollectionBrowser(small_synthetic, task="style", per_class=2)
+    _control(several, "task").value = "medium"
+    assert several.task == "medium" and several.shown == EVERY_CLASS
+    assert list(_control(several, "class").options) == [EVERY_CLASS, *small_synthetic.classes("medium")]
+    assert _images_shown(several.figure()) == 2 * 3
+
+
+# ---- what fine-tuning changed -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def changed(small_synthetic, tmp_path_factory):
+    """A one-epoch fine-tuned run and its params + CKA analysis on two layers."""
+    from artlab.analysis import Comparison, analyze
+    from artlab.training import TrainConfig, train
+
+    run = train(TrainConfig(name="ft", data=_manifest(small_synthetic), task="style", image_size=64, epochs=1,
+                            device="cpu", lr=0.05, backbone_lr_mult=1.0), runs_dir=tmp_path_factory.mktemp("runs")).run
+    analysis = analyze(Comparison(run.path, what=("params", "cka"), max_images=32,
+                                  layers=["features.10", "features.17"]))
+    return run, analysis
+
+
+def _convs(model: nn.Module, block: str) -> dict[str, nn.Conv2d]:
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and (name == block or name.startswith(block + "."))}
+
+
+def test_change_explorer(changed):
+    from artlab.runs import load_network
+
+    run, analysis = changed
+    explorer = ChangeExplorer(analysis)
+    assert explorer.layer == "features.18" and explorer.figure_id == "params.per_layer"
+    _control(explorer, "figure").value = "cka.matrix"
+    assert explorer.view()[0] is analysis.figures["cka.matrix"]
+    _control(explorer, "layer").value = "features.17"
+    # brute force: sum |W_ft - W_pre| / sum |W_pre| over the block's convolutions, and its number of filters
+    before, after = _convs(models.build("mobilenet_v2"), "features.17"), _convs(load_network(run.path), "features.17")
+    moved = sum(float((after[n].weight - before[n].weight).abs().sum().detach()) for n in before)
+    size = sum(float(before[n].weight.abs().sum().detach()) for n in before)
+    facts = explorer.facts()["value"]
+    assert facts["relative change of its weights"] == pytest.approx(moved / size, abs=1e-4)
+    cka = analysis.tables["cka_matrix"]
+    column = cka[cka["layer_b"] == "features.17"]
+    assert facts["most similar pretrained layer"].startswith(column.loc[column["cka"].idxmax(), "layer_a"])
+    histogram, curve = explorer.layer_figures()
+    assert len(histogram.data[0].x) == sum(conv.out_channels for conv in before.values())
+    assert list(curve.data[0].y) == pytest.approx(column.sort_values("depth_a")["cka"].tolist())
+    assert explorer.computed["layer figures"] == 2
+    _control(explorer, "layer").value = "features.4"  # weights analysed, no CKA there: the histogram only
+    assert len(explorer.layer_figures()) == 1 and "most similar pretrained layer" not in explorer.facts().index
+    _control(explorer, "layer").value = "features.17"
+    assert explorer.computed["layer figures"] == 3, "figures already drawn are reused"
+    with pytest.raises(KeyError, match="no layer"):
+        explorer.select(layer="classifier")
+    with pytest.raises(KeyError, match="no figure"):
+        explorer.select(figure_id="topk.gallery")
+
+
+# ---- three strategies ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def strategies(small_synthetic, tmp_path_factory):
+    from artlab.experiments import run_strategies
+
+    return run_strategies(data=_manifest(small_synthetic), task="style", epochs=1, image_size=64,
+                          runs_dir=tmp_path_factory.mktemp("runs"))
+
+
+@pytest.mark.slow
+def test_strategy_explorer_trains_the_chosen_depth(strategies):
+    from artlab.runs import load_network
+
+    explorer = StrategyExplorer(strategies)
+    assert list(explorer.table()["strategy"]) == ["off-the-shelf (features.18)", "fine-tune (0 frozen)", "scratch"]
+    assert explorer.depth_chart() is None, "one depth: nothing to plot against depth"
+    _control(explorer, "frozen blocks").value = "18"
+    _control(explorer, "train and compare").click()
+    assert explorer.computed["runs"] == 1
+    run = explorer.results["fine-tune (18 frozen)"].run
+    assert run.config()["freeze"] == 18 and run.finished
+    # the widget really froze 18 blocks: their convolutions still hold the ImageNet weights, the 19th moved
+    pretrained, tuned = models.build("mobilenet_v2"), load_network(run.path)
+    for block in range(19):
+        same = all(torch.equal(a.weight, b.weight) for a, b in zip(_convs(pretrained, f"features.{block}").values(),
+                                                                   _convs(tuned, f"features.{block}").values()))
+        assert same == (block < 18), f"features.{block}"
+    _control(explorer, "train and compare").click()
+    assert explorer.computed["runs"] == 1, "a run on the chart is not trained again"
+    depth = explorer.depth_chart()
+    assert list(depth.data[0].x) == [0, 18]
+    assert list(depth.data[0].y) == [strategies.results["fine_tune"].metrics["accuracy"],
+                                     explorer.results["fine-tune (18 frozen)"].metrics["accuracy"]]
+    _control(explorer, "strategy").value = "off_the_shelf"
+    slider = _control(explorer, "layer")
+    assert slider.value == "features.18" and explorer.freeze == 18, "switching strategy keeps each choice"
+    slider.value = "features.10"
+    _control(explorer, "train and compare").click()
+    probe = explorer.results["off-the-shelf (features.10)"].run
+    assert probe.config()["layer"] == "features.10" and probe.name.endswith("features.10")
+    assert list(explorer.table()["strategy"]) == ["off-the-shelf (features.10)", "off-the-shelf (features.18)",
+                                                  "fine-tune (0 frozen)", "fine-tune (18 frozen)", "scratch"]
+    with pytest.raises(ValueError, match="19 blocks"):
+        explorer.select(freeze=20)
+
+
+@pytest.mark.slow
+def test_later_notebooks_reuse_the_fine_tuned_run(strategies, small_synthetic):
+    """Notebooks 03 to 06 ask train() for the run notebook 02 made: the same folder, not trained again."""
+    from artlab.training import TrainConfig, train
+
+    made = strategies.results["fine_tune"].run
+    stamp = made.file("model.safetensors").stat().st_mtime_ns
+    again = train(TrainConfig(data=_manifest(small_synthetic), task="style", epochs=1, image_size=64),
+                  runs_dir=made.path.parent, resume=True)
+    assert again.run.path == made.path and made.file("model.safetensors").stat().st_mtime_ns == stamp
+    assert again.metrics == strategies.results["fine_tune"].metrics

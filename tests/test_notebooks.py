@@ -1,0 +1,177 @@
+"""The headless notebook runner on a tiny generated series, and the committed notebooks' shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from artlab.cli import main
+from artlab.notebooks import PATTERN, NotebookFailed, run_series
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _notebook(path: Path, cells: list, parameters: str | None = None) -> None:
+    book = nbformat.v4.new_notebook()
+    head = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})] if parameters else []
+    book.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem.split('_', 1)[-1]}: a test notebook\n\ntext"),
+                  *head, *(nbformat.v4.new_code_cell(source) for source in cells)]
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(book, path)
+
+
+def _log(name: str) -> str:
+    """A cell that appends the notebook's name to ran.txt beside it: the order in which notebooks ran."""
+    return f"with open('ran.txt', 'a') as f:\n    f.write('{name}\\n')"
+
+
+@pytest.fixture
+def series(tmp_path) -> Path:
+    """01 draws a plotly chart; 02 fails while fail.flag exists; 03 declares no parameters; a non-series file."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_chart.ipynb", [
+        _log("01"),
+        "import os\nprint(os.environ.get('ARTLAB_STATIC'), os.environ.get('PLOTLY_RENDERER'), quick, data)",
+        "import plotly.graph_objects as go\ngo.Figure(go.Bar(x=['a', 'b'], y=[1, 3 if quick else 4]))"],
+        parameters="quick = True\ndata = 'synthetic'")
+    _notebook(folder / "02_fails.ipynb", [
+        _log("02"), "from pathlib import Path\nvalue = 41",
+        "if Path('fail.flag').exists():\n    raise ValueError('broken on purpose\\nsecond line')",
+        "print(value + 1)"], parameters="quick = True")
+    _notebook(folder / "03_plain.ipynb", [_log("03"), "print('third')"])
+    _notebook(folder / "notes.ipynb", ["raise RuntimeError('not part of the series')"])
+    (folder / "fail.flag").touch()
+    return folder
+
+
+def _ran(folder: Path) -> list[str]:
+    path = folder / "ran.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def _index_rows(index: Path) -> list[tuple[str, str]]:
+    """(notebook name, status) per row of the index page, in page order."""
+    rows = re.findall(r"<tr class=\"[^\"]*\"><td>(?:<a href=\"[^\"]+\">)?([^<]+)(?:</a>)?</td><td>.*?</td>"
+                      r"<td>([^<]+)</td>", index.read_text())
+    return rows
+
+
+def test_a_failing_notebook_stops_the_series_and_a_rerun_continues(series, tmp_path):
+    out = tmp_path / "out"
+    environ = dict(os.environ)
+    with pytest.raises(NotebookFailed) as failed:
+        run_series(out, folder=series, log=None)
+    message = str(failed.value)
+    assert "02_fails.ipynb" in message and "ValueError: broken on purpose" in message and "second line" not in message
+    assert re.search(r"cell \[\d+\]", message)
+    assert _ran(series) == ["01", "02"]  # in order, stopped at 02: 03 never started
+    assert dict(os.environ) == environ  # the kernel's variables did not leak into this process
+
+    # earlier outputs and the failing notebook's partial output are kept, as .ipynb and HTML
+    assert {p.name for p in out.iterdir()} == {"01_chart.ipynb", "01_chart.html", "02_fails.ipynb", "02_fails.html",
+                                             "index.html", "status.json"}
+    executed = nbformat.read(out / "01_chart.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "1 plotly_mimetype+notebook True synthetic" in printed  # static widgets, HTML-ready plotly, parameters
+    partial = nbformat.read(out / "02_fails.ipynb", as_version=4)
+    errors = [o for c in partial.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert [e.evalue for e in errors] == ["broken on purpose\nsecond line"]
+    assert "broken on purpose" in (out / "02_fails.html").read_text()
+    assert _index_rows(out / "index.html") == [("01_chart", "succeeded"), ("02_fails", "failed"),
+                                               ("03_plain", "not run")]
+    assert "chart: a test notebook" in (out / "index.html").read_text()  # the first heading describes it
+    status = json.loads((out / "status.json").read_text())
+    assert status["02_fails.ipynb"]["status"] == "failed" and status["01_chart.ipynb"]["parameters"] == {
+        "quick": True}
+
+    # fixed: the rerun keeps 01 (same parameters, same source), runs 02 again, then 03
+    (series / "fail.flag").unlink()
+    result = run_series(out, folder=series, log=None)
+    assert _ran(series) == ["01", "02", "02", "03"]
+    assert [r["status"] for r in result.records.values()] == ["succeeded"] * 3
+    assert result.records["03_plain.ipynb"]["parameters"] == {}  # it declares none: none are passed
+    assert _index_rows(result.index) == [("01_chart", "succeeded"), ("02_fails", "succeeded"),
+                                         ("03_plain", "succeeded")]
+    assert all(re.search(rf"{name}.*?[\d.]+ s", result.index.read_text(), re.S) for name in ("01", "02", "03"))
+
+    # other parameters, or an edited notebook, run again
+    run_series(out, quick=False, only="01", folder=series, log=None)
+    assert _ran(series)[-1] == "01"
+    run_series(out, quick=False, folder=series, log=None)
+    assert _ran(series)[5:] == ["02"]  # 01 ran so just now; 02 declares quick; 03 declares nothing: unchanged
+    (series / "03_plain.ipynb").write_text((series / "03_plain.ipynb").read_text().replace("third", "3rd"))
+    run_series(out, quick=False, folder=series, log=None)
+    assert _ran(series)[6:] == ["03"]
+
+
+def test_cli_only_and_failures(series, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["notebooks", "run", "--notebooks", str(series), "--out", str(out), "--only", "03,01_chart"]) == 0
+    assert _ran(series) == ["01", "03"]
+    assert f"index: {(out / 'index.html').resolve()}" in capsys.readouterr().out
+    assert main(["notebooks", "run", "--notebooks", str(series), "--out", str(out), "--only", "02"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("artlab: error: 02_fails.ipynb failed in cell [")
+    assert main(["notebooks", "run", "--notebooks", str(series), "--out", str(out), "--only", "04"]) == 2
+    assert "no notebook 04 in the series (have 01, 02, 03)" in capsys.readouterr().err
+    assert main(["notebooks", "run", "--notebooks", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_a_cell_that_runs_too_long_fails_the_notebook(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_slow.ipynb", ["import time\ntime.sleep(60)"])
+    with pytest.raises(NotebookFailed, match=r"01_slow.ipynb failed in a cell .*longer than the 3 s limit"):
+        run_series(tmp_path / "out", folder=folder, timeout=3, log=None)
+    assert (tmp_path / "out" / "01_slow.html").is_file()
+
+
+def test_html_export_shows_plotly_offline(series, tmp_path):
+    """The exported page carries plotly.js itself: in chromium with the network off, the chart is drawn."""
+    (series / "fail.flag").unlink()
+    page = run_series(tmp_path / "out", only="01", folder=series, log=None).index.parent / "01_chart.html"
+    text = page.read_text()
+    assert "Plotly.newPlot" in text and not re.search(r"<script[^>]*src=[^>]*plot", text)  # plotly.js is inline
+    if not CHROMIUM.is_file():
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM}: the page was not opened in a browser")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    remote = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            context = browser.new_context(offline=True)
+            context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                          else (remote.append(route.request.url), route.abort()))
+            tab = context.new_page()
+            tab.goto(page.as_uri())
+            tab.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
+            bars = tab.locator(".js-plotly-plot .trace.bars .point").count()
+        finally:
+            browser.close()
+    assert bars == 2  # the two bars of the figure, drawn by the inline plotly.js
+    assert not any("plot.ly" in url or "plotly" in url for url in remote)  # nothing of plotly came from a CDN
+
+
+def test_committed_notebooks_are_clean_and_take_quick():
+    """No outputs in the repository; each notebook's `parameters` cell declares `quick` (default True)."""
+    import papermill
+
+    notebooks = sorted((ROOT / "notebooks").glob(PATTERN))
+    assert notebooks
+    for path in notebooks:
+        book = nbformat.read(path, as_version=4)
+        for number, cell in enumerate(book.cells):
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path.name} cell {number} has outputs"
+        declared = papermill.inspect_notebook(str(path))
+        assert "quick" in declared, f"{path.name}: its parameters cell declares no `quick`"
+        assert declared["quick"]["default"] == "True", f"{path.name}: commit it with quick = True"
