@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from artlab import models
 from artlab.cache import cache_dir, fingerprint
 from artlab.data.loading import ImageDataset, loader
 from artlab.io import DamagedFile, load_tensors, save_tensors
+from artlab.progress import progress
 
 
 @dataclass
@@ -68,7 +68,7 @@ def forward_pass(feeds: list[Feed], paths: list[str], image_size: int, device: t
         taps = {feed.name: stack.enter_context(models.Taps(
             models.for_inference(feed.model, device, keep=feed.layers, compile=compile), feed.layers, feed.pool,
             **feed.pool_options)) for feed in feeds}
-        for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+        for batch in progress(batches, desc=desc, unit="batch", leave=False):
             if batch is None:
                 continue
             x, rows = batch

@@ -5,8 +5,9 @@ interpreter's kernel with the notebook's folder as working directory. Each gets 
 parameters it declares (`quick`, `data`). The kernel runs with ARTLAB_STATIC=1 (explorers print
 static figures: papermill can hang after a live widget, nbclient issue 312) and plotly's
 `plotly_mimetype+notebook` renderer, whose HTML output carries plotly.js inline, so the exported
-pages show their charts offline. `status.json` records each notebook's outcome: a rerun keeps the
-notebooks that succeeded with the same parameters and source, and starts again at the failed one.
+pages show their charts offline; progress bars are off. `status.json` records each notebook's outcome:
+a rerun keeps the leading notebooks that succeeded with the same parameters, source and artlab code,
+and starts again at the first that did not (the failed one), running every notebook after it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import html
 import json
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -105,6 +107,15 @@ def source_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def code_digest() -> str:
+    """A digest of the artlab package's source: what a notebook shows depends on it as much as on the notebook."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @contextmanager
 def kernel_environment(extra: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the kernels started inside the block, then restore them."""
@@ -132,6 +143,40 @@ def export_html(notebook: str | Path | dict, target: Path) -> Path:
     return target
 
 
+def own_kernel_first() -> str:
+    """JUPYTER_PATH with this interpreter's share/jupyter first, so that "python3" is its kernel (with artlab),
+    not one a user registered for another Python in ~/.local/share/jupyter/kernels."""
+    own = str(Path(sys.prefix) / "share" / "jupyter")
+    return os.pathsep.join([own, *[p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]])
+
+
+def local_kernel_manager() -> type | None:
+    """A kernel manager whose kernel talks over local (ipc) sockets, not TCP ports, on POSIX; None elsewhere.
+
+    Nothing else on the machine can connect to a kernel that has no port, and ipykernel 7 warns,
+    for every notebook of the series, that a TCP kernel is "susceptible to eavesdropping".
+    """
+    if os.name != "posix":
+        return None
+    from uuid import uuid4
+
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import default
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self) -> str:  # the sockets' files: in Jupyter's runtime folder, not the notebook's
+            Path(jupyter_runtime_dir()).mkdir(parents=True, exist_ok=True)
+            return str(Path(jupyter_runtime_dir()) / f"artlab-kernel-{uuid4().hex[:12]}")
+
+    return LocalKernelManager
+
+
 def _failure(exc: Exception, timeout: float) -> str:
     """The failing cell and its error, on one line (papermill's error, a cell timeout, or a dead kernel)."""
     from nbclient.exceptions import CellTimeoutError
@@ -154,15 +199,18 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
 
     ipynb, page = out_dir / path.name, out_dir / f"{path.stem}.html"
     record = {"notebook": path.name, "parameters": parameters, "source_sha256": source_digest(path),
-              "ipynb": ipynb.name, "html": page.name, "error": None}
+              "artlab_code": code_digest(), "ipynb": ipynb.name, "html": page.name, "error": None}
     # absolute, so that runs land where the command line's do although the kernel works in the notebooks folder
-    env = {**KERNEL_ENV, "ARTLAB_RUNS": str(Path(runs_dir or os.environ.get("ARTLAB_RUNS") or "runs").resolve())}
+    env = {**KERNEL_ENV, "ARTLAB_RUNS": str(Path(runs_dir or os.environ.get("ARTLAB_RUNS") or "runs").resolve()),
+           "JUPYTER_PATH": own_kernel_first()}
     start = time.perf_counter()
     with atomic_path(ipynb) as partial, kernel_environment(env), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"The specified file .* does not end in")  # the .part file
         try:
+            manager = {"kernel_manager_class": local} if (local := local_kernel_manager()) else {}
             papermill.execute_notebook(str(path), str(partial), parameters=parameters, cwd=str(path.parent),
-                                       kernel_name="python3", execution_timeout=timeout, progress_bar=False)
+                                       kernel_name="python3", execution_timeout=timeout, progress_bar=False,
+                                       **manager)
             record["status"] = "succeeded"
         except (PapermillExecutionError, CellTimeoutError, DeadKernelError) as exc:
             record["status"], record["error"] = "failed", _failure(exc, timeout)
@@ -181,33 +229,51 @@ def read_status(out_dir: Path) -> dict[str, dict]:
     return records if isinstance(records, dict) else {}
 
 
-def is_current(record: dict | None, path: Path, parameters: dict, out_dir: Path) -> bool:
-    """Whether an earlier run of `path` succeeded with these parameters and this source, its files still there."""
-    return bool(record) and record.get("status") == "succeeded" and record.get("parameters") == parameters \
-        and record.get("source_sha256") == source_digest(path) \
-        and (out_dir / record["ipynb"]).is_file() and (out_dir / record["html"]).is_file()
+def is_current(record: dict | None, path: Path, parameters: dict, out_dir: Path, code: str | None = None) -> bool:
+    """Whether an earlier run of `path` succeeded with these parameters, this source and this artlab code
+    (`code_digest()` unless given), its files still there. A record missing any of these is not current."""
+    if not isinstance(record, dict) or record.get("status") != "succeeded":
+        return False
+    files = [record.get("ipynb"), record.get("html")]
+    return record.get("parameters") == parameters and record.get("source_sha256") == source_digest(path) \
+        and record.get("artlab_code") == (code or code_digest()) and isinstance(record.get("seconds"), int | float) \
+        and all(isinstance(name, str) and (out_dir / name).is_file() for name in files)
+
+
+def _settings(record: dict) -> str:
+    """The parameters a notebook ran with, for the index ("quick", "full, data genres", "its defaults")."""
+    parameters = record.get("parameters")
+    if not isinstance(parameters, dict):
+        return ""
+    words = [("quick" if parameters["quick"] else "full")] if "quick" in parameters else []
+    words += [f"{name} {Path(str(value)).name or value}" for name, value in parameters.items() if name != "quick"]
+    return ", ".join(words) or "its defaults"
 
 
 def write_index(out_dir: Path, notebooks: list[Path], records: dict[str, dict], title: str) -> Path:
-    """index.html: one line per notebook with its description, status, run time and links (no script)."""
+    """index.html: one line per notebook with its description, status, settings, run time and links (no script)."""
     rows = []
     for path in notebooks:
-        record = records.get(path.name, {})
-        status = record.get("status", "not run")
+        record = records.get(path.name)
+        record = record if isinstance(record, dict) else {}
+        status = str(record.get("status", "not run"))
         name = html.escape(path.stem)
-        link = f'<a href="{html.escape(record["html"])}">{name}</a>' if record else name
-        files = f'<a href="{html.escape(record["ipynb"])}">.ipynb</a>' if record else ""
-        seconds = f"{record['seconds']:.1f} s" if "seconds" in record else ""
-        error = f'<div class="error">{html.escape(record["error"])}</div>' if record.get("error") else ""
-        rows.append(f'<tr class="{status.replace(" ", "-")}"><td>{link}</td><td>{html.escape(description(path))}'
-                    f"{error}</td><td>{status}</td><td class=\"time\">{seconds}</td><td>{files}</td></tr>")
+        exported, executed = record.get("html"), record.get("ipynb")
+        link = f'<a href="{html.escape(exported)}">{name}</a>' if isinstance(exported, str) else name
+        files = f'<a href="{html.escape(executed)}">.ipynb</a>' if isinstance(executed, str) else ""
+        seconds = f"{record['seconds']:.1f} s" if isinstance(record.get("seconds"), int | float) else ""
+        error = f'<div class="error">{html.escape(str(record["error"]))}</div>' if record.get("error") else ""
+        rows.append(f'<tr class="{html.escape(status.replace(" ", "-"))}"><td>{link}</td>'
+                    f"<td>{html.escape(description(path))}{error}</td><td>{html.escape(status)}</td>"
+                    f"<td>{html.escape(_settings(record))}</td><td class=\"time\">{seconds}</td><td>{files}</td></tr>")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}} td,th{{padding:.3em .8em;text-align:left;
 vertical-align:top}} tr:nth-child(even){{background:#f4f4f4}} .failed td{{color:#a00}} .not-run td{{color:#888}}
 .error{{font-family:monospace;font-size:90%}} .time{{text-align:right}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<table><tr><th>notebook</th><th>what it shows</th><th>status</th><th>run time</th><th>executed</th></tr>
+<table><tr><th>notebook</th><th>what it shows</th><th>status</th><th>settings</th><th>run time</th><th>executed</th>
+</tr>
 {chr(10).join(rows)}
 </table></body></html>
 """
@@ -221,8 +287,9 @@ def run_series(out_dir: str | Path, quick: bool = True, data: str | None = None,
                runs_dir: str | Path | None = None, log: Callable[[str], None] | None = print) -> Series:
     """Run the series (or the `only` ones) into `out_dir`; raise NotebookFailed at the first failing notebook.
 
-    Earlier outputs are kept; notebooks that already succeeded with the same parameters and source are
-    not run again, so a rerun continues at the one that failed.
+    Earlier outputs are kept. The leading notebooks that already succeeded with the same parameters,
+    source and artlab code are not run again, so a rerun continues at the one that failed; once one
+    notebook runs, the ones after it run too (they may reuse what it trained).
     """
     say = log or (lambda _line: None)
     out_dir = Path(out_dir)
@@ -233,13 +300,14 @@ def run_series(out_dir: str | Path, quick: bool = True, data: str | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_files(out_dir)
     records = read_status(out_dir)
-    mode = "quick" if quick else "full"
-    title = f"artlab notebooks ({mode}{f', data {data}' if data else ''})"
+    title = "artlab notebooks"
+    code, running = code_digest(), False
     for path in chosen:
         parameters = parameters_for(path, quick, data)
-        if is_current(records.get(path.name), path, parameters, out_dir):
+        if not running and is_current(records.get(path.name), path, parameters, out_dir, code):
             say(f"{path.stem}: unchanged since its last run ({records[path.name]['seconds']:.1f} s), kept")
             continue
+        running = True
         say(f"{path.stem}: running ({', '.join(f'{k}={v}' for k, v in parameters.items()) or 'its defaults'})")
         record = run_notebook(path, out_dir, parameters, timeout, runs_dir)
         records[path.name] = record

@@ -1,4 +1,7 @@
-"""Shared fixtures: a small synthetic collection, the real collections in ../shared/data, quiet progress bars."""
+"""Shared fixtures: a small synthetic collection and the real collections in ../shared/data.
+
+The session's data, cache and runs folders and its quiet progress bars are set in ../conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -11,28 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ARTLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-def pytest_configure(config):
-    os.environ.setdefault("TQDM_DISABLE", "1")
-
-
 def pytest_collection_modifyitems(config, items):
     """Tests that use ../shared/data are marked `shared`, wherever they are (the fixtures say it)."""
     for item in items:
         if {"peopleart_dir", "genres_dir"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.shared)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def artlab_cache(tmp_path_factory):
-    """Each test session gets its own generated data, feature cache and default runs folder.
-
-    The notebooks' kernels inherit both variables, so their runs never outlive the data they point
-    to (torch's weights cache is shared).
-    """
-    cache = tmp_path_factory.mktemp("artlab-cache")
-    os.environ["ARTLAB_CACHE"] = str(cache)
-    os.environ["ARTLAB_RUNS"] = str(tmp_path_factory.mktemp("artlab-runs"))
-    return cache
 
 
 def _shared(name: str) -> Path:

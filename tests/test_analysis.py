@@ -230,6 +230,7 @@ def test_analyze_a_fine_tuned_run(small_synthetic, tmp_path, capsys):
     avg = pd.read_csv(folder / "cka.csv")
     assert len(grid.tables["cka"]) == 36 and not np.allclose(grid.tables["cka"]["cka"], avg["cka"])
     assert set(grid.figures) == {"cka.per_layer", "cka.matrix"}
+    assert grid.report == tmp_path / "grid" / "report-cka.html"  # named by its analyses: never over report.html
     assert all(figure.layout.title.text for figure in grid.figures.values())  # the human title is inside
     with pytest.raises(KeyError, match="cka.matrix"):
         grid.figure("topk.overlap")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -12,6 +14,7 @@ import pytest
 
 from artlab.cli import main
 from artlab.notebooks import PATTERN, NotebookFailed, run_series
+from tests.notebook_outputs import RECORD, RECORD_COMMAND, read_record, stale_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,7 +42,9 @@ def series(tmp_path) -> Path:
     _notebook(folder / "01_chart.ipynb", [
         _log("01"),
         "import os\nprint(os.environ.get('ARTLAB_STATIC'), os.environ.get('PLOTLY_RENDERER'), quick, data)",
-        "import plotly.graph_objects as go\ngo.Figure(go.Bar(x=['a', 'b'], y=[1, 3 if quick else 4]))"],
+        "from ipykernel.connect import get_connection_info as info\nprint('transport', info(unpack=True)['transport'])",
+        "import plotly.graph_objects as go\ngo.Figure(go.Bar(x=['a', 'b'], y=[1, 3 if quick else 4]))",
+        "from artlab.progress import progress\nfor _ in progress(range(3), desc='a bar'):\n    pass"],
         parameters="quick = True\ndata = 'synthetic'")
     _notebook(folder / "02_fails.ipynb", [
         _log("02"), "from pathlib import Path\nvalue = 41",
@@ -80,6 +85,10 @@ def test_a_failing_notebook_stops_the_series_and_a_rerun_continues(series, tmp_p
     executed = nbformat.read(out / "01_chart.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert "1 plotly_mimetype+notebook True synthetic" in printed  # static widgets, HTML-ready plotly, parameters
+    assert "transport ipc" in printed  # a kernel without a TCP port (POSIX)
+    kinds = {kind for c in executed.cells if c.cell_type == "code" for o in c.outputs for kind in o.get("data", {})}
+    assert "application/vnd.plotly.v1+json" in kinds
+    assert "application/vnd.jupyter.widget-view+json" not in kinds  # no progress widget no page could show
     partial = nbformat.read(out / "02_fails.ipynb", as_version=4)
     errors = [o for c in partial.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert [e.evalue for e in errors] == ["broken on purpose\nsecond line"]
@@ -105,10 +114,32 @@ def test_a_failing_notebook_stops_the_series_and_a_rerun_continues(series, tmp_p
     run_series(out, quick=False, only="01", folder=series, log=None)
     assert _ran(series)[-1] == "01"
     run_series(out, quick=False, folder=series, log=None)
-    assert _ran(series)[5:] == ["02"]  # 01 ran so just now; 02 declares quick; 03 declares nothing: unchanged
+    assert _ran(series)[5:] == ["02", "03"]  # 01 ran so just now; 02 declares quick; 03 comes after one that ran
+    assert [s for _, s in _index_settings(out / "index.html")] == ["full", "full", "its defaults"]
     (series / "03_plain.ipynb").write_text((series / "03_plain.ipynb").read_text().replace("third", "3rd"))
     run_series(out, quick=False, folder=series, log=None)
-    assert _ran(series)[6:] == ["03"]
+    assert _ran(series)[7:] == ["03"]
+
+
+def _index_settings(index: Path) -> list[tuple[str, str]]:
+    """(notebook name, settings) per row of the index page."""
+    return re.findall(r"<tr class=\"[^\"]*\"><td>(?:<a href=\"[^\"]+\">)?([^<]+)(?:</a>)?</td><td>.*?</td>"
+                      r"<td>[^<]+</td><td>([^<]*)</td>", index.read_text())
+
+
+def test_other_artlab_code_or_a_damaged_record_runs_the_notebooks_again(series, tmp_path, monkeypatch):
+    (series / "fail.flag").unlink()
+    out = tmp_path / "out"
+    run_series(out, only="01,02", folder=series, log=None)
+    assert _ran(series) == ["01", "02"]
+    status = json.loads((out / "status.json").read_text())
+    del status["02_fails.ipynb"]["seconds"]  # damaged by hand: run again, not a KeyError
+    (out / "status.json").write_text(json.dumps(status))
+    run_series(out, only="01,02", folder=series, log=None)
+    assert _ran(series) == ["01", "02", "02"]
+    monkeypatch.setattr("artlab.notebooks.code_digest", lambda: "other artlab code")
+    run_series(out, only="01,02", folder=series, log=None)
+    assert _ran(series) == ["01", "02", "02", "01", "02"]
 
 
 def test_cli_only_and_failures(series, tmp_path, capsys):
@@ -175,3 +206,62 @@ def test_committed_notebooks_are_clean_and_take_quick():
         declared = papermill.inspect_notebook(str(path))
         assert "quick" in declared, f"{path.name}: its parameters cell declares no `quick`"
         assert declared["quick"]["default"] == "True", f"{path.name}: commit it with quick = True"
+
+
+def test_notebook_outputs_are_recorded():
+    """Every cell of every committed notebook has recorded outputs for nbval, from its current source."""
+    record = read_record()
+    notebooks = sorted((ROOT / "notebooks").glob(PATTERN))
+    stale = {nb.name: cells for nb in notebooks if (cells := stale_cells(nb, record))}
+    assert not stale, f"{RECORD.name} does not match these cells (edited?): {stale}; record again: {RECORD_COMMAND}"
+    assert set(record) == {nb.name for nb in notebooks}, f"{RECORD.name} records notebooks that are gone"
+
+
+NBVAL_NOTEBOOK_CELLS = [
+    "import os, sys\nprint('runs in', os.environ['ARTLAB_RUNS'], 'took', 1.5 + float(os.environ['SHIFT']))",
+    "import pandas as pd\nimport plotly.graph_objects as go\n"
+    "display(go.Figure(go.Bar(y=[float(os.environ['SHIFT'])])))\n"
+    "print('warming up', os.environ['SHIFT'], file=sys.stderr)\npd.DataFrame({'class': ['a'], 'accuracy': [0.25]})",
+]
+
+
+def _nbval(folder: Path, shift: str, runs: Path) -> subprocess.CompletedProcess:
+    """pytest --nbval on `folder` with the record beside it, as conftest.py applies it to notebooks/."""
+    (folder / "conftest.py").write_text(
+        "import json, pathlib\nfrom tests.notebook_outputs import use_record\n"
+        "def pytest_collection_modifyitems(config, items):\n"
+        "    here = pathlib.Path(__file__).parent\n"
+        "    use_record(items, json.loads((here / 'record.json').read_text()), folder=here)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SHIFT": shift, "ARTLAB_RUNS": str(runs)}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+                           "--rootdir", str(folder), "-c", os.devnull, str(folder)],
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_nbval_compares_recorded_outputs_after_sanitising(tmp_path):
+    """Other folders, numbers, figures and stderr pass; another word in a printed line fails the cell."""
+    from nbclient import NotebookClient
+
+    from tests.notebook_outputs import cell_record, sanitizer
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_print.ipynb", NBVAL_NOTEBOOK_CELLS)
+    book = nbformat.read(folder / "01_print.ipynb", as_version=4)
+    recorded_env = {"ARTLAB_RUNS": str(tmp_path / "recorded-runs"), "ARTLAB_CACHE": str(tmp_path / "cache")}
+    NotebookClient(book, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute(
+        env={**os.environ, **recorded_env, "SHIFT": "0.25"})
+    record = {"01_print.ipynb": {c.id: cell_record(c, sanitizer(recorded_env)) for c in book.cells
+                                 if c.cell_type == "code"}}
+    printed = record["01_print.ipynb"][book.cells[1].id]["outputs"]
+    assert printed[0]["text"] == "runs in <runs> took <num>\n"
+    table = record["01_print.ipynb"][book.cells[2].id]["outputs"]
+    assert [list(o["data"]) for o in table] == [["text/html"]] and "<td><num></td>" in table[0]["data"]["text/html"]
+    (folder / "record.json").write_text(json.dumps(record))
+
+    passed = _nbval(folder, "7.5", tmp_path / "other-runs")  # another runs folder, other numbers and figure
+    assert passed.returncode == 0, passed.stdout[-3000:]
+    record["01_print.ipynb"][book.cells[1].id]["outputs"][0]["text"] = "runs at <runs> took <num>\n"
+    (folder / "record.json").write_text(json.dumps(record))
+    failed = _nbval(folder, "7.5", tmp_path / "other-runs")
+    assert failed.returncode == 1 and "Cell outputs differ" in failed.stdout and "runs at" in failed.stdout

@@ -200,3 +200,27 @@ def test_no_augment_on_the_command_line():
     assert from_arguments(parser.parse_args([])).augment is True
     with pytest.raises(ValueError, match="augment"):
         TrainConfig(augment="no")
+
+
+def test_a_cache_that_cannot_be_written_does_not_stop_training(tmp_path, monkeypatch, computations):
+    data = _collection(tmp_path / "c")
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(prefix, "save_tensors", disk_full)
+        with pytest.warns(RuntimeWarning, match=r"frozen-prefix cache could not be written to .*prefix.*No space"):
+            result = train(quick(data, epochs=1, name="full"), runs_dir=tmp_path / "runs")
+    assert result.run.finished and computations == _parts(result.run)
+    train(quick(data, epochs=1, name="again"), runs_dir=tmp_path / "runs")
+    assert computations == _parts(result.run) * 2  # nothing was stored: computed again
+
+
+def test_the_cache_key_follows_the_image_decoder(monkeypatch):
+    import artlab.data.decoded as decoded
+
+    model = models.build("mobilenet_v2", pretrained=False)
+    before = prefix.cache_key(model, 3, [], 64)
+    monkeypatch.setattr(decoded, "DECODE_VERSION", decoded.DECODE_VERSION + 1)  # the decoding changed
+    assert prefix.cache_key(model, 3, [], 64) != before

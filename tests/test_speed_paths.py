@@ -154,6 +154,36 @@ def test_the_cache_is_shared_by_subsets_and_written_once(tmp_path, own_cache):
     assert DecodedImages(paths, SIZE).missing == 0
 
 
+
+def test_running_out_of_file_handles_never_deletes_a_pack(tmp_path, own_cache):
+    import resource
+
+    import artlab.data.decoded as decoded
+
+    paths = _paintings(tmp_path / "img", 40, size=20)
+    keys = DecodedImages(paths, SIZE).keys
+    writer = decoded.PackWriter(SIZE, pack_bytes=1)  # one pack per image: more packs than open files allowed
+    for index, path in enumerate(paths):
+        writer.add(keys[index], _dataset([path]).decode(0))
+    writer.close()
+    assert len(_packs()) == 40
+    reader = DecodedImages(paths, SIZE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else 64
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + decoded.MAX_OPEN_PACKS // 2, hard))
+    try:  # fewer free file handles than MAX_OPEN_PACKS: some opens fail, which says nothing about the packs
+        served = [reader.get(i) is not None for i in range(40)]
+        assert len(reader._handles) <= decoded.MAX_OPEN_PACKS
+    finally:
+        reader.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not all(served)
+    assert len(_packs()) == 40  # every pack kept ...
+    again = DecodedImages(paths, SIZE)
+    assert again.missing == 0 and all(torch.equal(again.get(i), _dataset([p]).decode(0)) for i, p in enumerate(paths))
+    assert len(again._handles) <= decoded.MAX_OPEN_PACKS  # ... and a reader keeps only a few of them open
+    again.close()
+
 # ---- unreadable images ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_unreadable_images_are_skipped_and_reported_with_and_without_workers(tmp_path, own_cache, num_workers):
@@ -297,6 +327,23 @@ def test_one_pass_leaves_out_what_is_not_asked(small_synthetic):
     only_cka = one_pass(net, other, paths, ["features.3"], k=None, image_size=48)
     assert only_cka.tops == {} and only_cka.cka_random is None and len(only_cka.cka) == 1
 
+
+
+def test_one_pass_top_k_counts_only_the_images_it_could_read(tmp_path, own_cache):
+    from artlab.analysis import one_pass
+    from artlab.analysis.topk import overlap
+
+    paths = _paintings(tmp_path / "img", 6)
+    broken = tmp_path / "img" / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    net = models.build("mobilenet_v2", pretrained=False)
+    same = models.build("mobilenet_v2", pretrained=False)
+    same.load_state_dict(net.state_dict())
+    result = one_pass(net, same, paths + [str(broken)], ["features.3"], cka=False, k=10, image_size=32)
+    assert list(result.failures) == [str(broken)]
+    top = result.tops["base"]
+    assert top.k == 6 == top.indices["features.3"].shape[1]  # 7 paths, 6 readable
+    assert (overlap(top, result.tops["tuned"])["overlap_pct"] == 100).all()  # the same network: the same lists
 
 def test_the_comparison_task_must_be_one_of_the_runs(tmp_path):
     from artlab.analysis import Comparison, analyze

@@ -43,6 +43,8 @@ def test_grid_mistakes_are_one_line_errors(manifest):
         check_grid({"freeze": 5})
     with pytest.raises(ValueError, match="source_classes.*needs source="):
         sweep(probe(manifest), {"source_classes": [2, 4]})
+    with pytest.raises(ValueError, match="'init_from' cannot be combined with source="):
+        sweep(probe(manifest), {"init_from": ["a", "b"]}, source=probe(manifest))
     with pytest.raises(ValueError, match=r"grid cell lr-1: lr must be a finite number"):
         sweep(probe(manifest), {"lr": [-1]})
     with pytest.raises(ValueError, match=r"base: unknown config keys \['epoch'\]"):
@@ -219,3 +221,30 @@ def test_sweep_explorer_draws_each_view_once(tmp_path):
     assert explorer.computed["chart"] == 3
     with pytest.raises(KeyError, match="no metric 'mAP'"):
         explorer.select(metric="mAP")
+
+
+def test_a_null_factor_value_stays_null_and_reads_all(tmp_path):
+    cells = [sweep_module._Cell({"source_classes": n}, seed, TrainConfig(name=f"r{n}-{seed}"), f"s{n}-{seed}")
+             for n in (None, 4) for seed in (0, 1)]
+    outcomes = {c.config.name: {"status": "finished", "accuracy": 0.5 + 0.1 * (c.factors["source_classes"] == 4)}
+                for c in cells}
+    table = sweep_module._cells_table(cells, outcomes, ["source_classes"])
+    assert table["source_classes"].tolist() == [None, None, 4, 4]  # not NaN and 4.0
+    summary = summarise(table, ["source_classes"])
+    assert summary["source_classes"].tolist() == [None, 4] and summary["seeds"].tolist() == [2, 2]
+    figure = sweep_figure(summary, ["source_classes"])
+    assert list(figure.data[0].x) == ["all", "4"]
+
+
+def test_multi_task_cells_report_their_mean_score(tmp_path):
+    metrics = {"tasks": {"style": {"accuracy": 0.4, "n_images": 9}, "artist": {"accuracy": 0.6, "n_images": 9}},
+               "mean_score": 0.5, "split": "test"}
+    outcome = sweep_module._outcome(metrics)
+    assert outcome["status"] == "finished" and outcome["mean_score"] == 0.5
+    cell = sweep_module._Cell({"lr": 0.1}, 0, TrainConfig(name="multi"))
+    table = sweep_module._cells_table([cell], {"multi": outcome}, ["lr"])
+    summary = summarise(table, ["lr"])
+    result = Sweep("multi", ["lr"], table, summary, sweep_figure(summary, ["lr"], "mean_score"), tmp_path,
+                   "mean_score")
+    assert result.metrics == ["mean_score"] and summary["mean_score mean"].tolist() == [0.5]
+    assert result.best_run() == tmp_path.parent.parent / "multi"

@@ -307,4 +307,12 @@ def _save(result: Analysis, out_dir: Path, title: str) -> None:
         summaries.append(("cka", result.tables["cka"][["comparison", "layer", "cka", "cka_debiased", "n_images"]]))
     sections = [("", figure) for figure in result.figures.values()]
     sections += [(f"Table: {name}", table) for name, table in summaries]
-    result.report = plots.write_html_report(out_dir / "report.html", f"What changed: {title}", sections)
+    page = out_dir / report_name(result.comparison.what)
+    result.report = plots.write_html_report(page, f"What changed: {title}", sections)
+
+
+def report_name(what: tuple[str, ...]) -> str:
+    """report.html for every analysis, else named by those run (report-topk.html), so that one never overwrites
+    another (the CSVs are named by analysis already)."""
+    every = Comparison.__dataclass_fields__["what"].default
+    return "report.html" if set(what) == set(every) else f"report-{'-'.join(what)}.html"

@@ -40,6 +40,9 @@ DECODE_VERSION = 1
 PACK_BYTES = 32 << 20
 #: `.part` files older than this were left by a killed writer (younger ones may still be being written).
 STALE_PART_SECONDS = 24 * 3600
+#: Pack files one reader keeps open at once (the least recently read is closed first), well below the usual
+#: limit of 1024 open files per process, whatever the number of packs.
+MAX_OPEN_PACKS = 16
 
 
 def enabled() -> bool:
@@ -179,8 +182,11 @@ class DecodedImages:
             handle = self._handle(entry.pack)
             handle.seek(entry.offset)
             complete = handle.readinto(memoryview(pixels)) == entry.nbytes
-        except OSError:
-            complete = False
+        except FileNotFoundError:  # another process dropped it: its images are decoded again
+            self._forget(entry.pack)
+            return None
+        except OSError:  # not the pack's fault (too many open files, permissions): decode, keep the pack
+            return None
         if not complete or zlib.crc32(pixels) != entry.crc:
             self._forget(entry.pack)
             drop_pack(entry.pack)
@@ -190,8 +196,12 @@ class DecodedImages:
     def _handle(self, pack: str):
         if os.getpid() != self._pid:  # a forked worker: never share a file position with the parent
             self._handles, self._pid = {}, os.getpid()
-        if pack not in self._handles:
-            self._handles[pack] = open(pack, "rb")  # kept open for the pass; see close()
+        if pack in self._handles:
+            self._handles[pack] = self._handles.pop(pack)  # now the most recently read
+        else:
+            while len(self._handles) >= MAX_OPEN_PACKS:
+                self._handles.pop(next(iter(self._handles))).close()
+            self._handles[pack] = open(pack, "rb")  # kept open for the pass (at most MAX_OPEN_PACKS); see close()
         return self._handles[pack]
 
     def _forget(self, pack: str) -> None:
@@ -226,8 +236,10 @@ def _all_entries(folder: Path) -> dict[bytes, Entry]:
     for pack in sorted(folder.glob("*.safetensors")):
         try:
             found |= read_pack_index(pack)
-        except (DamagedPack, OSError):
+        except DamagedPack:
             drop_pack(pack)
+        except OSError:  # unreadable now (too many open files, permissions, removed meanwhile): not damaged
+            pass
     return found
 
 

@@ -150,10 +150,10 @@ def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
 
 
 def _scan(paths: list[str]) -> pd.DataFrame:
-    from tqdm.auto import tqdm
+    from artlab.progress import progress
 
     rows = []
-    for path in tqdm(paths, desc="checking images", unit="img", leave=False):
+    for path in progress(paths, desc="checking images", unit="img", leave=False):
         try:
             info = inspect(path)
             rows.append({"path": path, **info.__dict__, "sha1": content_hash(path), "error": None})

@@ -206,8 +206,13 @@ def default_workers(dataset: Dataset) -> int:
     """
     if isinstance(dataset, ImageDataset) and dataset.cached_fraction() == 1.0:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return 0 if cores <= 2 else min(cores - 1, 8)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share), not all the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int | None = None,

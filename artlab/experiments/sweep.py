@@ -28,16 +28,19 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-from tqdm.auto import tqdm
 
 from artlab import plots
+from artlab.data.loading import usable_cores
 from artlab.io import write_csv, write_yaml
+from artlab.progress import progress, tqdm
 from artlab.runs import HEADLINE_METRICS, Run, check_name, runs_root
 from artlab.training import TrainConfig, train
 from artlab.training.config import plain_name
 
 SOURCE_CLASSES = "source_classes"  # the derived factor: train the source stage on the N largest classes
 NOT_FACTORS = ("name", "seed")  # cells are named by the sweep; seeds are their own argument
+#: What a cell reports: a single-task run's headline test metrics, a multi-task run's mean score over its tasks.
+METRICS = (*HEADLINE_METRICS, "mean_score")
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Sweep:
     @property
     def metrics(self) -> list[str]:
         """The headline test metrics the cells report (the widget's choices)."""
-        return [m for m in HEADLINE_METRICS if f"{m} mean" in self.table]
+        return [m for m in METRICS if f"{m} mean" in self.table]
 
     @property
     def files(self) -> list[Path]:
@@ -101,6 +104,9 @@ def sweep(base: TrainConfig | dict, grid: dict[str, Sequence], seeds: Sequence[i
         raise ValueError("seeds must name at least one seed")
     if SOURCE_CLASSES in grid and source is None:
         raise ValueError(f"the grid factor {SOURCE_CLASSES!r} needs source= (a TrainConfig of the source stage)")
+    if source is not None and "init_from" in grid:
+        raise ValueError("the grid factor 'init_from' cannot be combined with source= (every cell starts from its "
+                         "source run)")
     source = _config(source, "source") if source is not None else None
     name = check_name(name or base.name or default_name(base, list(grid), source))
     root = runs_root(runs_dir)
@@ -108,7 +114,7 @@ def sweep(base: TrainConfig | dict, grid: dict[str, Sequence], seeds: Sequence[i
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
-    with tqdm(total=len(sources) + len(cells), desc=f"sweep {name}", unit="run") as bar:
+    with progress(total=len(sources) + len(cells), desc=f"sweep {name}", unit="run") as bar:
         outcomes = _execute(list(sources.values()), root, workers, bar)
         ready = []
         for cell in cells:
@@ -122,7 +128,7 @@ def sweep(base: TrainConfig | dict, grid: dict[str, Sequence], seeds: Sequence[i
     factors = list(grid)
     table = _cells_table(cells, outcomes, factors)
     summary = summarise(table, factors)
-    metric = next((m for m in HEADLINE_METRICS if f"{m} mean" in summary), "accuracy")
+    metric = next((m for m in METRICS if f"{m} mean" in summary), "accuracy")
     figure = sweep_figure(summary, factors, metric, title=name)
     folder = root / "sweeps" / name
     result = Sweep(name, factors, table, summary, figure, folder, metric)
@@ -231,8 +237,8 @@ def _make(config: TrainConfig, tag: str, **changes) -> TrainConfig:
 
 
 def default_workers() -> int:
-    """As many worker processes as fit the cores: half of them, each training with two threads."""
-    return max(1, (os.cpu_count() or 1) // 2)
+    """As many worker processes as fit the usable cores: half of them, each training with two threads."""
+    return max(1, usable_cores() // 2)
 
 
 def _execute(configs: list[TrainConfig], root: Path, workers: int, bar: tqdm) -> dict[str, dict]:
@@ -252,13 +258,14 @@ def _execute(configs: list[TrainConfig], root: Path, workers: int, bar: tqdm) ->
         return outcomes
     count = min(workers, len(pending))
     pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                               initargs=(max(1, (os.cpu_count() or 1) // count),))
+                               initargs=(max(1, usable_cores() // count),))
     try:
         futures = {pool.submit(run_cell, config.to_dict(), str(root)): config.name for config in pending}
         for future in as_completed(futures):
             try:
                 outcomes[futures[future]] = future.result()
-            except Exception as exc:  # noqa: BLE001 - a worker that died fails its cell, not the sweep
+            except Exception as exc:  # noqa: BLE001 - a dead worker breaks the pool: the cells still pending fail
+                # with it (BrokenProcessPool), not the sweep; they are trained again on the next call
                 outcomes[futures[future]] = {"status": "failed", "error": f"worker process failed: {_one_line(exc)}"}
             bar.update()
     finally:
@@ -271,7 +278,7 @@ def _start_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"  # read by artlab.progress at each bar
 
 
 def _reused(config: TrainConfig, root: Path) -> dict | None:
@@ -298,7 +305,7 @@ def run_cell(config: dict, runs_dir: str) -> dict:
 
 def _outcome(metrics: dict) -> dict:
     return {"status": "finished", "test images": metrics.get("n_images"),
-            **{k: metrics[k] for k in HEADLINE_METRICS if k in metrics}}
+            **{k: metrics[k] for k in METRICS if k in metrics}}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -313,20 +320,20 @@ def _cells_table(cells: list[_Cell], outcomes: dict[str, dict], factors: list[st
         outcome = outcomes[cell.config.name]
         rows.append({**cell.factors, "seed": cell.seed, **outcome, "run": cell.config.name,
                      **({"source run": cell.source} if cell.source else {})})
-    table = pd.DataFrame(rows)
+    table = _keep_values(pd.DataFrame(rows), [cell.factors for cell in cells], factors)
     if "error" not in table:
         table["error"] = None
-    if not any(m in table for m in HEADLINE_METRICS):  # every cell failed: an empty column to chart
+    if not any(m in table for m in METRICS):  # every cell failed: an empty column to chart
         table["accuracy"] = float("nan")
     if "test images" in table:
         table["test images"] = table["test images"].astype("Int64")  # missing for failed cells
-    ordered = [c for c in (*factors, "seed", "status", *HEADLINE_METRICS, "test images", "run") if c in table]
+    ordered = [c for c in (*factors, "seed", "status", *METRICS, "test images", "run") if c in table]
     return table[ordered + [c for c in table.columns if c not in ordered]]
 
 
 def summarise(cells: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     """Per factor combination (grid order): mean and sample sd of each metric over finished seeds, n, failures."""
-    metrics = [m for m in HEADLINE_METRICS if m in cells]
+    metrics = [m for m in METRICS if m in cells]
     rows = []
     for _, part in cells.groupby([cells[f].map(repr) for f in factors], sort=False):
         done = part[part["status"] == "finished"]
@@ -334,7 +341,17 @@ def summarise(cells: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
         for metric in metrics:
             row |= {f"{metric} mean": done[metric].mean(), f"{metric} sd": done[metric].std(ddof=1)}
         rows.append(row | {"seeds": len(done), "failed": len(part) - len(done)})
-    return pd.DataFrame(rows)
+    return _keep_values(pd.DataFrame(rows), rows, factors)
+
+
+def _keep_values(table: pd.DataFrame, rows: list[dict], factors: list[str]) -> pd.DataFrame:
+    """The factor columns holding each row's value as given: pandas turns a None among numbers (source_classes
+    null = all classes, top_n null) into NaN, which would read and chart as "nan"."""
+    for factor in factors:
+        values = [row[factor] for row in rows]
+        if any(value is None for value in values):
+            table[factor] = pd.Series(values, index=table.index, dtype=object)
+    return table
 
 
 def _numeric(values: pd.Series) -> bool:

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from artlab import models
 from artlab.cache import cache_dir
 from artlab.io import DamagedFile, load_tensors, save_tensors
+from artlab.progress import progress as progress_bar
 
 #: Square root of ImageNet's colour covariance (from its SVD), as measured for lucid; maps decorrelated
 #: channels back to RGB. Published figures, quoted here as data.
@@ -268,8 +268,8 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
     with frozen_eval(model, device), \
             models.Taps(model, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
-        quiet = {} if progress else {"disable": True}  # TQDM_DISABLE applies unless the caller asks for quiet
-        for _ in tqdm(range(settings.steps), desc=f"render {objective.describe}", leave=False, **quiet):
+        for _ in progress_bar(range(settings.steps), desc=f"render {objective.describe}", leave=False,
+                              disable=not progress):
             optimizer.zero_grad(set_to_none=True)
             x = _normalise(settings.robustness.apply(image(), generator), spec)
             acts, logits = taps.run(x)

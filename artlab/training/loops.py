@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from artlab import models
 from artlab.data.collection import ArtCollection
 from artlab.data.loading import ImageDataset, collate_present, loader
 from artlab.models import ModelCard
+from artlab.progress import progress, tqdm
 from artlab.runs import Run, load_checkpoint, save_checkpoint
 from artlab.training import distributed, prefix
 from artlab.training.config import TrainConfig
@@ -59,7 +59,7 @@ def _progress(data, desc: str) -> tqdm:
     """A progress bar over `data` that starts it once: tqdm.auto calls iter() on what it wraps, which would
     start a DataLoader twice (drawing its shuffling seed twice, and a different number of times for a plain
     DataLoader than for artlab's evaluation loader)."""
-    return tqdm((batch for batch in data), total=len(data), desc=desc, unit="batch", leave=False)
+    return progress((batch for batch in data), total=len(data), desc=desc, unit="batch", leave=False)
 
 
 @torch.no_grad()
@@ -173,7 +173,7 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.
         state = {"epoch": 0, "history": [], "best": -math.inf, "best_epoch": 0, "stale": 0}
     elif where.main:  # the checkpoint is the one source of the history (a kill before history.csv loses nothing)
         run.write_history(state["history"])
-    epochs = tqdm(range(state["epoch"] + 1, config.epochs + 1), desc=run.name, unit="epoch",
+    epochs = progress(range(state["epoch"] + 1, config.epochs + 1), desc=run.name, unit="epoch",
                   initial=state["epoch"], total=config.epochs, disable=True if not where.main else None)
     for epoch in epochs:
         if config.patience is not None and state["stale"] >= config.patience:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,12 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from artlab import models
 from artlab.cache import cache_dir, fingerprint
+from artlab.data import decoded
 from artlab.data.loading import ImageDataset, loader
 from artlab.io import DamagedFile, load_tensors, save_tensors
+from artlab.progress import progress
 from artlab.training.config import TrainConfig
 
 #: Cached outputs (training and validation images together) beyond this take the normal path.
@@ -133,11 +135,11 @@ def weights_digest(model: nn.Module, k: int) -> str:
 
 
 def cache_key(model: nn.Module, k: int, paths: list[str], image_size: int) -> str:
-    """A stable key for one (frozen weights, k, image size, input normalisation, image set) combination."""
+    """A stable key for one (frozen weights, k, image size, input normalisation, image set, decoder) combination."""
     spec = models.arch_of(model)
     key = json.dumps({"arch": spec.name, "weights": weights_digest(model, k), "blocks": k, "size": image_size,
-                      "mean": spec.mean, "std": spec.std, "images": fingerprint(paths), "version": VERSION},
-                     sort_keys=True)
+                      "mean": spec.mean, "std": spec.std, "images": fingerprint(paths), "version": VERSION,
+                      "decode": decoded.DECODE_VERSION}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -158,12 +160,16 @@ def cached_outputs(model: nn.Module, k: int, paths: list[str], targets: np.ndarr
             outputs = load_tensors(path)[0]["outputs"]
             if len(outputs) == len(paths):
                 return PrefixOutputs(outputs, np.ones(len(paths), dtype=bool), targets, {})
-        except (DamagedFile, KeyError):  # a damaged cache entry is recomputed, never trusted
+        except (DamagedFile, KeyError, OSError):  # a damaged (or vanished) cache entry is recomputed, never trusted
             pass
     outputs, present, failures = compute_outputs(model, k, paths, image_size, device, batch_size)
     if present.all():
-        save_tensors(path, {"outputs": outputs}, {"arch": models.arch_of(model).name, "blocks": str(k),
-                                                  "image_size": str(image_size), "n_images": str(len(paths))})
+        try:
+            save_tensors(path, {"outputs": outputs}, {"arch": models.arch_of(model).name, "blocks": str(k),
+                                                      "image_size": str(image_size), "n_images": str(len(paths))})
+        except OSError as exc:  # the cache is an optimisation: a full or read-only disk does not stop training
+            warnings.warn(f"the frozen-prefix cache could not be written to {path} ({exc}); this run trains on "
+                          f"the outputs computed now, the next computes them again", RuntimeWarning, stacklevel=2)
     return PrefixOutputs(outputs, present, targets, failures)
 
 
@@ -175,7 +181,7 @@ def compute_outputs(model: nn.Module, k: int, paths: list[str], image_size: int,
     dataset = ImageDataset(paths, None, image_size, models.input_transform(model, image_size), keep=False)
     outputs = torch.zeros(len(paths), *output_shape(model, k, image_size))
     present = np.zeros(len(paths), dtype=bool)
-    for batch in tqdm(loader(dataset, batch_size), desc=f"frozen blocks 1-{k}", unit="batch", leave=False):
+    for batch in progress(loader(dataset, batch_size), desc=f"frozen blocks 1-{k}", unit="batch", leave=False):
         if batch is not None:
             x, rows = batch
             outputs[rows] = prefix(x.to(device, non_blocking=True)).float().cpu()

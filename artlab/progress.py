@@ -1,0 +1,27 @@
+"""Progress bars: tqdm's (a widget in Jupyter, text in a terminal), off where nobody can watch them.
+
+TQDM_DISABLE=1 turns them off everywhere (tqdm's notebook bars do not read it themselves), and so does
+ARTLAB_STATIC=1: a headless notebook run (papermill, nbval) would store one widget per bar, which no
+exported page can show and whose number depends on which runs were already cached.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from tqdm.auto import tqdm
+
+__all__ = ["progress", "progress_off", "tqdm"]
+
+
+def progress_off() -> bool:
+    """Whether progress bars are off: TQDM_DISABLE or ARTLAB_STATIC set to anything but "" or "0"."""
+    return any(os.environ.get(name, "") not in ("", "0") for name in ("TQDM_DISABLE", "ARTLAB_STATIC"))
+
+
+def progress(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
+    """`tqdm(iterable, **kwargs)`, disabled when the caller asks (disable=True) or `progress_off()`."""
+    kwargs["disable"] = bool(kwargs.get("disable")) or progress_off()
+    return tqdm(iterable, **kwargs)
