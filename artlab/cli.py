@@ -23,27 +23,27 @@ def _print_table(frame: pd.DataFrame, index: bool = True) -> None:
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
-    from artlab.data import load
+    """What a collection holds, as notebook 01 shows it: a few sentences, then the tables (and a chart with --html)."""
+    from artlab.data import collection_summary, load
     from artlab.plots import write_figure
 
     options = {"separator": args.separator} if args.separator else {}
     collection = load(args.source, args.layout, **options).check_images()
-    print(collection)
-    print(f"split: {collection.split_origin or 'none in the collection (artlab draws one when training)'}")
-    for task in ([args.task] if args.task else collection.tasks):
+    summary = collection_summary(collection, args.task)
+    print(summary)
+    for task, table in summary.classes.items():
         print(f"\nimages per {task} and split")
-        _print_table(collection.summary(task))
+        _print_table(table)
     print("\nfiles")
-    _print_table(collection.image_summary(), index=False)
-    if len(collection.skipped):
-        print(f"\nskipped {len(collection.skipped)} file(s) or row(s):")
-        _print_table(collection.skipped, index=False)
-    duplicates = collection.duplicates()
-    if len(duplicates):
-        print(f"\n{len(duplicates)} byte-identical files (kept together in one split when training):")
-        _print_table(duplicates[["group", "path", *collection.tasks]], index=False)
+    _print_table(summary.files, index=False)
+    if len(summary.skipped):
+        print(f"\nskipped {len(summary.skipped)} file(s) or row(s):")
+        _print_table(summary.skipped, index=False)
+    if len(summary.duplicates):
+        print(f"\n{len(summary.duplicates)} byte-identical files (kept together in one split when training):")
+        _print_table(summary.duplicates[["group", "path", *collection.tasks]], index=False)
     if args.html:
-        html = write_figure(collection.class_chart(args.task or collection.tasks[0]), Path(args.html))
+        html = write_figure(summary.chart(args.task), Path(args.html))
         print(f"\nclass chart: {html} (plotly.min.js beside it)")
     return 0
 

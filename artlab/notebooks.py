@@ -266,12 +266,16 @@ def write_index(out_dir: Path, notebooks: list[Path], records: dict[str, dict], 
         rows.append(f'<tr class="{html.escape(status.replace(" ", "-"))}"><td>{link}</td>'
                     f"<td>{html.escape(description(path))}{error}</td><td>{html.escape(status)}</td>"
                     f"<td>{html.escape(_settings(record))}</td><td class=\"time\">{seconds}</td><td>{files}</td></tr>")
+    done = [r for r in map(records.get, (nb.name for nb in notebooks)) if isinstance(r, dict)]
+    total = sum(r["seconds"] for r in done if isinstance(r.get("seconds"), int | float))
+    succeeded = sum(r.get("status") == "succeeded" for r in done)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}} td,th{{padding:.3em .8em;text-align:left;
 vertical-align:top}} tr:nth-child(even){{background:#f4f4f4}} .failed td{{color:#a00}} .not-run td{{color:#888}}
 .error{{font-family:monospace;font-size:90%}} .time{{text-align:right}}</style></head>
 <body><h1>{html.escape(title)}</h1>
+<p>{succeeded} of {len(notebooks)} notebooks succeeded, in {total:.0f} s of run time.</p>
 <table><tr><th>notebook</th><th>what it shows</th><th>status</th><th>settings</th><th>run time</th><th>executed</th>
 </tr>
 {chr(10).join(rows)}

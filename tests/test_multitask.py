@@ -131,7 +131,9 @@ def test_multi_task_run_end_to_end(gappy, tmp_path):
     from artlab.analysis import Comparison, analyze
 
     found = analyze(Comparison(str(run.path), task="artist", what=("topk",), k=3))
-    assert sorted(found.labels) == sorted(a or "?" for a in split["artist"])
+    assert sorted(found.labels) == sorted(a for a in split["artist"] if a)  # the images with an artist label
+    unlabelled = found.tables["skipped_images"]
+    assert len(unlabelled) == (split["artist"] == "").sum() and set(unlabelled["reason"]) == {"no artist label"}
     with pytest.raises(ValueError, match="no task 'medium'"):
         analyze(Comparison(str(run.path), task="medium", what=("params",)))
 

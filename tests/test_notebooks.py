@@ -96,6 +96,7 @@ def test_a_failing_notebook_stops_the_series_and_a_rerun_continues(series, tmp_p
     assert _index_rows(out / "index.html") == [("01_chart", "succeeded"), ("02_fails", "failed"),
                                                ("03_plain", "not run")]
     assert "chart: a test notebook" in (out / "index.html").read_text()  # the first heading describes it
+    assert "1 of 3 notebooks succeeded" in (out / "index.html").read_text()
     status = json.loads((out / "status.json").read_text())
     assert status["02_fails.ipynb"]["status"] == "failed" and status["01_chart.ipynb"]["parameters"] == {
         "quick": True}
@@ -109,6 +110,8 @@ def test_a_failing_notebook_stops_the_series_and_a_rerun_continues(series, tmp_p
     assert _index_rows(result.index) == [("01_chart", "succeeded"), ("02_fails", "succeeded"),
                                          ("03_plain", "succeeded")]
     assert all(re.search(rf"{name}.*?[\d.]+ s", result.index.read_text(), re.S) for name in ("01", "02", "03"))
+    total = sum(record["seconds"] for record in result.records.values())
+    assert f"3 of 3 notebooks succeeded, in {total:.0f} s of run time" in result.index.read_text()
 
     # other parameters, or an edited notebook, run again
     run_series(out, quick=False, only="01", folder=series, log=None)

@@ -441,7 +441,7 @@ def test_publishers_split_folders_are_recognised(tmp_path, names, capsys):
     assert Counter(collection.table["split"]) == {"train": 6, "val": 2, "test": 3}
     assert collection.split_origin.startswith("split folders")
     assert main(["data", "summary", str(tmp_path), "--layout", "wikiart"]) == 0
-    assert f"split: split folders {sorted(names)[0]}" in capsys.readouterr().out
+    assert f"Split: split folders {sorted(names)[0]}" in capsys.readouterr().out
 
 
 def test_class_folders_named_like_splits_are_not_mistaken_for_a_split(tmp_path):

@@ -326,6 +326,10 @@ def test_one_pass_leaves_out_what_is_not_asked(small_synthetic):
     assert only_topk.cka is None and set(only_topk.tops) == {"base", "tuned"}
     only_cka = one_pass(net, other, paths, ["features.3"], k=None, image_size=48)
     assert only_cka.tops == {} and only_cka.cka_random is None and len(only_cka.cka) == 1
+    with pytest.raises(ValueError, match="same module; pass a copy"):
+        one_pass(net, net, paths, ["features.3"], k=2, image_size=48)
+    with pytest.raises(ValueError, match="at least 4 images, got 3"):
+        one_pass(net, other, paths[:3], ["features.3"], k=2, image_size=48)
 
 
 

@@ -132,10 +132,11 @@ class Context:
             load(c.data).labelled(self.task).check_images()
         if self.task not in collection.multi_label:
             raise KeyError(f"{c.data or self.run.path} has no task {self.task!r}; its tasks are {collection.tasks}")
+        collection = collection.labelled(self.task)  # a multi-task run's images without this task's label: left out
         table = collection.table
         if c.max_images is not None and len(table) > c.max_images:
             table = table.sample(n=c.max_images, random_state=c.seed).sort_index()
-        labels = table[self.task].map(lambda v: v[0] if isinstance(v, tuple) and v else v).fillna("?").to_numpy()
+        labels = table[self.task].map(lambda v: v[0] if isinstance(v, tuple) else v).to_numpy()
         self.skipped = collection.skipped
         return table["path"].tolist(), labels
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from artlab import models
-from artlab.analysis.cka import CKAFeed
+from artlab.analysis.cka import MIN_IMAGES, CKAFeed
 from artlab.analysis.topk import TopK, TopKStream, check_k
 from artlab.features import Feed, Outputs, forward_pass
 
@@ -41,6 +41,11 @@ def one_pass(base: nn.Module, tuned: nn.Module, paths: list[str], layers: list[s
     `cka=False` or `k=None` leave that part out (and `random` is only run for CKA). The CKA tables
     have linear_cka's columns; the top-k lists are keyed "base" and "tuned".
     """
+    if base is tuned or (random is not None and random in (base, tuned)):
+        raise ValueError("one_pass compares different networks: base, tuned (and random) are the same module; "
+                         "pass a copy (copy.deepcopy) to compare a network with itself")
+    if cka and len(paths) < MIN_IMAGES:
+        raise ValueError(f"CKA needs at least {MIN_IMAGES} images, got {len(paths)}")
     if k is not None:
         check_k(k)
         k = min(k, len(paths))
