@@ -21,8 +21,8 @@ def pytest_configure(config):
     _SCRATCH.append(scratch)
     os.environ["ARTLAB_CACHE"] = os.path.join(scratch, "cache")
     os.environ["ARTLAB_RUNS"] = os.path.join(scratch, "runs")
-    for name, value in KERNEL_ENV.items():
-        os.environ.setdefault(name, value)
+    os.environ.update(KERNEL_ENV)  # as recorded: static explorers, no progress bars, plotly's default renderer
+    os.environ.pop("PLOTLY_RENDERER", None)
 
 
 def pytest_unconfigure(config):

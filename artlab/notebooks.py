@@ -153,7 +153,7 @@ def own_kernel_first() -> str:
 def local_kernel_manager() -> type | None:
     """A kernel manager whose kernel talks over local (ipc) sockets, not TCP ports, on POSIX; None elsewhere.
 
-    Nothing else on the machine can connect to a kernel that has no port, and ipykernel 7 warns,
+    Only the user's own processes can reach a kernel that has no port, and ipykernel 7 warns,
     for every notebook of the series, that a TCP kernel is "susceptible to eavesdropping".
     """
     if os.name != "posix":
@@ -171,7 +171,7 @@ def local_kernel_manager() -> type | None:
 
         @default("ip")
         def _default_ip(self) -> str:  # the sockets' files: in Jupyter's runtime folder, not the notebook's
-            Path(jupyter_runtime_dir()).mkdir(parents=True, exist_ok=True)
+            Path(jupyter_runtime_dir()).mkdir(mode=0o700, parents=True, exist_ok=True)  # as Jupyter makes it
             return str(Path(jupyter_runtime_dir()) / f"artlab-kernel-{uuid4().hex[:12]}")
 
     return LocalKernelManager
@@ -250,6 +250,15 @@ def _settings(record: dict) -> str:
     return ", ".join(words) or "its defaults"
 
 
+def outdate_after(path: Path, notebooks: list[Path], records: dict[str, dict]) -> None:
+    """Mark the succeeded notebooks after `path` "outdated": they may have used what its earlier run made, so
+    a later call runs them again (their pages stay until then)."""
+    for later in notebooks[notebooks.index(path) + 1:]:
+        record = records.get(later.name)
+        if isinstance(record, dict) and record.get("status") == "succeeded":
+            record["status"] = "outdated"
+
+
 def write_index(out_dir: Path, notebooks: list[Path], records: dict[str, dict], title: str) -> Path:
     """index.html: one line per notebook with its description, status, settings, run time and links (no script)."""
     rows = []
@@ -273,7 +282,7 @@ def write_index(out_dir: Path, notebooks: list[Path], records: dict[str, dict], 
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}} td,th{{padding:.3em .8em;text-align:left;
 vertical-align:top}} tr:nth-child(even){{background:#f4f4f4}} .failed td{{color:#a00}} .not-run td{{color:#888}}
-.error{{font-family:monospace;font-size:90%}} .time{{text-align:right}}</style></head>
+.outdated td{{color:#a60}} .error{{font-family:monospace;font-size:90%}} .time{{text-align:right}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>{succeeded} of {len(notebooks)} notebooks succeeded, in {total:.0f} s of run time.</p>
 <table><tr><th>notebook</th><th>what it shows</th><th>status</th><th>settings</th><th>run time</th><th>executed</th>
@@ -293,7 +302,8 @@ def run_series(out_dir: str | Path, quick: bool = True, data: str | None = None,
 
     Earlier outputs are kept. The leading notebooks that already succeeded with the same parameters,
     source and artlab code are not run again, so a rerun continues at the one that failed; once one
-    notebook runs, the ones after it run too (they may reuse what it trained).
+    notebook runs, the ones after it run too (they may reuse what it trained), and those it leaves out
+    (`only`) are marked outdated, to run on the next call.
     """
     say = log or (lambda _line: None)
     out_dir = Path(out_dir)
@@ -315,6 +325,7 @@ def run_series(out_dir: str | Path, quick: bool = True, data: str | None = None,
         say(f"{path.stem}: running ({', '.join(f'{k}={v}' for k, v in parameters.items()) or 'its defaults'})")
         record = run_notebook(path, out_dir, parameters, timeout, runs_dir)
         records[path.name] = record
+        outdate_after(path, notebooks, records)
         write_json(out_dir / STATUS_FILE, records)
         index = write_index(out_dir, notebooks, records, title)
         if record["status"] == "failed":

@@ -22,6 +22,8 @@ def progress_off() -> bool:
 
 
 def progress(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
-    """`tqdm(iterable, **kwargs)`, disabled when the caller asks (disable=True) or `progress_off()`."""
-    kwargs["disable"] = bool(kwargs.get("disable")) or progress_off()
+    """`tqdm(iterable, **kwargs)`, disabled when `progress_off()`, else as the caller asks (disable=None: on a
+    terminal only, as tqdm does)."""
+    if progress_off():
+        kwargs["disable"] = True
     return tqdm(iterable, **kwargs)

@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import nbformat
@@ -36,7 +37,7 @@ TEXT_TYPES = ("text/plain", "text/html", "text/markdown")
 CUT = (r"(?<=<td>)[^<]*\.\.\.(?=</td>)", "<cut>")
 PATTERNS = [
     (r"0x[0-9a-fA-F]{6,}", "0x?"),  # object addresses in reprs
-    (r"-?\d+\.\d+(?:[eE][-+]?\d+)?", "<num>"),  # accuracies, losses, distances: they move with the CPU
+    (r"-?\d+(?:\.\d+(?:[eE][-+]?\d+)?|[eE][-+]?\d+)", "<num>"),  # accuracies, losses, distances (1.5, 2e-05)
     (r"[ \t]+", " "),  # column alignment, which follows the numbers' widths
 ]
 #: Cells that run but whose outputs are not compared: what they show follows which images a trained network
@@ -130,8 +131,8 @@ def use_record(items: list, record: dict | None = None, env: Mapping[str, str] =
                folder: Path = NOTEBOOKS) -> None:
     """nbval items of the notebooks in `folder`: compare each cell with its recorded outputs.
 
-    A cell is compared when its source is the recorded one (test_notebook_outputs_are_recorded fails
-    otherwise); both sides are reduced to `comparable` outputs and sanitised.
+    Both sides are reduced to `comparable` outputs and sanitised. A cell without a record of its
+    current source fails, saying how to record it again; NOT_COMPARED cells only run.
     """
     record = read_record() if record is None else record
     ordered = patterns(env)
@@ -140,16 +141,24 @@ def use_record(items: list, record: dict | None = None, env: Mapping[str, str] =
         path = Path(str(getattr(item, "fspath", ""))).resolve()
         if cell is None or path.parent != Path(folder).resolve() or not hasattr(item, "compare_outputs"):
             continue
+        if (path.name, cell.get("id")) in NOT_COMPARED:
+            continue
         recorded = record.get(path.name, {}).get(cell.get("id"))
-        if (path.name, cell.get("id")) in NOT_COMPARED or not recorded \
-                or recorded["source"] != source_digest(cell.source):
+        item.options["check"] = True
+        cell.execution_count = cell.execution_count or 1  # nbval compares only cells that ran
+        if not recorded or recorded["source"] != source_digest(cell.source):
+            item.compare_outputs = partial(_stale, item, f"{path.name} cell {cell.get('id')}")
             continue
         cell.outputs = [nbformat.from_dict(output) for output in recorded["outputs"]]
-        cell.execution_count = cell.execution_count or 1  # nbval compares only cells that ran
-        item.options["check"] = True
         item.parent.sanitize_patterns.update(ordered)
         original = item.compare_outputs
         item.compare_outputs = lambda test, ref, skip=None, original=original: original(comparable(test), ref, skip)
+
+
+def _stale(item, cell: str, *_outputs) -> bool:
+    """nbval's comparison of a cell whose source is not the recorded one: a failure that says what to do."""
+    item.comparison_traceback = [f"{cell} has no recorded outputs for its current source: {RECORD_COMMAND}"]
+    return False
 
 
 def record_outputs(only: list[str] | None = None, timeout: int = 900) -> Path:
@@ -163,6 +172,7 @@ def record_outputs(only: list[str] | None = None, timeout: int = 900) -> Path:
     with tempfile.TemporaryDirectory(prefix="artlab-record-") as scratch:
         env = {**KERNEL_ENV, "ARTLAB_RUNS": f"{scratch}/runs", "ARTLAB_CACHE": f"{scratch}/cache"}
         os.environ.update(env)
+        os.environ.pop("PLOTLY_RENDERER", None)  # as conftest.py runs nbval
         sanitize = sanitizer(env)
         for notebook in notebooks:
             print(f"{notebook.name}: running", flush=True)

@@ -6,7 +6,6 @@ is saved into the repository), and is stopped, with its kernels, whatever happen
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import secrets
@@ -48,15 +47,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def die_with_parent() -> None:
-    """In the server's process before it starts: SIGTERM it when the test process dies, even killed (Linux).
-
-    So a CI timeout that kills pytest leaves no JupyterLab or kernel behind (the server stops its kernels).
-    """
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+#: Starts JupyterLab (by exec, same process) after asking Linux to SIGTERM it when the test process dies, even
+#: killed, so that a CI timeout leaves no server or kernel behind (the server stops its kernels). A launcher,
+#: not preexec_fn, which is unsafe in a parent with threads (torch's).
+LAUNCHER = """import ctypes, os, signal, sys
+if sys.platform == "linux" and ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) != 0:  # PR_SET_PDEATHSIG
+    sys.exit("prctl(PR_SET_PDEATHSIG) failed")
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the test process is already gone")
+os.execv(sys.executable, [sys.executable, "-m", "jupyterlab", *sys.argv[2:]])
+"""
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -92,13 +92,12 @@ def jupyterlab(tmp_path):
     (labconfig / "page_config.json").write_text(
         json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
     log = (tmp_path / "jupyterlab.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+    server = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(os.getpid()), "--no-browser", "--ip=127.0.0.1",
                                f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
                                f"--ServerApp.root_dir={root}", "--allow-root", "--LabApp.news_url=None",
                                "--LabApp.extension_manager=readonly",  # no registry look-ups
                                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-                              env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                              preexec_fn=die_with_parent if sys.platform == "linux" else None)
+                              env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120

@@ -67,4 +67,4 @@ def test_a_double_fine_tuning_study(small_synthetic, tmp_path, monkeypatch, caps
     filters = changes["source -> target (double)"].tables["params_filters"]
     assert filters[filters["layer"] == "features.0.0"]["relative_change"].to_numpy() == pytest.approx(expected)
     folder = study.report.with_name(f"{study.report.stem}-changes-seed0")
-    assert len(list(folder.glob("*/report-params-cka.html"))) == len(STAGE_CHANGES)
+    assert len(list(folder.glob("*/report-cka-params.html"))) == len(STAGE_CHANGES)

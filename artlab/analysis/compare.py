@@ -272,7 +272,7 @@ def analyze(comparison: Comparison | str | Path, out_dir: str | Path | None = No
         result.tops |= findings.tops
     if result.tops:
         result.labels = ctx.images[1]
-    if len(ctx.skipped):  # images the analysis could not use (missing since training, broken)
+    if len(ctx.skipped):  # images the analysis could not use (missing since training, broken, no label for the task)
         result.tables["skipped_images"] = ctx.skipped.reset_index(drop=True)
     out_dir = Path(out_dir) if out_dir is not None else ctx.run.path / "analysis"
     _save(result, out_dir, f"{ctx.tuned_name} vs {ctx.base_name}")
@@ -316,4 +316,4 @@ def report_name(what: tuple[str, ...]) -> str:
     """report.html for every analysis, else named by those run (report-topk.html), so that one never overwrites
     another (the CSVs are named by analysis already)."""
     every = Comparison.__dataclass_fields__["what"].default
-    return "report.html" if set(what) == set(every) else f"report-{'-'.join(what)}.html"
+    return "report.html" if set(what) == set(every) else f"report-{'-'.join(sorted(set(what)))}.html"

@@ -10,7 +10,7 @@ k per channel.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -75,7 +75,7 @@ def one_pass(base: nn.Module, tuned: nn.Module, paths: list[str], layers: list[s
 
     dataset = forward_pass(feeds, paths, image_size, device, feed_all, batch_size, "analyses (one pass)",
                            num_workers, compile)
-    result = OnePass(tops={name: _as_kept(stream.result(paths)) for name, stream in tops.items()},
+    result = OnePass(tops={name: stream.result(paths) for name, stream in tops.items()},
                      failures=dict(dataset.failures))
     if cka:
         table = sums.table(dataset)
@@ -84,10 +84,3 @@ def one_pass(base: nn.Module, tuned: nn.Module, paths: list[str], layers: list[s
             baseline = table[table["depth_b"] >= n]
             result.cka_random = baseline.assign(depth_b=baseline["depth_b"] - n).reset_index(drop=True)
     return result
-
-
-def _as_kept(top: TopK) -> TopK:
-    """The lists with `k` = the images each one holds: fewer than asked when fewer images could be read (the
-    overlap of two lists is a share of k)."""
-    kept = min((indices.shape[1] for indices in top.indices.values()), default=top.k)
-    return replace(top, k=min(top.k, kept))

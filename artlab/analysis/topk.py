@@ -77,8 +77,10 @@ class TopKStream:
                                                              self.k)
 
     def result(self, paths: list[str]) -> TopK:
-        """The lists as a TopK on the CPU (plain tensors, whatever mode the pass ran in)."""
-        return TopK(list(paths), self.k, {n: s.cpu().clone() for n, s in self.scores.items()},
+        """The lists as a TopK on the CPU (plain tensors, whatever mode the pass ran in). Its `k` is what each
+        list holds: fewer than asked when fewer images could be read (an overlap is a share of k)."""
+        kept = min((i.shape[1] for i in self.indices.values()), default=self.k)
+        return TopK(list(paths), min(self.k, kept), {n: s.cpu().clone() for n, s in self.scores.items()},
                     {n: i.cpu().clone() for n, i in self.indices.items()})
 
 
