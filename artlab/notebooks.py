@@ -4,8 +4,9 @@ Notebooks are `NN_name.ipynb` files in the notebooks folder, run in name order i
 interpreter's kernel with the notebook's folder as working directory. Each gets only the
 parameters it declares (`quick`, `data`). The kernel runs with ARTLAB_STATIC=1 (explorers print
 static figures: papermill can hang after a live widget, nbclient issue 312) and plotly's
-`plotly_mimetype+notebook` renderer, whose HTML output carries plotly.js inline, so the exported
-pages show their charts offline; progress bars are off. `status.json` records each notebook's outcome:
+`plotly_mimetype` renderer (the executed notebook holds each figure once, as data JupyterLab draws);
+the HTML export draws them with plotly.js inline, so each page works alone, offline, and asks
+nothing of the network; progress bars are off. `status.json` records each notebook's outcome:
 a rerun keeps the leading notebooks that succeeded with the same parameters, source and artlab code,
 and starts again at the first that did not (the failed one), running every notebook after it.
 """
@@ -30,9 +31,18 @@ from artlab.io import atomic_path, remove_partial_files, write_json, write_text
 PATTERN = "[0-9][0-9]_*.ipynb"
 #: Seconds any one cell may run before the notebook counts as failed, so a headless run always ends.
 DEFAULT_TIMEOUT = 900
-#: The kernel's environment: static explorers, plotly output that renders in JupyterLab and in exported HTML.
-KERNEL_ENV = {"ARTLAB_STATIC": "1", "PLOTLY_RENDERER": "plotly_mimetype+notebook"}
+#: The kernel's environment: static explorers, plotly figures as data (JupyterLab draws them; `export_html` too).
+KERNEL_ENV = {"ARTLAB_STATIC": "1", "PLOTLY_RENDERER": "plotly_mimetype"}
 STATUS_FILE = "status.json"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+#: JupyterLab's page template without what it would fetch from a CDN: MathJax and mermaid (the series has no
+#: formulas or diagrams) and require.js, which only a notebook with saved widget state needs (static explorers
+#: save none).
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- if "widgets" in nb.metadata -%}{{ super() }}{%- endif -%}{%- endblock -%}
+{%- block html_head_js_mathjax -%}{%- endblock -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock -%}
+"""
 
 
 class NotebookFailed(RuntimeError):
@@ -131,14 +141,36 @@ def kernel_environment(extra: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def draw_plotly_figures(node: dict) -> int:
+    """Give each plotly figure output of a notebook an HTML view for its page (in place): plotly.js inline
+    before the first figure only, no MathJax, stable element ids. Returns the number of figures."""
+    import plotly.io as pio
+
+    figures = 0
+    for c, cell in enumerate(node.get("cells", [])):
+        for o, output in enumerate(cell.get("outputs", [])):
+            figure = output.get("data", {}).get(PLOTLY_MIME)
+            if not isinstance(figure, dict):
+                continue
+            output["data"]["text/html"] = pio.to_html(
+                figure, config=figure.get("config"), full_html=False, include_plotlyjs=figures == 0,
+                include_mathjax=False, div_id=f"figure-{c}-{o}", default_width="100%", default_height=525)
+            figures += 1
+    return figures
+
+
 def export_html(notebook: str | Path | dict, target: Path) -> Path:
-    """An executed notebook (a path or a NotebookNode) as one HTML page, written atomically."""
+    """An executed notebook (a path or a NotebookNode) as one self-contained HTML page, written atomically:
+    its charts drawn by the plotly.js it carries, nothing fetched from the network."""
     import nbformat
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     node = nbformat.read(str(notebook), as_version=4) if isinstance(notebook, str | Path) else notebook
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(node, resources={"metadata": {
-        "name": target.stem}})
+    draw_plotly_figures(node)
+    exporter = HTMLExporter(template_name="lab", template_file="artlab-offline.html.j2",
+                            extra_loaders=[DictLoader({"artlab-offline.html.j2": OFFLINE_TEMPLATE})])
+    body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": target.stem}})
     write_text(target, body)
     return target
 

@@ -44,6 +44,7 @@ def series(tmp_path) -> Path:
         "import os\nprint(os.environ.get('ARTLAB_STATIC'), os.environ.get('PLOTLY_RENDERER'), quick, data)",
         "from ipykernel.connect import get_connection_info as info\nprint('transport', info(unpack=True)['transport'])",
         "import plotly.graph_objects as go\ngo.Figure(go.Bar(x=['a', 'b'], y=[1, 3 if quick else 4]))",
+        "go.Figure(go.Scatter(x=[1, 2, 3], y=[2, 1, 2]))",
         "from artlab.progress import progress\nfor _ in progress(range(3), desc='a bar'):\n    pass"],
         parameters="quick = True\ndata = 'synthetic'")
     _notebook(folder / "02_fails.ipynb", [
@@ -85,7 +86,7 @@ def test_a_failing_notebook_stops_the_series_and_a_rerun_continues(series, tmp_p
                                              "index.html", "status.json"}
     executed = nbformat.read(out / "01_chart.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
-    assert "1 plotly_mimetype+notebook True synthetic" in printed  # static widgets, HTML-ready plotly, parameters
+    assert "1 plotly_mimetype True synthetic" in printed  # static widgets, plotly figures as data, parameters
     assert "transport ipc" in printed  # a kernel without a TCP port (POSIX)
     kinds = {kind for c in executed.cells if c.cell_type == "code" for o in c.outputs for kind in o.get("data", {})}
     assert "application/vnd.plotly.v1+json" in kinds
@@ -175,15 +176,24 @@ def test_a_cell_that_runs_too_long_fails_the_notebook(tmp_path):
 
 
 def test_html_export_shows_plotly_offline(series, tmp_path):
-    """The exported page carries plotly.js itself: in chromium with the network off, the chart is drawn."""
+    """The executed notebook holds each figure once, as data; its page carries plotly.js once, inline: in chromium
+    with the network off, both charts are drawn and the page asked nothing of the network."""
     (series / "fail.flag").unlink()
-    page = run_series(tmp_path / "out", only="01", folder=series, log=None).index.parent / "01_chart.html"
-    text = page.read_text()
-    assert "Plotly.newPlot" in text and not re.search(r"<script[^>]*src=[^>]*plot", text)  # plotly.js is inline
+    out = run_series(tmp_path / "out", only="01", folder=series, log=None).index.parent
+    executed = nbformat.read(out / "01_chart.ipynb", as_version=4)
+    bundles = [o.data for c in executed.cells if c.cell_type == "code" for o in c.outputs if "data" in o]
+    figures = [b for b in bundles if "application/vnd.plotly.v1+json" in b]
+    assert len(figures) == 2 and not any("text/html" in b for b in bundles)  # no copy of plotly.js in the .ipynb
+    text = (out / "01_chart.html").read_text()
+    library = "/**\n* plotly.js v"  # the banner that opens plotly.min.js
+    assert text.count(library) == 1 and text.count("Plotly.newPlot") == 2
+    assert text.index(library) < text.index("Plotly.newPlot")  # loaded before the first chart draws
+    assert not re.search(r"<script[^>]*\ssrc=", text)  # no script from elsewhere: CDN MathJax, require.js
+    bar_chart, line_chart = re.findall(r'class="plotly-graph-div" id="(figure-\d+-\d+)"', text)
     if not CHROMIUM.is_file():
         pytest.skip(f"Debian's chromium is not installed at {CHROMIUM}: the page was not opened in a browser")
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    remote = []
+    remote, errors = [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -193,13 +203,17 @@ def test_html_export_shows_plotly_offline(series, tmp_path):
             context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
                           else (remote.append(route.request.url), route.abort()))
             tab = context.new_page()
-            tab.goto(page.as_uri())
-            tab.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
-            bars = tab.locator(".js-plotly-plot .trace.bars .point").count()
+            tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            tab.on("pageerror", lambda error: errors.append(str(error)))
+            tab.goto((out / "01_chart.html").as_uri())
+            tab.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2",
+                                  timeout=30_000)
+            bars = tab.locator(f"#{bar_chart} .trace.bars .point").count()
+            points = tab.locator(f"#{line_chart} .scatterlayer .trace").count()
         finally:
             browser.close()
-    assert bars == 2  # the two bars of the figure, drawn by the inline plotly.js
-    assert not any("plot.ly" in url or "plotly" in url for url in remote)  # nothing of plotly came from a CDN
+    assert bars == 2 and points == 1  # each figure in its own, stably named element, drawn by the inline plotly.js
+    assert remote == [] and errors == []
 
 
 def test_committed_notebooks_are_clean_and_take_quick():
