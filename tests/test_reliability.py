@@ -152,6 +152,28 @@ def test_resume_reuses_the_recorded_split_or_refuses_with_the_difference(tmp_pat
         train(quick(data, name="r2"), runs_dir=runs, resume=True)
 
 
+def test_a_finished_run_reused_on_a_changed_collection_says_what_changed(tmp_path):
+    data = _collection(tmp_path / "c")
+    runs = tmp_path / "runs"
+    first = train(quick(data, strategy="off_the_shelf"), runs_dir=runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the collection as it was: reused without a word
+        assert train(quick(data, strategy="off_the_shelf"), runs_dir=runs, resume=True).metrics == first.metrics
+    split = pd.read_csv(first.run.file("split.csv"))
+    rows = data.read_text().splitlines()
+    rows[1] = rows[1].replace("style0", "style1")  # relabelled
+    rows += ["img/new0.png,style2", "img/new1.png,style0"]  # added
+    data.write_text("\n".join(rows) + "\n")
+    for i in range(2):
+        _painting(tmp_path / "c" / "img" / f"new{i}.png", 7000 + i)
+    os.remove(split["path"].iloc[5])  # missing
+    _painting(Path(split["path"].iloc[6]), seed=999)  # the same file, other content
+    with pytest.warns(UserWarning, match=r"reused as trained.*2 image\(s\) added, 1 image\(s\) missing, "
+                                         r"1 image\(s\) changed, 1 image\(s\) relabelled.*--name"):
+        again = train(quick(data, strategy="off_the_shelf"), runs_dir=runs, resume=True)
+    assert again.metrics == first.metrics and again.run.file("split.csv").read_text() == split.to_csv(index=False)
+
+
 def test_a_damaged_split_is_never_trusted(tmp_path, monkeypatch):
     data = _collection(tmp_path / "c")
     run = _interrupted(quick(data), tmp_path / "runs", monkeypatch)

@@ -86,6 +86,21 @@ def test_a_sweep_trains_each_cell_once_and_summarises(manifest, tmp_path, monkey
     pd.testing.assert_frame_equal(again.table, result.table)
 
 
+def test_finished_cells_reused_on_a_changed_collection_are_named(manifest, tmp_path):
+    table = pd.read_csv(manifest)
+    table["path"] = [str((Path(manifest).parent / p).resolve()) for p in table["path"]]
+    copy = tmp_path / "manifest.csv"
+    table.to_csv(copy, index=False)
+    runs, grid = tmp_path / "runs", {"lr": [0.1, 0.01]}
+    first = sweep(probe(str(copy)), grid, workers=1, runs_dir=runs, name="changing")
+    table.loc[0, "style"] = table["style"][table["style"] != table.loc[0, "style"]].iloc[0]  # one image relabelled
+    table.to_csv(copy, index=False)
+    with pytest.warns(UserWarning, match=r"2 finished cell\(s\) of the sweep are reused as trained.*"
+                                         r"1 image\(s\) relabelled"):
+        again = sweep(probe(str(copy)), grid, workers=1, runs_dir=runs, name="changing")
+    pd.testing.assert_frame_equal(again.table, first.table)  # the rows of the collection as it was, said so
+
+
 def test_a_failed_cell_is_recorded_and_retried(manifest, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     real_train = sweep_module.train

@@ -20,6 +20,7 @@ import math
 import multiprocessing
 import os
 import typing
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, fields, replace
@@ -35,6 +36,7 @@ from artlab.io import write_csv, write_yaml
 from artlab.progress import progress, tqdm
 from artlab.runs import HEADLINE_METRICS, Run, check_name, runs_root
 from artlab.training import TrainConfig, train
+from artlab.training.api import COLLECTION_FIELDS, changes_since_recorded, prepare_collection
 from artlab.training.config import plain_name
 
 SOURCE_CLASSES = "source_classes"  # the derived factor: train the source stage on the N largest classes
@@ -243,14 +245,16 @@ def default_workers() -> int:
 
 def _execute(configs: list[TrainConfig], root: Path, workers: int, bar: tqdm) -> dict[str, dict]:
     """Each config's outcome by run name: finished runs read back, the others trained (in workers when > 1)."""
-    outcomes, pending = {}, []
+    outcomes, pending, collections, changed = {}, [], {}, {}
     for config in configs:
         reused = _reused(config, root)
         if reused is None:
             pending.append(config)
         else:
             outcomes[config.name] = reused
+            changed[config.name] = _changes(Run.named(config.name, root), collections)
             bar.update()
+    _warn_changed({name: changes for name, changes in changed.items() if changes})
     if workers == 1 or len(pending) <= 1:
         for config in pending:
             outcomes[config.name] = run_cell(config.to_dict(), str(root))
@@ -292,6 +296,31 @@ def _reused(config: TrainConfig, root: Path) -> dict | None:
         return _outcome(run.metrics()) if saved == wanted else None
     except (OSError, ValueError):  # a damaged folder: train() says what is wrong with it
         return None
+
+
+def _changes(run: Run, collections: dict[str, Any]) -> str:
+    """How the collection differs now from what a finished cell's run recorded ("" when it does not); each
+    collection is prepared once per sweep (`collections`, by the config fields that decide it)."""
+    config = TrainConfig.from_dict(run.config())
+    key = json.dumps({name: getattr(config, name) for name in COLLECTION_FIELDS}, sort_keys=True, default=str)
+    if key not in collections:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # about the collection itself: train() says them when it trains
+                collections[key] = prepare_collection(config)
+        except (OSError, ValueError, KeyError) as exc:
+            collections[key] = f"the collection cannot be prepared now ({_one_line(exc)})"
+    prepared = collections[key]
+    return prepared if isinstance(prepared, str) else changes_since_recorded(run, config, prepared)
+
+
+def _warn_changed(changed: dict[str, str]) -> None:
+    """One warning for the finished cells reused on a collection that has changed since they were trained."""
+    if changed:
+        name, changes = next(iter(changed.items()))
+        warnings.warn(f"{len(changed)} finished cell(s) of the sweep are reused as trained, on the collection as it "
+                      f"was (run {name}: {changes}); their rows do not describe the collection as it is now: give "
+                      f"the sweep another name, or remove those runs, to train them again", stacklevel=3)
 
 
 def run_cell(config: dict, runs_dir: str) -> dict:

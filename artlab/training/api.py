@@ -155,6 +155,45 @@ def _open_run(config: TrainConfig, runs_dir: Path, resume: bool) -> Run:
     return run
 
 
+#: The config fields that decide a run's images, labels and split (see load_collection and prepare_collection).
+COLLECTION_FIELDS = ("data", "layout", "separator", "multi_label", "task", "min_images", "top_n", "val_fraction",
+                     "test_fraction", "split", "split_from", "seed")
+
+
+def changes_since_recorded(run: Run, config: TrainConfig, collection: ArtCollection) -> str:
+    """How `collection`, prepared for `config` now, differs from the images and labels `run` recorded, in words
+    ("2 image(s) added, 1 relabelled"; "" when it does not)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # told in the caller's one message
+        recorded = read_split(run, {task: collection.multi_label[task] for task in config.tasks})
+    then, now = recorded.table.set_index("path"), collection.table.set_index("path")
+    added = now.index.difference(then.index).difference(pd.Index(recorded.skipped["path"]))
+    common = now.index.intersection(then.index)
+    relabelled = pd.Series(False, index=common)
+    for task in config.tasks:
+        relabelled |= now.loc[common, task].map(_comparable) != then.loc[common, task].map(_comparable)
+    counts = {"added": len(added), "missing": len(recorded.skipped), "changed": len(recorded.changed),
+              "relabelled": int(relabelled.sum())}
+    return ", ".join(f"{count} image(s) {what}" for what, count in counts.items() if count)
+
+
+def _comparable(label: object) -> str:
+    """A label cell as text that compares equal across a loaded collection and a recorded split."""
+    if isinstance(label, list | tuple | set | frozenset):
+        return "|".join(sorted(map(str, label)))
+    return "" if label is None or (isinstance(label, float) and np.isnan(label)) else str(label)
+
+
+def warn_if_changed(run: Run, config: TrainConfig, collection: ArtCollection) -> None:
+    """A finished run is reused as trained: warn when the collection has changed since, as its results describe
+    the collection as it was."""
+    changes = changes_since_recorded(run, config, collection)
+    if changes:
+        warnings.warn(f"{run.path} is reused as trained, on {config.data} as it was: since then {changes}; "
+                      f"to train on the collection as it is now, give another name (--name) or remove the run "
+                      f"folder", stacklevel=3)
+
+
 def _recorded_split(run: Run, config: TrainConfig, collection: ArtCollection) -> ArtCollection:
     """On resume, the split the run recorded, exactly: refused if any of its images is missing or changed."""
     with warnings.catch_warnings():
@@ -196,6 +235,7 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
     with run.lock():
         run = _open_run(config, runs_root(runs_dir), resume)
         if run.finished:
+            warn_if_changed(run, config, collection)
             return RunResult(run, run.metrics(), run.history().to_dict("records"))
         collection = _record(run, config, collection, device)
         with torch.random.fork_rng():  # training reseeds torch per epoch; the caller's random state is kept
@@ -257,6 +297,8 @@ def _train_together(config: TrainConfig, run: Run, collection: ArtCollection, de
         if failed:
             raise RuntimeError(f"rank 0 could not start run {run.name}: {failed}")
         if run.finished:
+            if where.main:
+                warn_if_changed(run, config, collection)
             return RunResult(run, run.metrics(), run.history().to_dict("records"))
         if not where.main:
             with warnings.catch_warnings():
