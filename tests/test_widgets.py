@@ -114,3 +114,12 @@ def test_headless_shows_the_static_view(monkeypatch, capsys, small_synthetic):
     explorer = CollectionMap({"x": table}, {"x": np.random.default_rng(1).normal(size=(len(table), 4))})
     explorer.show()
     assert explorer.computed["map figure"] == 1 and explorer._widget is None
+
+
+def test_static_views_show_table_cells_whole(capsys):
+    """A run folder or file in an explorer's table is shown whole, not cut to pandas' 50 characters."""
+    from artlab.widgets.base import display_all, small_table
+
+    folder = "/home/someone/collections/" + "a-long-folder-name/" * 6 + "runs/sweeps/freeze-lr"
+    display_all([small_table({"files": folder, "cells": 4})])
+    assert folder in capsys.readouterr().out

@@ -49,12 +49,9 @@ class Explorer:
         """Redraw the view in the widget's output area (a no-op before the widget exists)."""
         if self._output is None:
             return
-        from IPython.display import display
-
         with self._output:
             self._output.clear_output(wait=True)
-            for item in self.view():
-                display(item)
+            display_all(self.view())
 
     def widget(self):
         """The controls above the view, as one ipywidgets box (built once)."""
@@ -73,11 +70,19 @@ class Explorer:
         if live_front_end():
             display(self.widget())
         else:
-            for item in self.view():
-                display(item)
+            display_all(self.view())
 
     def _ipython_display_(self) -> None:
         self.show()
+
+
+def display_all(items: list[object]) -> None:
+    """Display figures and tables, table cells whole (a file or run folder is no use cut to 50 characters)."""
+    from IPython.display import display
+
+    with pd.option_context("display.max_colwidth", None):
+        for item in items:
+            display(item)
 
 
 def small_table(rows: dict[str, object]) -> pd.DataFrame:
