@@ -318,9 +318,10 @@ def parser() -> argparse.ArgumentParser:
                                    help="execute the notebooks headless in order: executed .ipynb, HTML, index page")
     mode = run_nbs.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="quick", action="store_true", default=True,
-                      help="tiny synthetic runs, minutes in all (default)")
+                      help="small, fast runs (64 px, 1 epoch): minutes in all on the synthetic default (default)")
     mode.add_argument("--full", dest="quick", action="store_false", help="quick=False: real results (hours on a CPU)")
-    run_nbs.add_argument("--data", help="a collection every notebook that declares `data` uses (default: theirs)")
+    run_nbs.add_argument("--data", help="your collection, for every notebook that declares `data` (07: `target`); "
+                                        "a task it lacks becomes its first (default: the synthetic collection)")
     run_nbs.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 04,05")
     run_nbs.add_argument("--out", default="reports/notebooks", help="output folder (default reports/notebooks)")
     run_nbs.add_argument("--timeout", type=float, default=900, help="seconds any one cell may run (default 900)")

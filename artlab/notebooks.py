@@ -103,14 +103,33 @@ def description(path: Path) -> str:
 
 
 def parameters_for(path: Path, quick: bool = True, data: str | None = None) -> dict:
-    """The run's parameters that `path` declares in its `parameters` cell (others are not passed)."""
+    """The run's parameters that `path` declares in its `parameters` cell (others are not passed); `data` goes
+    to a notebook's `data`, or to its `target` where it has no `data` (double fine-tuning: your collection is
+    the small target)."""
     import papermill
 
     declared = papermill.inspect_notebook(str(path))
     wanted = {"quick": quick}
     if data is not None:
-        wanted["data"] = str(Path(data).resolve()) if Path(data).exists() else data
+        collection = "data" if "data" in declared or "target" not in declared else "target"
+        wanted[collection] = str(Path(data).resolve()) if Path(data).exists() else data
     return {name: value for name, value in wanted.items() if name in declared}
+
+
+def settings_shown(notebook: str | Path) -> dict | None:
+    """The settings an executed notebook ran with, as its `notebook_settings` output left them (None if none)."""
+    from artlab.experiments.settings import METADATA_KEY
+
+    try:
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8")).get("cells", [])
+        for cell in cells:
+            for output in cell.get("outputs", []):
+                found = output.get("metadata", {}).get(METADATA_KEY)
+                if isinstance(found, dict) and isinstance(found.get("values"), dict):
+                    return found
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
 
 
 def source_digest(path: Path) -> str:
@@ -248,6 +267,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
             record["status"], record["error"] = "failed", _failure(exc, timeout)
     record["seconds"] = round(time.perf_counter() - start, 1)
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["settings"] = settings_shown(ipynb)
     export_html(ipynb, page)
     return record
 
@@ -272,8 +292,27 @@ def is_current(record: dict | None, path: Path, parameters: dict, out_dir: Path,
         and all(isinstance(name, str) and (out_dir / name).is_file() for name in files)
 
 
+#: The settings the index shows (collections and tasks); how quick shrank the rest goes without saying.
+SHOWN = ("data", "task", "tasks", "source", "source_task", "target", "target_task")
+
+
+def _short(value: object) -> str:
+    if isinstance(value, list):
+        return "+".join(map(str, value))
+    return Path(str(value)).name or str(value)
+
+
 def _settings(record: dict) -> str:
-    """The parameters a notebook ran with, for the index ("quick", "full, data genres", "its defaults")."""
+    """What a notebook ran with, for the index ("quick, data genres, task label"): the settings it showed, a
+    collection or task it replaced marked with the one given; else the parameters it was given."""
+    shown = record.get("settings")
+    if isinstance(shown, dict) and isinstance(shown.get("values"), dict):
+        values, changed = shown["values"], shown.get("changed") if isinstance(shown.get("changed"), dict) else {}
+        words = ["quick" if shown.get("quick") else "full"]
+        for name in (n for n in SHOWN if n in values):
+            given = f" (given {_short(changed[name])})" if name in changed and changed[name] is not None else ""
+            words.append(f"{name} {_short(values[name])}{given}")
+        return ", ".join(words)
     parameters = record.get("parameters")
     if not isinstance(parameters, dict):
         return ""

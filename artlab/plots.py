@@ -41,6 +41,10 @@ def cka_heatmap(table: pd.DataFrame, value: str = "cka", title: str = "linear CK
     return fig
 
 
+#: Pixels between two rows of a grid of images: room for the lower row's captions.
+ROW_GAP = 28
+
+
 def gallery(paths: list[str | None], captions: list[str], title: str, columns: int = 5, thumb: int = 96) -> go.Figure:
     """Thumbnails of image files in a grid with a caption each (unreadable files show as grey, None as nothing)."""
     pictures: list[np.ndarray | None] = []
@@ -60,14 +64,15 @@ def gallery(paths: list[str | None], captions: list[str], title: str, columns: i
 def image_grid(images: list[np.ndarray | None], captions: list[str], title: str, columns: int = 5) -> go.Figure:
     """H x W x 3 uint8 images in a grid, a caption above each (None leaves its cell empty)."""
     rows = max(1, -(-len(images) // columns))
+    height = 170 * rows + 80
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=[html.escape(c) for c in captions],
-                        horizontal_spacing=0.01, vertical_spacing=0.06)
+                        horizontal_spacing=0.01, vertical_spacing=ROW_GAP / height)  # the same gap for 2 or 43 rows
     for i, pixels in enumerate(images):
         if pixels is not None:
             fig.add_trace(go.Image(z=pixels), row=i // columns + 1, col=i % columns + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(title=title, height=170 * rows + 80, margin={"l": 10, "r": 10})
+    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10})
     fig.update_annotations(font_size=10)
     return fig
 
@@ -132,8 +137,9 @@ def image_overlays(panels: list[tuple[np.ndarray, np.ndarray, str]], title: str 
     """
     columns = columns or len(panels)
     rows = max(1, -(-len(panels) // columns))
+    height = 320 * rows + 80
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=[html.escape(caption) for _, _, caption in panels],
-                        horizontal_spacing=0.02, vertical_spacing=0.08)
+                        horizontal_spacing=0.02, vertical_spacing=2 * ROW_GAP / height)
     for i, (pixels, heat, _) in enumerate(panels):
         if heat.shape != pixels.shape[:2]:
             raise ValueError(f"heatmap {heat.shape} and image {pixels.shape[:2]} differ in size")
@@ -146,7 +152,7 @@ def image_overlays(panels: list[tuple[np.ndarray, np.ndarray, str]], title: str 
         fig.update_yaxes(scaleanchor=x_axis, row=row, col=col)  # square pixels in every panel
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
-    fig.update_layout(title=title, height=320 * rows + 80, width=max(420, 320 * columns + 100),
+    fig.update_layout(title=title, height=height, width=max(420, 320 * columns + 100),
                       margin={"l": 10, "r": 10})
     fig.update_annotations(font_size=11)
     return fig

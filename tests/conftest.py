@@ -6,6 +6,7 @@ The session's data, cache and runs folders and its quiet progress bars are set i
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,14 @@ def small_synthetic():
     from artlab.data import load_synthetic
 
     return load_synthetic(per_artist=6, size=96)
+
+
+@pytest.fixture(scope="session")
+def one_task(small_synthetic, tmp_path_factory) -> Path:
+    """A folder of class sub-folders (2 x 3 images): a collection with one task, `label`."""
+    root = tmp_path_factory.mktemp("one-task")
+    for style in ("cubism", "drip"):
+        (root / style).mkdir()
+        for source in small_synthetic.table.query("style == @style")["path"][:3]:
+            shutil.copy(source, root / style / Path(source).name)
+    return root

@@ -39,25 +39,38 @@ def test_quick_false_keeps_every_value_in_order():
     assert settings.data == "/art/genres" and settings["k"] == 100 and "quick = False" in repr(settings)
 
 
-def test_quick_true_shrinks_to_the_synthetic_collection():
-    settings = notebook_settings(True, data="/art/genres", task="label", image_size=128, epochs=10, k=100,
+def test_quick_true_shrinks_the_work_on_the_collection_given(one_task):
+    settings = notebook_settings(True, data=str(one_task), task="label", image_size=128, epochs=10, k=100,
                                  layer="features.17", method="tsne")
     data, task, image_size, epochs, k, layer, method = settings.values()
-    assert (data, task, image_size, epochs, k) == ("synthetic", "style", 64, 1, 10)
+    assert (data, task, image_size, epochs, k) == (str(one_task), "label", 64, 1, 10)
     assert (layer, method) == ("features.17", "tsne"), "parameters quick does not name keep their value"
-    assert settings.changed == {"data": "/art/genres", "task": "label", "image_size": 128, "epochs": 10, "k": 100}
-    assert "(given: '/art/genres')" in repr(settings) and "quick = True" in repr(settings)
+    assert settings.changed == {"image_size": 128, "epochs": 10, "k": 100}
+    assert "(given: 128)" in repr(settings) and "quick = True" in repr(settings)
 
 
-def test_quick_keeps_a_task_the_synthetic_collection_has():
-    settings = notebook_settings(True, source_task="artist", target_task="label", task=None)
-    assert dict(settings) == {"source_task": "artist", "target_task": "medium", "task": "style"}
+def test_a_task_the_collection_lacks_becomes_its_first_and_says_why(one_task, small_synthetic):
+    settings = notebook_settings(False, data=str(one_task), task="style", by="medium")
+    assert dict(settings) == {"data": str(one_task), "task": "label", "by": "label"}
+    assert f"(given: 'style': {one_task.name} has no such task; its tasks: label)" in repr(settings)
+    assert notebook_settings(False, data="synthetic", task=None).task == "style"  # None: the first task
+    assert notebook_settings(True, data="synthetic", task="artist").changed == {}  # a task it has is kept
+    double = notebook_settings(True, source="synthetic", source_task="artist", target=str(one_task),
+                               target_task="medium")
+    assert (double.source_task, double.target_task) == ("artist", "label")
+    unreadable = notebook_settings(True, data=str(one_task / "nothing-here"), task="style")
+    assert unreadable.task == "style" and unreadable.changed == {}  # the notebook's loading cell says why
 
 
-def test_quick_keeps_the_synthetic_tasks_of_a_multi_task_notebook():
-    assert notebook_settings(True, tasks=["artist", "material", "style"]).tasks == ["artist", "style"]
-    assert notebook_settings(True, tasks=["artist", "material"]).tasks == ["style", "artist"]
-    assert notebook_settings(False, tasks=["artist", "material"]).tasks == ["artist", "material"]
+def test_a_multi_task_notebook_keeps_the_tasks_the_collection_has(one_task):
+    manifest = _manifest(load("synthetic"))
+    assert notebook_settings(True, data=manifest, tasks=["artist", "material", "style"]).tasks == ["artist", "style"]
+    completed = notebook_settings(True, data=manifest, tasks=["artist", "material"])
+    assert completed.tasks == ["artist", "style"] and "has no task material" in repr(completed)
+    assert notebook_settings(False, tasks=["artist", "material"]).tasks == ["artist", "material"]  # no collection
+    single = notebook_settings(False, data=str(one_task), tasks=["style", "artist"])
+    assert (single.data, single.tasks) == ("synthetic", ["style", "artist"])
+    assert "it has one task (label), and multi-task learning needs two" in repr(single)
 
 
 def test_quick_values_are_copies_and_quick_must_be_a_bool():
@@ -141,6 +154,22 @@ def test_collection_browser(quirky, small_synthetic):
     assert several.task == "medium" and several.shown == EVERY_CLASS
     assert list(_control(several, "class").options) == [EVERY_CLASS, *small_synthetic.classes("medium")]
     assert _images_shown(several.figure()) == 2 * 3
+
+
+def test_a_task_with_many_classes_gets_a_row_each_with_the_same_gaps(small_synthetic):
+    """People-Art has 43 styles: one row per class, rows as far apart in pixels as in a grid of two."""
+    import numpy as np
+
+    from artlab.plots import ROW_GAP, image_grid
+
+    artists = CollectionBrowser(small_synthetic, task="artist", per_class=2).figure()  # 24 classes, 24 rows
+    assert _images_shown(artists) == 2 * 24
+
+    def gap(rows: int) -> float:
+        figure = image_grid([np.zeros((4, 4, 3), np.uint8)] * rows, ["x"] * rows, "t", columns=1)
+        return (figure.layout.yaxis.domain[0] - figure.layout.yaxis2.domain[1]) * figure.layout.height
+
+    assert gap(2) == pytest.approx(ROW_GAP) and gap(43) == pytest.approx(ROW_GAP)
 
 
 # ---- what fine-tuning changed -----------------------------------------------------------------------

@@ -175,6 +175,26 @@ def test_a_cell_that_runs_too_long_fails_the_notebook(tmp_path):
     assert (tmp_path / "out" / "01_slow.html").is_file()
 
 
+def test_the_index_shows_the_collection_and_task_each_notebook_ran_with(one_task, tmp_path):
+    """--data reaches a notebook's `data`, or its `target` where it has no `data`; the index says what ran,
+    a task the collection lacks replaced by its own (as the notebook's settings show)."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    shown = "from artlab import notebook_settings\nnotebook_settings(quick, {})"
+    _notebook(folder / "01_settings.ipynb", [shown.format("data=data, task=task")],
+              parameters="quick = True\ndata = 'synthetic'\ntask = 'style'")
+    _notebook(folder / "02_target.ipynb", [shown.format("source=source, source_task='style', target=target, "
+                                                        "target_task='medium'")],
+              parameters="quick = True\nsource = 'synthetic'\ntarget = 'synthetic'")
+    result = run_series(tmp_path / "out", data=str(one_task), folder=folder, log=None)
+    assert result.records["02_target.ipynb"]["parameters"] == {"quick": True, "target": str(one_task.resolve())}
+    assert _index_settings(result.index) == [
+        ("01_settings", f"quick, data {one_task.name}, task label (given style)"),
+        ("02_target", f"quick, source synthetic, source_task style, target {one_task.name}, target_task label "
+                      f"(given medium)")]
+    assert "has no such task" in (tmp_path / "out" / "01_settings.html").read_text()  # and the page says why
+
+
 def test_html_export_shows_plotly_offline(series, tmp_path):
     """The executed notebook holds each figure once, as data; its page carries plotly.js once, inline: in chromium
     with the network off, both charts are drawn and the page asked nothing of the network."""
