@@ -116,19 +116,15 @@ def parameters_for(path: Path, quick: bool = True, data: str | None = None) -> d
     return {name: value for name, value in wanted.items() if name in declared}
 
 
-def settings_shown(notebook: str | Path) -> dict | None:
+def settings_shown(node: dict) -> dict | None:
     """The settings an executed notebook ran with, as its `notebook_settings` output left them (None if none)."""
     from artlab.experiments.settings import METADATA_KEY
 
-    try:
-        cells = json.loads(Path(notebook).read_text(encoding="utf-8")).get("cells", [])
-        for cell in cells:
-            for output in cell.get("outputs", []):
-                found = output.get("metadata", {}).get(METADATA_KEY)
-                if isinstance(found, dict) and isinstance(found.get("values"), dict):
-                    return found
-    except (OSError, ValueError, AttributeError):
-        return None
+    for cell in node.get("cells", []):
+        for output in cell.get("outputs", []):
+            found = output.get("metadata", {}).get(METADATA_KEY)
+            if isinstance(found, dict) and isinstance(found.get("values"), dict):
+                return found
     return None
 
 
@@ -160,9 +156,9 @@ def kernel_environment(extra: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def draw_plotly_figures(node: dict) -> int:
+def draw_plotly_figures(node: dict) -> None:
     """Give each plotly figure output of a notebook an HTML view for its page (in place): plotly.js inline
-    before the first figure only, no MathJax, stable element ids. Returns the number of figures."""
+    before the first figure only, no MathJax, stable element ids."""
     import plotly.io as pio
 
     figures = 0
@@ -175,7 +171,6 @@ def draw_plotly_figures(node: dict) -> int:
                 figure, config=figure.get("config"), full_html=False, include_plotlyjs=figures == 0,
                 include_mathjax=False, div_id=f"figure-{c}-{o}", default_width="100%", default_height=525)
             figures += 1
-    return figures
 
 
 def export_html(notebook: str | Path | dict, target: Path) -> Path:
@@ -244,6 +239,7 @@ def _failure(exc: Exception, timeout: float) -> str:
 def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = DEFAULT_TIMEOUT,
                  runs_dir: str | Path | None = None) -> dict:
     """Execute one notebook into `out_dir` (executed .ipynb and .html, also when it fails); its record."""
+    import nbformat
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -267,8 +263,9 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
             record["status"], record["error"] = "failed", _failure(exc, timeout)
     record["seconds"] = round(time.perf_counter() - start, 1)
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record["settings"] = settings_shown(ipynb)
-    export_html(ipynb, page)
+    executed = nbformat.read(str(ipynb), as_version=4)  # read once: for the index and for the page
+    record["settings"] = settings_shown(executed)
+    export_html(executed, page)
     return record
 
 

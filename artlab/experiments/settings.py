@@ -94,9 +94,10 @@ def notebook_settings(quick: bool, **given: Any) -> NotebookSettings:
         values.update({name: copy.deepcopy(QUICK[name]) for name in given if name in QUICK})  # a notebook may
         # change its list
     reasons: dict[str, str] = {}
+    tasks_of: dict[str, list[str] | None] = {}  # each collection read once, whatever the number of its tasks
     for name, collection in TASK_OF.items():
         if name in values and collection in values:
-            _resolve_task(values, name, collection, reasons)
+            _resolve_task(values, name, collection, reasons, tasks_of)
     changed = {name: given[name] for name in given if values[name] != given[name]}
     return NotebookSettings(values, quick, changed, reasons)
 
@@ -111,9 +112,13 @@ def _tasks_of(data: Any) -> list[str] | None:
         return None
 
 
-def _resolve_task(values: dict[str, Any], name: str, collection: str, reasons: dict[str, str]) -> None:
+def _resolve_task(values: dict[str, Any], name: str, collection: str, reasons: dict[str, str],
+                  tasks_of: dict[str, list[str] | None]) -> None:
     """Replace `values[name]` by task(s) that `values[collection]` has, with the reason in `reasons`."""
-    tasks = _tasks_of(values[collection])
+    key = str(values[collection])
+    if key not in tasks_of:
+        tasks_of[key] = _tasks_of(values[collection])
+    tasks = tasks_of[key]
     if not tasks:
         return
     title = Path(str(values[collection])).name or str(values[collection])
@@ -128,7 +133,7 @@ def _resolve_task(values: dict[str, Any], name: str, collection: str, reasons: d
         values[collection] = SEVERAL_TASKS
         reasons[collection] = (f"it has one task ({tasks[0]}), and multi-task learning needs two: shown on the "
                                f"{SEVERAL_TASKS} collection")
-        _resolve_task(values, name, collection, reasons)
+        _resolve_task(values, name, collection, reasons, tasks_of)
         return
     kept = [task for task in wanted if task in tasks]
     chosen = (kept + [task for task in tasks if task not in kept])[:max(2, len(kept))]

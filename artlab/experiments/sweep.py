@@ -251,8 +251,8 @@ def _execute(configs: list[TrainConfig], root: Path, workers: int, bar: tqdm) ->
         if reused is None:
             pending.append(config)
         else:
-            outcomes[config.name] = reused
-            changed[config.name] = _changes(Run.named(config.name, root), collections)
+            outcomes[config.name], trained_with = reused
+            changed[config.name] = _changes(Run.named(config.name, root), trained_with, collections)
             bar.update()
     _warn_changed({name: changes for name, changes in changed.items() if changes})
     if workers == 1 or len(pending) <= 1:
@@ -285,23 +285,23 @@ def _start_worker(threads: int) -> None:
     os.environ["TQDM_DISABLE"] = "1"  # read by artlab.progress at each bar
 
 
-def _reused(config: TrainConfig, root: Path) -> dict | None:
-    """A finished run's outcome when it was trained with this very config, else None (train() decides)."""
+def _reused(config: TrainConfig, root: Path) -> tuple[dict, TrainConfig] | None:
+    """A finished run's outcome and config (its task resolved) when it was trained with this very config, else
+    None (train() decides)."""
     run = Run.named(config.name, root)
     if not run.finished:
         return None
     try:
         saved, wanted = run.config(), config.to_dict()
         wanted["task"] = wanted["task"] if wanted["task"] is not None else saved.get("task")
-        return _outcome(run.metrics()) if saved == wanted else None
+        return (_outcome(run.metrics()), TrainConfig.from_dict(saved)) if saved == wanted else None
     except (OSError, ValueError):  # a damaged folder: train() says what is wrong with it
         return None
 
 
-def _changes(run: Run, collections: dict[str, Any]) -> str:
+def _changes(run: Run, config: TrainConfig, collections: dict[str, Any]) -> str:
     """How the collection differs now from what a finished cell's run recorded ("" when it does not); each
     collection is prepared once per sweep (`collections`, by the config fields that decide it)."""
-    config = TrainConfig.from_dict(run.config())
     key = json.dumps({name: getattr(config, name) for name in COLLECTION_FIELDS}, sort_keys=True, default=str)
     if key not in collections:
         try:
