@@ -28,7 +28,8 @@ _API = {
     "train": ("artlab.training", "train"),
     "evaluate_run": ("artlab.training", "evaluate_run"),
     "Run": ("artlab.runs", "Run"),
-    "list_runs": ("artlab.runs", "index"),
+    "Network": ("artlab.runs", "Network"),
+    "list_runs": ("artlab.training", "list_runs"),
     "load_network": ("artlab.runs", "load_network"),
     # experiments
     "run_strategies": ("artlab.experiments", "run_strategies"),
@@ -47,9 +48,9 @@ _API = {
     "topk_browser": ("artlab.widgets", "topk_browser"),
 }
 
-__all__ = ["ArtCollection", "Comparison", "Run", "TrainConfig", "__version__", "analyze", "audit", "build_model",
-           "collection_distance", "collection_summary", "compare_strategies", "double_finetune", "evaluate_run",
-           "list_models", "list_runs", "load", "load_network", "load_synthetic", "multitask_study",
+__all__ = ["ArtCollection", "Comparison", "Network", "Run", "TrainConfig", "__version__", "analyze", "audit",
+           "build_model", "collection_distance", "collection_summary", "compare_strategies", "double_finetune",
+           "evaluate_run", "list_models", "list_runs", "load", "load_network", "load_synthetic", "multitask_study",
            "notebook_settings", "run_strategies", "several", "sweep", "topk_browser", "train"]
 
 
@@ -80,7 +81,6 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names load l
     )
     from artlab.models import build as build_model
     from artlab.models import describe as list_models
-    from artlab.runs import Run, load_network
-    from artlab.runs import index as list_runs
-    from artlab.training import TrainConfig, evaluate_run, train
+    from artlab.runs import Network, Run, load_network
+    from artlab.training import TrainConfig, evaluate_run, list_runs, train
     from artlab.widgets import topk_browser

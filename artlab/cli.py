@@ -13,8 +13,9 @@ import torch
 from artlab.data.images import ImageError
 from artlab.data.layouts import LAYOUTS
 from artlab.models import WeightsUnavailable
-from artlab.runs import HEADLINE_METRICS, RunBusy, runs_root
+from artlab.runs import RunBusy, runs_root
 from artlab.training.config import add_arguments, from_arguments
+from artlab.training.metrics import HEADLINE_METRICS
 
 
 def _print_table(frame: pd.DataFrame, index: bool = True) -> None:
@@ -90,9 +91,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from artlab.runs import index
+    from artlab.training import list_runs
 
-    table = index(args.runs_dir)
+    table = list_runs(args.runs_dir)
     if table.empty:
         print(f"no runs under {runs_root(args.runs_dir)}")
     else:
@@ -117,7 +118,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_notebooks_run(args: argparse.Namespace) -> int:
     """Execute the notebook series headless; print the index page (exit 1 at a failing notebook)."""
-    from artlab.notebooks import NotebookFailed, run_series
+    from artlab.tools.notebooks import NotebookFailed, run_series
 
     try:
         series = run_series(args.out, quick=args.quick, data=args.data, only=args.only, timeout=args.timeout,

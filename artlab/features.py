@@ -9,20 +9,18 @@ network as its fast inference copy, several networks and poolings fed from one p
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from artlab import models
-from artlab.cache import cache_dir, fingerprint
+from artlab.cache import cache_dir, digest, fingerprint
 from artlab.data.loading import ImageDataset, loader
 from artlab.io import DamagedFile, load_tensors, save_tensors
 from artlab.progress import progress
@@ -32,7 +30,7 @@ from artlab.progress import progress
 class Feed:
     """One network of a shared forward pass: the layers it taps and how their maps are pooled.
 
-    `pool` is a registered pooling name, a function, or `models.several(...)` to pool each map
+    `pool` is a registered pooling name, a function, or `models.pools(...)` to pool each map
     several ways at once (then each layer gives a dict of tensors).
     """
 
@@ -108,21 +106,29 @@ def unreadable_rows(features: np.ndarray) -> np.ndarray:
 
 def cache_key(weights_id: str, layer: str, image_size: int, paths: list[str], pooling: str = "avg") -> str:
     """A stable key for one (weights, layer, image size, pooling, image set) combination."""
-    spec = json.dumps({"weights": weights_id, "layer": layer, "size": image_size, "pool": pooling,
-                       "images": fingerprint(paths), "version": 1}, sort_keys=True)
-    return hashlib.sha256(spec.encode()).hexdigest()[:24]
+    return digest({"weights": weights_id, "layer": layer, "size": image_size, "pool": pooling,
+                   "images": fingerprint(paths), "version": 1})
 
 
 def features_dir() -> Path:
     return cache_dir() / "features"
 
 
-def cached_features(build_model: Callable[[], nn.Module], weights_id: str, layer: str, paths: list[str],
-                    image_size: int, device: torch.device, batch_size: int = 64) -> np.ndarray:
+class NamedNetwork(Protocol):
+    """A network known by its weights before it is built (`artlab.runs.Network` is one)."""
+
+    weights_id: str
+
+    def build(self) -> nn.Module: ...
+
+
+def cached_features(network: NamedNetwork, layer: str, paths: list[str], image_size: int, device: torch.device,
+                    batch_size: int = 64) -> np.ndarray:
     """Features of `layer` for `paths`: from the cache when present, else computed once and stored.
 
-    `build_model` is only called on a cache miss, so a cached probe never builds or runs the network.
+    The network is only built on a cache miss, so a cached probe never builds or runs it.
     """
+    weights_id = network.weights_id
     path = features_dir() / f"{cache_key(weights_id, layer, image_size, paths)}.safetensors"
     if path.is_file():
         try:
@@ -131,7 +137,7 @@ def cached_features(build_model: Callable[[], nn.Module], weights_id: str, layer
                 return features
         except (DamagedFile, KeyError):  # a damaged cache entry is recomputed, never trusted
             pass
-    features = extract(build_model(), paths, [layer], image_size, device, batch_size, desc=f"features {layer}")[layer]
+    features = extract(network.build(), paths, [layer], image_size, device, batch_size, desc=f"features {layer}")[layer]
     if not unreadable_rows(features).any():  # only complete feature sets are cached
         save_tensors(path, {"features": torch.from_numpy(features)},
                      {"weights": weights_id, "layer": layer, "image_size": str(image_size),

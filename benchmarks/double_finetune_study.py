@@ -27,11 +27,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--changes", action="store_true", help="also analyse what each stage changed (seed 0)")
     args = parser.parse_args()
-    from artlab.experiments import Stage, double_finetune
+    from artlab.experiments import double_finetune
+    from artlab.training import TrainConfig
 
     start = time.perf_counter()
-    study = double_finetune(Stage(str(SHARED / "peopleart"), "style", epochs=args.epochs, top_n=10),
-                            Stage(str(SHARED / "genres"), "label", epochs=args.epochs),
+    study = double_finetune(TrainConfig(data=str(SHARED / "peopleart"), task="style", epochs=args.epochs, top_n=10),
+                            TrainConfig(data=str(SHARED / "genres"), task="label", epochs=args.epochs),
                             seeds=tuple(int(s) for s in args.seeds.split(",")), runs_dir=HERE / "runs",
                             reports_dir=HERE / "runs" / "reports", name=f"double-styles-to-genres-{args.epochs}ep")
     results = HERE / "results"

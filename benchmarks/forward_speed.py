@@ -109,11 +109,10 @@ def artlab_features(paths: list[str], layer: str = LAYER, num_workers: int | Non
 
 
 def artlab_cached_features(paths: list[str]) -> np.ndarray:
-    from artlab import models
     from artlab.features import cached_features
+    from artlab.runs import IMAGENET, Network
 
-    return cached_features(lambda: models.build("mobilenet_v2"), models.weights_id("mobilenet_v2"), LAYER,
-                           paths, SIZE, CPU, batch_size=BATCH)
+    return cached_features(Network.of(IMAGENET), LAYER, paths, SIZE, CPU, batch_size=BATCH)
 
 
 def artlab_evaluation(paths: list[str], folded: bool = False) -> np.ndarray:

@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: nothing to check")
-    from artlab.analysis import linear_cka, top_images
+    from artlab.analysis import PassOptions, linear_cka, top_images
     from artlab.analysis.topk import overlap
     from artlab.training import TrainConfig, load_network, run_collection, train
 
@@ -42,7 +42,7 @@ def main() -> None:
     paths = run_collection(run).table["path"].tolist()
     layers = ["features.2", "features.6", "features.10", "features.14", "features.18"]
     tuned, base = load_network(run), load_network(results["cpu"].run)
-    cka = {d: linear_cka(base, tuned, paths, layers, device=d) for d in ("cuda", "cpu")}
+    cka = {d: linear_cka(base, tuned, paths, layers, options=PassOptions(device=d)) for d in ("cuda", "cpu")}
     print("CKA per layer (cuda):", [round(v, 4) for v in cka["cuda"]["cka"]])
     print("largest |CKA cuda - CKA cpu|:", float((cka["cuda"]["cka"] - cka["cpu"]["cka"]).abs().max()))
     tops = {d: top_images(tuned, paths, layers, k=20, device=d) for d in ("cuda", "cpu")}

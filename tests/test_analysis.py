@@ -10,6 +10,7 @@ from torch import nn
 
 from artlab import models
 from artlab.analysis.cka import cka_of_features, linear_cka
+from artlab.analysis.options import CkaOptions, PassOptions
 from artlab.analysis.params import filter_changes, layer_changes, most_changed
 
 
@@ -73,20 +74,22 @@ def test_network_cka_against_direct_computation_and_random_baseline(small_synthe
     pretrained = models.build("mobilenet_v2")
     torch.manual_seed(0)
     random_net = models.build("mobilenet_v2", pretrained=False)
-    table = linear_cka(pretrained, random_net, paths, layers, image_size=64, batch_size=5)
+    table = linear_cka(pretrained, random_net, paths, layers, options=PassOptions(image_size=64, batch_size=5))
     feats_a = extract(pretrained, paths, layers, 64, torch.device("cpu"))
     feats_b = extract(random_net, paths, layers, 64, torch.device("cpu"))
     for row in table.itertuples():
         expected = direct_cka(feats_a[row.layer_a].astype(np.float64), feats_b[row.layer_b].astype(np.float64), False)
         assert row.cka == pytest.approx(expected, rel=1e-5)
-    itself = linear_cka(pretrained, pretrained, paths, layers, image_size=64, pool="grid", grid=2)
+    small = PassOptions(image_size=64)
+    itself = linear_cka(pretrained, pretrained, paths, layers, cka=CkaOptions(pool="grid", grid=2), options=small)
     assert itself["cka"].tolist() == pytest.approx([1.0] * 3)
-    matrix = linear_cka(pretrained, pretrained, paths, layers, cross=True, image_size=64)
+    matrix = linear_cka(pretrained, pretrained, paths, layers, cross=True, options=small)
     assert len(matrix) == 9
     square = matrix.pivot(index="layer_a", columns="layer_b", values="cka").to_numpy()
     assert np.allclose(square, square.T) and np.allclose(np.diag(square), 1)
     with pytest.raises(ValueError, match="grid"):
-        linear_cka(pretrained, pretrained, paths[:4], ["features.1"], image_size=96, pool="flatten")
+        linear_cka(pretrained, pretrained, paths[:4], ["features.1"], cka=CkaOptions(pool="flatten"),
+                   options=PassOptions(image_size=96))
 
 
 # ---- parameter space ------------------------------------------------------------------------------------
@@ -257,5 +260,6 @@ def test_several_comparisons_on_one_chart():
 def test_cka_of_one_network_with_itself_at_other_depths(small_synthetic):
     net = models.build("mobilenet_v2", pretrained=False).eval()
     paths = small_synthetic.table["path"].tolist()[:8]
-    table = linear_cka(net, net, paths, ["features.4", "features.17"], ["features.10"], cross=True, image_size=64)
+    table = linear_cka(net, net, paths, ["features.4", "features.17"], ["features.10"], cross=True,
+                       options=PassOptions(image_size=64))
     assert len(table) == 2 and table["cka"].between(0, 1).all()

@@ -141,12 +141,12 @@ def test_a_single_task_collection_trains_without_naming_its_task(tmp_path, capsy
 
 # ---- analyses: caller's random state, stable figure ids ------------------------------------------------------
 def test_random_baseline_leaves_the_callers_random_state_alone():
-    from artlab.analysis.compare import network
+    from artlab.runs import RANDOM, Network
 
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    first, _ = network("random", "mobilenet_v2")
+    first = Network.of(RANDOM, "mobilenet_v2").build()
     assert torch.equal(torch.rand(3), expected)
-    second, _ = network("random", "mobilenet_v2")
+    second = Network.of(RANDOM, "mobilenet_v2").build()
     assert torch.equal(first.features[0][0].weight, second.features[0][0].weight)  # the baseline is reproducible

@@ -19,8 +19,8 @@ RANKS = {
     "artlab.training": 4, "artlab.analysis": 4, "artlab.interpret": 4,  # side by side
     "artlab.experiments": 5,
     "artlab.widgets": 6,
-    "artlab.notebooks": 6,  # the headless notebook runner: beside the widgets, below the cli that calls it
-    "artlab.cli": 7, "artlab.__main__": 8, "artlab": 8,
+    "artlab.tools": 7,  # tooling above the science layers: the headless notebook runner, below the cli that calls it
+    "artlab.cli": 8, "artlab.__main__": 9, "artlab": 9,
 }
 
 
@@ -74,8 +74,71 @@ def violations() -> list[str]:
     return problems
 
 
+def import_graph() -> dict[str, set[str]]:
+    """Every artlab module -> the artlab modules it imports, at any depth (function-level imports included)."""
+    return {_module_name(path): imported_modules(path) - {_module_name(path)} for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def circles() -> list[str]:
+    """Import circles inside one area (A imports B, B imports A, at any depth), one line each: the shortest
+    circle through the first module (by name) of each strongly connected group, e.g. "a -> b -> a"."""
+    graph = import_graph()
+    inside = {module: sorted(t for t in targets if t in graph and area(t) == area(module))
+              for module, targets in graph.items()}
+    found = []
+    for group in _strongly_connected(inside):
+        start = min(group)
+        paths, queue = {start: [start]}, [start]  # breadth first from start, back to it within the group
+        while queue:
+            module = queue.pop(0)
+            for target in inside[module]:
+                if target == start:
+                    queue = []
+                    found.append(" -> ".join(paths[module] + [start]))
+                    break
+                if target in group and target not in paths:
+                    paths[target] = paths[module] + [target]
+                    queue.append(target)
+    return sorted(found)
+
+
+def _strongly_connected(graph: dict[str, list[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components of more than one module."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
 def test_no_layer_imports_a_higher_or_sibling_layer():
     assert violations() == []
+
+
+def test_no_import_circle_inside_an_area():
+    assert circles() == []
 
 
 def test_every_module_belongs_to_a_layer():
@@ -96,6 +159,22 @@ def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
                             "(layer artlab.training, rank 4)",
                             "artlab.data.sneaky (layer artlab.data, rank 1) imports artlab.training "
                             "(layer artlab.training, rank 4)"]
+
+
+def test_the_checker_catches_a_circle_inside_an_area(tmp_path, monkeypatch):
+    """data.a imports data.b at module level, data.b imports data.c in a function and data.c imports data.a:
+    one circle, reported from its first module; data.d importing data.a is outside it."""
+    fake = tmp_path / "artlab"
+    (fake / "data").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "data" / "__init__.py").write_text("")
+    (fake / "data" / "a.py").write_text("from artlab.data.b import thing\n")
+    (fake / "data" / "b.py").write_text("def thing():\n    from . import c\n    return c\n")
+    (fake / "data" / "c.py").write_text("import artlab.data.a\n")
+    (fake / "data" / "d.py").write_text("from artlab.data import a\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+    assert circles() == ["artlab.data.a -> artlab.data.b -> artlab.data.c -> artlab.data.a"]
+    assert violations() == []  # within one area: the layer check alone does not see it
 
 
 @pytest.mark.parametrize("name", ["googlenet", "inception_v3"])

@@ -138,8 +138,8 @@ def tagger():
     """A multi-label network with a card (3 tags, 64 px) whose head asserts tags 'a' and 'c'."""
     torch.manual_seed(0)
     model = models.build("mobilenet_v2", pretrained=False, num_classes=3)
-    model.artlab_card = ModelCard(kind="network", arch="mobilenet_v2", tasks=("tags",),
-                                  classes={"tags": ["a", "b", "c"]}, multi_label={"tags": True}, image_size=64)
+    models.attach_card(model, ModelCard(kind="network", arch="mobilenet_v2", tasks=("tags",),
+                                        classes={"tags": ["a", "b", "c"]}, multi_label={"tags": True}, image_size=64))
     with torch.no_grad():
         models.head_module(model).bias.copy_(torch.tensor([20.0, -20.0, 19.0]))
     return model

@@ -16,7 +16,7 @@ from artlab import models
 from artlab.data import ArtCollection, load
 from artlab.interpret import projection as pj
 from artlab.models import ModelCard
-from artlab.runs import Run
+from artlab.runs import IMAGENET, Network, Run
 
 SIZE = 64
 
@@ -33,7 +33,7 @@ def clusters(n_per: int = 30, classes: int = 4, dim: int = 32, spread: float = 0
 
 @pytest.fixture(scope="module")
 def synthetic_features(small_synthetic) -> np.ndarray:
-    return pj.layer_features(pj.IMAGENET, small_synthetic.table["path"].tolist(), image_size=SIZE, device="cpu")
+    return pj.layer_features(IMAGENET, small_synthetic.table["path"].tolist(), image_size=SIZE, device="cpu")
 
 
 # ---- projection -------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def test_a_copy_of_an_image_finds_the_original_first(small_synthetic, synthetic_
     paths = small_synthetic.table["path"].tolist()
     copy = tmp_path / "renamed_copy.png"
     shutil.copyfile(paths[10], copy)
-    vector = pj.image_feature(copy, pj.IMAGENET, image_size=SIZE, device="cpu")
+    vector = pj.image_feature(copy, IMAGENET, image_size=SIZE, device="cpu")
     table = pj.neighbours(synthetic_features, paths, vector, k=3, labels=small_synthetic.table)
     assert table["path"][0] == paths[10]
     assert table["score"][0] == pytest.approx(1.0, abs=1e-5)
@@ -141,20 +141,20 @@ def test_second_call_reads_the_cache_without_running_the_network(small_synthetic
         return real(*args, **kwargs)
 
     monkeypatch.setattr(artlab.features, "extract", counting)
-    first = pj.layer_features(pj.IMAGENET, paths, image_size=SIZE, device="cpu")
+    first = pj.layer_features(IMAGENET, paths, image_size=SIZE, device="cpu")
     assert len(calls) == 1 and first.shape == (len(paths), 1280)
 
     def refuse(*args, **kwargs):
         raise AssertionError("the network ran although its features are cached")
 
     monkeypatch.setattr(artlab.features, "extract", refuse)
-    np.testing.assert_array_equal(pj.layer_features(pj.IMAGENET, paths, image_size=SIZE, device="cpu"), first)
+    np.testing.assert_array_equal(pj.layer_features(IMAGENET, paths, image_size=SIZE, device="cpu"), first)
 
 
 def test_layer_and_source_are_checked_before_anything_runs(small_synthetic, tmp_path):
     paths = small_synthetic.table["path"].tolist()[:2]
     with pytest.raises(KeyError, match="features.18"):
-        pj.layer_features(pj.IMAGENET, paths, layer="layer4.1")
+        pj.layer_features(IMAGENET, paths, layer="layer4.1")
     with pytest.raises(FileNotFoundError, match="neither"):
         pj.layer_features(tmp_path / "no-such-run", paths)
 
@@ -167,14 +167,14 @@ def test_a_fine_tuned_run_is_a_source(small_synthetic, tmp_path):
                      image_size=SIZE)
     run = Run(tmp_path / "finetuned")
     run.save_model(model.state_dict(), card)
-    source = pj.resolve_source(run.path)
+    source = Network.of(run.path)
     assert source.weights_id.startswith("run:") and len(source.weights_id) == 4 + 16
     assert (source.arch, source.image_size) == ("mobilenet_v2", SIZE)
     feats = pj.layer_features(run.path, small_synthetic.table["path"].tolist()[:4], layer="features.17",
                               device="cpu")
     assert feats.shape == (4, 320) and np.isfinite(feats).all()
     with pytest.raises(ValueError, match="not a resnet18"):
-        pj.resolve_source(run.path, arch="resnet18")
+        Network.of(run.path, arch="resnet18")
 
 
 # ---- map tables, figures and the hover page ---------------------------------------------------
@@ -232,7 +232,7 @@ def test_imagenet_features_separate_real_genres(genres_dir):
     collection = load(genres_dir, layout="folders", task="genre")
     table = collection.table.sort_values("path", kind="stable")
     sample = pd.concat([group.iloc[:: max(1, len(group) // 20)].head(20) for _, group in table.groupby("genre")])
-    feats = pj.layer_features(pj.IMAGENET, sample["path"].tolist(), image_size=96, device="cpu")
+    feats = pj.layer_features(IMAGENET, sample["path"].tolist(), image_size=96, device="cpu")
     result = pj.separation(feats, sample["genre"].to_numpy())
     assert result["images"] == 100 and result["chance"] == 0.2
     assert result["knn_accuracy"] > 0.45

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from artlab.runs import Run, load_tensors
+from artlab.io import load_tensors
+from artlab.runs import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from artlab.experiments import ROUTES, Stage, double_finetune
+from artlab.experiments import ROUTES, double_finetune
+from artlab.training import TrainConfig
 
 
 @pytest.mark.slow
@@ -17,7 +18,7 @@ def test_a_double_fine_tuning_study(small_synthetic, tmp_path, monkeypatch, caps
     from artlab.runs import Run
 
     manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
-    source = Stage(manifest, "style", epochs=1, backbone_lr_mult=1.0)
+    source = TrainConfig(data=manifest, task="style", epochs=1, backbone_lr_mult=1.0)
     target = {"data": manifest, "task": "medium", "epochs": 1, "batch_size": 16}  # a YAML-like mapping
     study = double_finetune(source, target, seeds=(0, 1), image_size=64, device="cpu", runs_dir=tmp_path / "runs")
     cells = study.cells

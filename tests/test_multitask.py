@@ -11,8 +11,8 @@ import torch
 
 from artlab.cli import main
 from artlab.experiments import audit
-from artlab.runs import index, load_network
-from artlab.training import TrainConfig, evaluate_run, prepare_collection, train
+from artlab.runs import load_network
+from artlab.training import TrainConfig, evaluate_run, list_runs, prepare_collection, train
 from artlab.training.api import predictions
 from artlab.training.tasks import MISSING, Task, Tasks
 
@@ -120,7 +120,7 @@ def test_multi_task_run_end_to_end(gappy, tmp_path):
     # style is learned on the synthetic collection (8 styles: chance 12.5%)
     assert metrics["style"]["accuracy"] > 0.3
 
-    row = index(tmp_path).set_index("run").loc["multi"]
+    row = list_runs(tmp_path).set_index("run").loc["multi"]
     assert row["style accuracy"] == pytest.approx(metrics["style"]["accuracy"])
     found = audit(run, by="style", task="artist", min_size=1)
     assert found.table["images"].sum() == metrics["artist"]["n_images"]

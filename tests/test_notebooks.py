@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from artlab.cli import main
-from artlab.notebooks import PATTERN, NotebookFailed, run_series
+from artlab.tools.notebooks import PATTERN, NotebookFailed, run_series
 from tests.notebook_outputs import NOT_COMPARED, RECORD, RECORD_COMMAND, read_record, stale_cells
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,7 +142,7 @@ def test_other_artlab_code_or_a_damaged_record_runs_the_notebooks_again(series, 
     (out / "status.json").write_text(json.dumps(status))
     run_series(out, only="01,02", folder=series, log=None)
     assert _ran(series) == ["01", "02", "02"]
-    monkeypatch.setattr("artlab.notebooks.code_digest", lambda: "other artlab code")
+    monkeypatch.setattr("artlab.tools.notebooks.code_digest", lambda: "other artlab code")
     run_series(out, only="01,02", folder=series, log=None)
     assert _ran(series) == ["01", "02", "02", "01", "02"]
     # 01 edited and run alone: 02 may have used what the old 01 made, so it is outdated until it runs again
@@ -250,6 +250,18 @@ def test_committed_notebooks_are_clean_and_take_quick():
         declared = papermill.inspect_notebook(str(path))
         assert "quick" in declared, f"{path.name}: its parameters cell declares no `quick`"
         assert declared["quick"]["default"] == "True", f"{path.name}: commit it with quick = True"
+
+
+def test_data_reaches_every_committed_notebook():
+    """`--data` fills a collection parameter that each notebook's parameters cell declares (`data`, or the target
+    of double fine-tuning)."""
+    import papermill
+
+    from artlab.experiments.settings import data_parameter
+
+    for path in sorted((ROOT / "notebooks").glob(PATTERN)):
+        declared = papermill.inspect_notebook(str(path))
+        assert data_parameter(declared) in declared, f"{path.name}: --data would reach none of {list(declared)}"
 
 
 def test_notebook_outputs_are_recorded():

@@ -17,7 +17,8 @@ from PIL import Image
 
 import artlab.training.prefix as prefix
 from artlab import models
-from artlab.runs import Run, load_network, load_tensors
+from artlab.io import load_tensors
+from artlab.runs import Run, load_network
 from artlab.training import TrainConfig, prepare_collection, train
 from artlab.training.config import add_arguments, from_arguments
 

@@ -85,7 +85,7 @@ def test_cli_refuses_a_name_that_escapes_runs(tmp_path, capsys):
 
 
 def test_a_second_process_on_the_same_run_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
-    from artlab.runs import index
+    from artlab.training import list_runs
 
     data = _collection(tmp_path / "c")
     runs = tmp_path / "runs"
@@ -102,7 +102,7 @@ def test_a_second_process_on_the_same_run_is_refused_and_a_dead_ones_lock_taken_
         owner.kill()  # killed while holding the lock: the system releases it
         owner.wait()
     result = train(quick(data, strategy="off_the_shelf"), runs_dir=runs)
-    assert result.run.finished and index(runs).loc[0, "status"] == "finished"
+    assert result.run.finished and list_runs(runs).loc[0, "status"] == "finished"
 
 
 def test_eval_never_marks_an_unfinished_run_finished(tmp_path, monkeypatch, capsys):
@@ -365,9 +365,9 @@ def test_damaged_run_files_give_one_line_errors_and_runs_lists_the_rest(tmp_path
     assert main(["runs", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "good" in out and "finished" in out and "bad-yaml" in out
-    from artlab.runs import index
+    from artlab.training import list_runs
 
-    status = index(runs).set_index("run")["status"].to_dict()
+    status = list_runs(runs).set_index("run")["status"].to_dict()
     assert status == {"bad-json": "damaged", "bad-yaml": "damaged", "empty-model": "incomplete",
                       "good": "finished", "truncated": "finished"}
 

@@ -283,7 +283,7 @@ def _brute_top(scores, k):
 
 
 def test_one_pass_gives_the_brute_force_cka_and_top_k(small_synthetic):
-    from artlab.analysis import linear_cka, one_pass, top_images
+    from artlab.analysis import PassOptions, linear_cka, one_pass, top_images
     from artlab.features import extract
 
     paths = small_synthetic.table["path"].tolist()[1::5][:20]
@@ -294,7 +294,8 @@ def test_one_pass_gives_the_brute_force_cka_and_top_k(small_synthetic):
         tuned.features[9].conv[1][0].weight.mul_(1.7)
     torch.manual_seed(1)
     random_net = models.build("mobilenet_v2", pretrained=False)
-    result = one_pass(base, tuned, paths, layers, k=4, random=random_net, image_size=64, batch_size=7)
+    result = one_pass(base, tuned, paths, layers, k=4, random=random_net,
+                      options=PassOptions(image_size=64, batch_size=7))
     feats = {name: extract(net, paths, layers, 64, torch.device("cpu"), batch_size=7)
              for name, net in (("base", base), ("tuned", tuned), ("random", random_net))}
     assert len(result.cka) == 9 and len(result.cka_random) == 3
@@ -311,30 +312,31 @@ def test_one_pass_gives_the_brute_force_cka_and_top_k(small_synthetic):
         for layer in layers:
             assert result.tops[name].indices[layer].tolist() == _brute_top(scores[layer], 4)
     # the separate passes the analysis made before agree with the one pass
-    separate = linear_cka(base, tuned, paths, layers, cross=True, image_size=64, batch_size=7)
+    separate = linear_cka(base, tuned, paths, layers, cross=True, options=PassOptions(image_size=64, batch_size=7))
     np.testing.assert_allclose(separate["cka_debiased"], result.cka["cka_debiased"], rtol=1e-9)
     alone = top_images(tuned, paths, layers, k=4, image_size=64, batch_size=7)
     assert all(torch.equal(alone.indices[layer], result.tops["tuned"].indices[layer]) for layer in layers)
 
 
 def test_one_pass_leaves_out_what_is_not_asked(small_synthetic):
-    from artlab.analysis import one_pass
+    from artlab.analysis import PassOptions, one_pass
 
     paths = small_synthetic.table["path"].tolist()[:6]
     net, other = models.build("mobilenet_v2", pretrained=False), models.build("mobilenet_v2", pretrained=False)
-    only_topk = one_pass(net, other, paths, ["features.3"], cka=False, k=2, image_size=48)
+    small = PassOptions(image_size=48)
+    only_topk = one_pass(net, other, paths, ["features.3"], cka=False, k=2, options=small)
     assert only_topk.cka is None and set(only_topk.tops) == {"base", "tuned"}
-    only_cka = one_pass(net, other, paths, ["features.3"], k=None, image_size=48)
+    only_cka = one_pass(net, other, paths, ["features.3"], k=None, options=small)
     assert only_cka.tops == {} and only_cka.cka_random is None and len(only_cka.cka) == 1
     with pytest.raises(ValueError, match="same module; pass a copy"):
-        one_pass(net, net, paths, ["features.3"], k=2, image_size=48)
+        one_pass(net, net, paths, ["features.3"], k=2, options=small)
     with pytest.raises(ValueError, match="at least 4 images, got 3"):
-        one_pass(net, other, paths[:3], ["features.3"], k=2, image_size=48)
+        one_pass(net, other, paths[:3], ["features.3"], k=2, options=small)
 
 
 
 def test_one_pass_top_k_counts_only_the_images_it_could_read(tmp_path, own_cache):
-    from artlab.analysis import one_pass
+    from artlab.analysis import PassOptions, one_pass
     from artlab.analysis.topk import overlap
 
     paths = _paintings(tmp_path / "img", 6)
@@ -343,7 +345,8 @@ def test_one_pass_top_k_counts_only_the_images_it_could_read(tmp_path, own_cache
     net = models.build("mobilenet_v2", pretrained=False)
     same = models.build("mobilenet_v2", pretrained=False)
     same.load_state_dict(net.state_dict())
-    result = one_pass(net, same, paths + [str(broken)], ["features.3"], cka=False, k=10, image_size=32)
+    result = one_pass(net, same, paths + [str(broken)], ["features.3"], cka=False, k=10,
+                      options=PassOptions(image_size=32))
     assert list(result.failures) == [str(broken)]
     top = result.tops["base"]
     assert top.k == 6 == top.indices["features.3"].shape[1]  # 7 paths, 6 readable

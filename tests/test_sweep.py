@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from artlab.experiments import Sweep, sweep
-from artlab.experiments.sweep import check_grid, summarise, sweep_figure
+from artlab.experiments.sweep import Cell, cells_table, check_grid, summarise, sweep_figure
 from artlab.runs import Run
 from artlab.training import TrainConfig
 
-sweep_module = importlib.import_module("artlab.experiments.sweep")  # the package's `sweep` is the function
+execution = importlib.import_module("artlab.experiments.sweep.execution")  # where the cells train
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_a_sweep_trains_each_cell_once_and_summarises(manifest, tmp_path, monkey
     assert result.best_run() == runs / cells.loc[cells["accuracy"].idxmax(), "run"]
     # rerun: nothing trains, no run file is touched, the same table comes back
     before = mtimes(runs)
-    monkeypatch.setattr(sweep_module, "train", lambda *a, **k: pytest.fail("a finished cell was trained again"))
+    monkeypatch.setattr(execution, "train", lambda *a, **k: pytest.fail("a finished cell was trained again"))
     again = sweep(probe(manifest), grid, seeds=(0, 1), workers=1, runs_dir=runs, name="probes")
     assert mtimes(runs) == before
     pd.testing.assert_frame_equal(again.table, result.table)
@@ -103,7 +103,7 @@ def test_finished_cells_reused_on_a_changed_collection_are_named(manifest, tmp_p
 
 def test_a_failed_cell_is_recorded_and_retried(manifest, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
-    real_train = sweep_module.train
+    real_train = execution.train
     calls = []
 
     def flaky(config, runs_dir, resume):
@@ -112,7 +112,7 @@ def test_a_failed_cell_is_recorded_and_retried(manifest, tmp_path, monkeypatch):
             raise RuntimeError("disk on fire\nsecond line")
         return real_train(config, runs_dir, resume)
 
-    monkeypatch.setattr(sweep_module, "train", flaky)
+    monkeypatch.setattr(execution, "train", flaky)
     grid = {"layer": ["features.14", "features.18"]}
     first = sweep(probe(manifest), grid, workers=1, runs_dir=runs, name="flaky")
     failed = first.cells.set_index("layer").loc["features.18"]
@@ -156,7 +156,7 @@ def test_source_classes_trains_one_source_run_per_n(manifest, tmp_path, monkeypa
         for name in cells[cells["source_classes"] == n]["run"]:
             assert Run(runs / name).config()["init_from"] == str(stage.path)
     trained = []
-    monkeypatch.setattr(sweep_module, "train", lambda config, *a, **k: trained.append(config.name))
+    monkeypatch.setattr(execution, "train", lambda config, *a, **k: trained.append(config.name))
     sweep(base, {"source_classes": [2, 4], "layer": ["features.14", "features.18"]}, workers=1, runs_dir=runs,
           source=source, name="transfer")
     assert trained == []
@@ -224,7 +224,8 @@ def test_sweep_explorer_draws_each_view_once(tmp_path):
     cells = handmade()
     factors = ["freeze", "lr", "image_size"]
     table = summarise(cells, factors)
-    result = Sweep("hand", factors, cells, table, sweep_figure(table, factors), tmp_path, "accuracy")
+    result = Sweep(name="hand", factors=factors, cells=cells, summary=table, figure=sweep_figure(table, factors),
+                   report=tmp_path / "sweep.html", metric="accuracy")
     explorer = SweepExplorer(result)
     assert explorer.y is None and explorer.view()[0].data[0].type == "scatter"
     explorer.select(x="lr", y="freeze")
@@ -239,11 +240,11 @@ def test_sweep_explorer_draws_each_view_once(tmp_path):
 
 
 def test_a_null_factor_value_stays_null_and_reads_all(tmp_path):
-    cells = [sweep_module._Cell({"source_classes": n}, seed, TrainConfig(name=f"r{n}-{seed}"), f"s{n}-{seed}")
+    cells = [Cell({"source_classes": n}, seed, TrainConfig(name=f"r{n}-{seed}"), f"s{n}-{seed}")
              for n in (None, 4) for seed in (0, 1)]
     outcomes = {c.config.name: {"status": "finished", "accuracy": 0.5 + 0.1 * (c.factors["source_classes"] == 4)}
                 for c in cells}
-    table = sweep_module._cells_table(cells, outcomes, ["source_classes"])
+    table = cells_table(cells, outcomes, ["source_classes"])
     assert table["source_classes"].tolist() == [None, None, 4, 4]  # not NaN and 4.0
     summary = summarise(table, ["source_classes"])
     assert summary["source_classes"].tolist() == [None, 4] and summary["seeds"].tolist() == [2, 2]
@@ -254,12 +255,13 @@ def test_a_null_factor_value_stays_null_and_reads_all(tmp_path):
 def test_multi_task_cells_report_their_mean_score(tmp_path):
     metrics = {"tasks": {"style": {"accuracy": 0.4, "n_images": 9}, "artist": {"accuracy": 0.6, "n_images": 9}},
                "mean_score": 0.5, "split": "test"}
-    outcome = sweep_module._outcome(metrics)
+    outcome = execution._outcome(metrics)
     assert outcome["status"] == "finished" and outcome["mean_score"] == 0.5
-    cell = sweep_module._Cell({"lr": 0.1}, 0, TrainConfig(name="multi"))
-    table = sweep_module._cells_table([cell], {"multi": outcome}, ["lr"])
+    cell = Cell({"lr": 0.1}, 0, TrainConfig(name="multi"))
+    table = cells_table([cell], {"multi": outcome}, ["lr"])
     summary = summarise(table, ["lr"])
-    result = Sweep("multi", ["lr"], table, summary, sweep_figure(summary, ["lr"], "mean_score"), tmp_path,
-                   "mean_score")
+    result = Sweep(name="multi", factors=["lr"], cells=table, summary=summary,
+                   figure=sweep_figure(summary, ["lr"], "mean_score"), report=tmp_path / "sweep.html",
+                   runs_dir=tmp_path.parent.parent, metric="mean_score")
     assert result.metrics == ["mean_score"] and summary["mean_score mean"].tolist() == [0.5]
     assert result.best_run() == tmp_path.parent.parent / "multi"

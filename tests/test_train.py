@@ -18,8 +18,9 @@ from PIL import Image
 
 from artlab import models
 from artlab.cli import main
+from artlab.io import load_tensors
 from artlab.models import ModelCard
-from artlab.runs import Run, load_tensors
+from artlab.runs import Run
 from artlab.training import TrainConfig, evaluate_run, prepare_collection, train
 from artlab.training.metrics import multi_label, single_label
 
@@ -69,6 +70,34 @@ def test_average_precision_by_hand():
     assert m["mAP"] == pytest.approx(np.mean(aps))
 
 
+def test_the_training_state_reads_the_checkpoints_earlier_versions_wrote():
+    from artlab.training.loops import TrainingState
+
+    stored = {"epoch": 2, "history": [{"epoch": 1, "val_score": 0.5}, {"epoch": 2, "val_score": 0.4}], "best": 0.5,
+              "best_epoch": 1, "stale": 1}  # a checkpoint's JSON state, as the string-keyed dict wrote it
+    state = TrainingState.from_dict(stored)
+    assert (state.epoch, state.best, state.best_epoch, state.stale) == (2, 0.5, 1, 1)
+    assert state.to_dict() == stored and list(state.to_dict()) == list(stored)  # written back the same
+    assert TrainingState().to_dict() == {"epoch": 0, "history": [], "best": -np.inf, "best_epoch": 0, "stale": 0}
+
+
+def test_one_loss_for_the_probe_and_every_task():
+    """Tasks.loss is the weighted sum of loss_function (the probe's loss) over each task's labelled images."""
+    from artlab.training.metrics import loss_function
+    from artlab.training.tasks import MISSING, Task, Tasks
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5)
+    style = torch.tensor([0, 2, 1, MISSING, 0, 2])
+    tags = torch.tensor([[1.0, 0.0], [0.0, 0.0], [float("nan")] * 2, [1.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    heads = Tasks([Task("style", ["a", "b", "c"], False, 1.0, 0), Task("tags", ["x", "y"], True, 2.0, 3)],
+                  label_smoothing=0.1)
+    labelled, tagged = style != MISSING, ~torch.isnan(tags[:, 0])
+    expected = loss_function(False, 0.1)(logits[labelled, :3], style[labelled]) \
+        + 2.0 * loss_function(True)(logits[tagged, 3:], tags[tagged])
+    assert float(heads.loss(logits, {"style": style, "tags": tags})) == pytest.approx(float(expected))
+
+
 # ---- strategies ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_off_the_shelf_run_folder_and_feature_cache(manifest, tmp_path, monkeypatch):
@@ -83,7 +112,7 @@ def test_off_the_shelf_run_folder_and_feature_cache(manifest, tmp_path, monkeypa
     def must_not_run(*args, **kwargs):
         raise AssertionError("the network ran although its features were cached")
 
-    monkeypatch.setattr(probe, "frozen_network", must_not_run)
+    monkeypatch.setattr(probe.Network, "build", must_not_run)
     monkeypatch.setattr(features, "extract", must_not_run)
     second = train(quick(manifest, strategy="off_the_shelf", name="probe-b"), runs_dir=tmp_path)
     assert second.metrics["accuracy"] == first.metrics["accuracy"]
@@ -212,10 +241,10 @@ def test_cli_train_eval_runs(manifest, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_run_index_dataframe(manifest, tmp_path):
-    from artlab.runs import index
+    from artlab.training import list_runs
 
     train(quick(manifest, name="indexed", strategy="off_the_shelf"), runs_dir=tmp_path)
-    table = index(tmp_path)
+    table = list_runs(tmp_path)
     assert isinstance(table, pd.DataFrame) and table.loc[0, "run"] == "indexed"
     assert table.loc[0, "status"] == "finished" and 0 <= table.loc[0, "accuracy"] <= 1
 

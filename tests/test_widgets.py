@@ -10,7 +10,8 @@ import pytest
 
 from artlab import models
 from artlab.interpret import RenderSettings, projection
-from artlab.widgets import ArtworkInspector, ChannelExplorer, CollectionMap, live_front_end
+from artlab.widgets import ArtworkInspector, ChannelExplorer, CollectionMap, TopKBrowser, live_front_end
+from artlab.widgets.topk import EVERY_NETWORK
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,33 @@ def test_channel_explorer(analysed):
         explorer.select(layer="features.3")
     with pytest.raises(IndexError):
         explorer.select(channel=10_000)
+
+
+def test_topk_browser(analysed):
+    """An explorer like the others: every network's gallery at first, one network's when picked, each drawn once."""
+    _, analysis = analysed
+    names = list(analysis.tops)
+    browser = TopKBrowser(analysis, n=4)
+    assert (browser.network, browser.layer, browser.channel) == (EVERY_NETWORK, "features.17", 0)
+    assert [figure.layout.title.text for figure in browser.view()] == [f"{name}: features.17, channel 0"
+                                                                      for name in names]
+    browser.select(network=names[1], channel=300)
+    (figure,) = browser.view()
+    assert figure.layout.title.text == f"{names[1]}: features.17, channel 300"
+    browser.select(layer="features.10")  # 64 channels: the channel becomes the layer's last
+    assert browser.channel == 63 and browser.computed["gallery"] == len(names) + 1
+    browser.select(network=EVERY_NETWORK, layer="features.17", channel=0)
+    browser.view()
+    assert browser.computed["gallery"] == len(names) + 1, "galleries already drawn are reused"
+    with pytest.raises(KeyError, match="no network"):
+        browser.select(network="nowhere")
+    with pytest.raises(IndexError):
+        browser.select(channel=10_000)
+    _control(browser, "layer").value = "features.10"  # the live controls drive the same state
+    _control(browser, "channel").value = 5
+    assert (browser.layer, browser.channel) == ("features.10", 5)
+    with pytest.raises(ValueError, match="no top-k lists"):
+        TopKBrowser({})
 
 
 def test_artwork_inspector(small_synthetic):

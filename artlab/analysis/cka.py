@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from artlab.analysis.options import CkaOptions, PassOptions
 from artlab.features import Feed, forward_pass
 
 MIN_IMAGES = 4  # the debiased estimator divides by n - 3
@@ -174,13 +175,13 @@ def cka_of_features(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, 
 
 
 def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers: list[str],
-               layers_b: list[str] | None = None, cross: bool = False, image_size: int = 128,
-               pool: str = "avg", grid: int = 2, batch_size: int = 32,
-               device: torch.device | str = "cpu", num_workers: int | None = None) -> pd.DataFrame:
+               layers_b: list[str] | None = None, cross: bool = False, cka: CkaOptions = CkaOptions(),
+               options: PassOptions = PassOptions()) -> pd.DataFrame:
     """Linear CKA between two networks at each analysed layer (or every layer pair with `cross`).
 
     Both networks run on each batch of images in one pass (one network alone when they are the
-    same object). Returns a tidy frame: layer_a, layer_b, depth_a, depth_b, cka, cka_debiased, n_images.
+    same object). `cka` says how activation maps become features, `options` how the pass runs.
+    Returns a tidy frame: layer_a, layer_b, depth_a, depth_b, cka, cka_debiased, n_images.
     """
     if len(paths) < MIN_IMAGES:
         raise ValueError(f"CKA needs at least {MIN_IMAGES} images, got {len(paths)}")
@@ -189,21 +190,22 @@ def linear_cka(model_a: nn.Module, model_b: nn.Module, paths: list[str], layers:
         raise ValueError("without cross=True, both models need the same number of layers")
     pairs = list(itertools.product(range(len(layers)), range(len(layers_b)))) if cross else \
         [(i, i) for i in range(len(layers))]
-    device = torch.device(device)
-    options = {"grid": grid} if pool == "grid" else {}
+    device = torch.device(options.device)
     same = model_a is model_b  # one forward pass serves both sides
-    feeds = [Feed("a", model_a, list(dict.fromkeys(layers + layers_b)) if same else layers, pool, options)]
-    feeds += [] if same else [Feed("b", model_b, layers_b, pool, options)]
+    feeds = [Feed("a", model_a, list(dict.fromkeys(layers + layers_b)) if same else layers, cka.pool,
+                  cka.pool_options)]
+    feeds += [] if same else [Feed("b", model_b, layers_b, cka.pool, cka.pool_options)]
     sums = CKAFeed([("a", name) for name in layers], [("a" if same else "b", name) for name in layers_b], pairs,
-                   device, pool)
-    dataset = forward_pass(feeds, paths, image_size, device, sums, batch_size, "CKA", num_workers)
+                   device, cka.pool)
+    dataset = forward_pass(feeds, paths, options.image_size, device, sums, options.batch_size, "CKA",
+                           options.num_workers, options.compile)
     return sums.table(dataset)
 
 
 class CKAFeed:
     """Streaming CKA sums as a `forward_pass` consumer: X and Y are lists of (feed, layer) outputs.
 
-    `key` picks one pooling when the feeds pool each map several ways (`models.several`).
+    `key` picks one pooling when the feeds pool each map several ways (`models.pools`).
     """
 
     def __init__(self, xs: list[tuple[str, str]], ys: list[tuple[str, str]], pairs: list[tuple[int, int]],

@@ -26,12 +26,13 @@ from torch import nn
 
 from artlab import models, plots
 from artlab.analysis.onepass import OnePass, one_pass
+from artlab.analysis.options import CkaOptions, PassOptions
 from artlab.analysis.params import block_changes, filter_changes, layer_changes, most_changed
 from artlab.analysis.topk import TopK, class_entropy, collection_entropy, dead_kernels, overlap, per_layer
 from artlab.data.layouts import load
 from artlab.io import write_csv
 from artlab.models import ModelCard
-from artlab.runs import Run, load_network, run_collection
+from artlab.runs import RANDOM, Network, Run, run_collection
 
 
 @dataclass
@@ -39,16 +40,17 @@ class Comparison:
     """Which two networks to compare, on which images, and with which settings.
 
     `pretrained`: 'imagenet' (the architecture's ImageNet weights), 'random' (an untrained
-    network) or another run folder. `data`: the images to analyse (default: the fine-tuned run's
-    own collection). `cka_pool` turns an activation map into CKA features: 'avg', 'grid'
-    (`cka_grid` x `cka_grid` cells) or 'flatten'. `task`: whose classes measure the class
-    concentration of the top-k images (default: the fine-tuned run's first task). CKA and top-k
+    network), another run folder, or any network `artlab.runs.Network.of` takes. `data`: the
+    images to analyse (default: the fine-tuned run's own collection). `cka_pool` turns an
+    activation map into CKA features: 'avg', 'grid' (`cka_grid` x `cka_grid` cells) or 'flatten'.
+    `task`: whose classes measure the class concentration of the top-k images (default: the
+    fine-tuned run's first task). CKA and top-k
     come from one forward pass per network; `compile` runs the networks through torch.compile
     (it pays only on large collections: compiling takes tens of seconds).
     """
 
     finetuned: str | Path
-    pretrained: str = "imagenet"
+    pretrained: str | Path | Network = "imagenet"
     data: str | None = None
     what: tuple[str, ...] = ("params", "cka", "topk")
     k: int = 100
@@ -90,6 +92,7 @@ class Analysis(Findings):
     comparison: Comparison | None = None
     report: Path | None = None
     labels: np.ndarray | None = None
+    networks: dict[str, nn.Module] = field(default_factory=dict, repr=False)  # compared, by name (base first)
 
     def figure(self, figure_id: str) -> go.Figure:
         """A figure by its stable id, with an error that lists the ids there are."""
@@ -112,8 +115,9 @@ class Context:
         self.task = comparison.task or self.card.tasks[0]
         if comparison.data is None and self.task not in self.card.tasks:
             raise ValueError(f"run {self.run.name} has no task {self.task!r}; its tasks are {list(self.card.tasks)}")
-        self.tuned, self.tuned_name = network(str(comparison.finetuned), self.card.arch)
-        self.base, self.base_name = network(comparison.pretrained, self.card.arch)
+        tuned, base = Network.of(self.run, self.card.arch), Network.of(comparison.pretrained, self.card.arch)
+        self.tuned, self.tuned_name = tuned.build(), tuned.name
+        self.base, self.base_name = base.build(), base.name
         self.layers = list(comparison.layers or self.spec.layers)
         models.check_layers(self.spec, self.layers)
         self.image_size = comparison.image_size or self.card.image_size
@@ -149,29 +153,15 @@ class Context:
         """One pass over the images feeding `needs` ('cka': with the random-network baseline; 'topk')."""
         c = self.comparison
         paths, _ = self.images
-        random_net = network("random", self.spec.name)[0] if "cka" in needs else None
-        return one_pass(self.base, self.tuned, paths, self.layers, cka="cka" in needs,
-                        k=c.k if "topk" in needs else None, random=random_net, cka_pool=c.cka_pool,
-                        cka_grid=c.cka_grid, compile=c.compile, **self.forward_options)
+        random_net = Network.of(RANDOM, self.spec.name).build() if "cka" in needs else None
+        return one_pass(self.base, self.tuned, paths, self.layers,
+                        cka=CkaOptions(c.cka_pool, c.cka_grid) if "cka" in needs else False,
+                        k=c.k if "topk" in needs else None, random=random_net,
+                        options=PassOptions(compile=c.compile, **self.forward_options))
 
     def measured(self, need: str) -> OnePass:
         """The shared pass when it covers `need`, else a pass for `need` alone (an analysis called on its own)."""
         return self.passes if need in self.comparison.what else self.measure((need,))
-
-
-def network(source: str, arch_name: str) -> tuple[nn.Module, str]:
-    """'imagenet' (the architecture's pretrained weights), 'random' (an untrained init) or a run folder.
-
-    The random network is drawn from seed 0 inside `torch.random.fork_rng`, so the caller's
-    random state is left as it was.
-    """
-    if source == "imagenet":
-        return models.build(arch_name, pretrained=True), "ImageNet"
-    if source == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return models.build(arch_name, pretrained=False), "random init"
-    return load_network(source), Run(source).name
 
 
 ANALYSES: dict[str, Callable[[Context], Findings]] = {}
@@ -264,7 +254,7 @@ def analyze(comparison: Comparison | str | Path, out_dir: str | Path | None = No
     """
     comparison = comparison if isinstance(comparison, Comparison) else Comparison(comparison)
     ctx = Context(comparison)
-    result = Analysis(comparison=comparison)
+    result = Analysis(comparison=comparison, networks={ctx.base_name: ctx.base, ctx.tuned_name: ctx.tuned})
     for name in comparison.what:
         findings = ANALYSES[name](ctx)
         result.tables |= findings.tables

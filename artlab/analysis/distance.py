@@ -20,6 +20,7 @@ from artlab import models
 from artlab.data.collection import ArtCollection
 from artlab.data.layouts import load
 from artlab.features import cached_features, unreadable_rows
+from artlab.runs import IMAGENET, Network
 
 
 @dataclass
@@ -80,8 +81,8 @@ def collection_features(collection: ArtCollection | str | Path, arch: str = "mob
     spec = models.arch(arch)
     layer = layer or spec.feature_layer
     models.check_layers(spec, [layer])
-    features = cached_features(lambda: models.build(spec.name, pretrained=True), models.weights_id(spec.name), layer,
-                               collection.table["path"].tolist(), image_size, models.resolve_device(device or "auto"))
+    features = cached_features(Network.of(IMAGENET, spec.name), layer, collection.table["path"].tolist(), image_size,
+                               models.resolve_device(device or "auto"))
     features = features[~unreadable_rows(features)]
     if len(features) < 2:
         raise ValueError(f"{collection.name}: {len(features)} readable image(s); a distance needs at least 2")

@@ -18,6 +18,7 @@ from torch import nn
 
 from artlab import models
 from artlab.analysis.cka import MIN_IMAGES, CKAFeed
+from artlab.analysis.options import CkaOptions, PassOptions
 from artlab.analysis.topk import TopK, TopKStream, check_k
 from artlab.features import Feed, Outputs, forward_pass
 
@@ -32,39 +33,39 @@ class OnePass:
     failures: dict[str, str] = field(default_factory=dict)
 
 
-def one_pass(base: nn.Module, tuned: nn.Module, paths: list[str], layers: list[str], *, cka: bool = True,
-             k: int | None = 100, random: nn.Module | None = None, cka_pool: str = "avg", cka_grid: int = 2,
-             image_size: int = 128, batch_size: int = 32, device: torch.device | str = "cpu",
-             num_workers: int | None = None, compile: bool = False) -> OnePass:
+def one_pass(base: nn.Module, tuned: nn.Module, paths: list[str], layers: list[str], *,
+             cka: bool | CkaOptions = True, k: int | None = 100, random: nn.Module | None = None,
+             options: PassOptions = PassOptions()) -> OnePass:
     """CKA (base vs tuned, every layer pair; base vs `random`, same layer) and the top-k lists of base and tuned.
 
-    `cka=False` or `k=None` leave that part out (and `random` is only run for CKA). The CKA tables
-    have linear_cka's columns; the top-k lists are keyed "base" and "tuned".
+    `cka`: True (the default CkaOptions), CkaOptions (how maps become CKA features) or False; `cka=False`
+    or `k=None` leave that part out (and `random` is only run for CKA). `options`: how the pass runs.
+    The CKA tables have linear_cka's columns; the top-k lists are keyed "base" and "tuned".
     """
     if base is tuned or (random is not None and random in (base, tuned)):
         raise ValueError("one_pass compares different networks: base, tuned (and random) are the same module; "
                          "pass a copy (copy.deepcopy) to compare a network with itself")
-    if cka and len(paths) < MIN_IMAGES:
+    measure = CkaOptions() if cka is True else (cka or None)  # how CKA pools, or None: no CKA
+    if measure and len(paths) < MIN_IMAGES:
         raise ValueError(f"CKA needs at least {MIN_IMAGES} images, got {len(paths)}")
     if k is not None:
         check_k(k)
         k = min(k, len(paths))
-    device = torch.device(device)
-    pools = ({"cka": models.pooling(cka_pool, **({"grid": cka_grid} if cka_pool == "grid" else {}))} if cka else {}) \
-        | ({"topk": "relu_avg"} if k is not None else {})
+    device = torch.device(options.device)
+    pools = ({"cka": measure.pooling()} if measure else {}) | ({"topk": "relu_avg"} if k is not None else {})
     if not pools:
         return OnePass()
-    feeds = [Feed("base", base, layers, models.several(**pools)), Feed("tuned", tuned, layers, models.several(**pools))]
+    feeds = [Feed("base", base, layers, models.pools(**pools)), Feed("tuned", tuned, layers, models.pools(**pools))]
     consumers = []
     n = len(layers)
-    if cka:
+    if measure:
         ys = [("tuned", layer) for layer in layers]
         pairs = list(itertools.product(range(n), range(n)))
         if random is not None:
-            feeds.append(Feed("random", random, layers, models.several(cka=pools["cka"])))
+            feeds.append(Feed("random", random, layers, models.pools(cka=pools["cka"])))
             ys += [("random", layer) for layer in layers]
             pairs += [(i, n + i) for i in range(n)]
-        sums = CKAFeed([("base", layer) for layer in layers], ys, pairs, device, cka_pool, key="cka")
+        sums = CKAFeed([("base", layer) for layer in layers], ys, pairs, device, measure.pool, key="cka")
         consumers.append(sums)
     tops = {name: TopKStream(layers, k, name, key="topk") for name in ("base", "tuned")} if k is not None else {}
     consumers += list(tops.values())
@@ -73,11 +74,11 @@ def one_pass(base: nn.Module, tuned: nn.Module, paths: list[str], layers: list[s
         for consumer in consumers:
             consumer(rows, outputs)
 
-    dataset = forward_pass(feeds, paths, image_size, device, feed_all, batch_size, "analyses (one pass)",
-                           num_workers, compile)
+    dataset = forward_pass(feeds, paths, options.image_size, device, feed_all, options.batch_size,
+                           "analyses (one pass)", options.num_workers, options.compile)
     result = OnePass(tops={name: stream.result(paths) for name, stream in tops.items()},
                      failures=dict(dataset.failures))
-    if cka:
+    if measure:
         table = sums.table(dataset)
         result.cka = table[table["depth_b"] < n].reset_index(drop=True)
         if random is not None:

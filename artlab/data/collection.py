@@ -26,7 +26,7 @@ class ArtCollection:
     None) and one column per task. A multi-label task holds a tuple of class names per row.
     `skipped` lists the files and rows that could not be used, with the reason. `split_origin`
     says where an existing split came from (e.g. the split folders found), empty when there is none.
-    `changed` lists files whose content differs from what a run recorded (see `runs.read_split`).
+    `changed` lists files whose content differs from what a run recorded (see `Run.read_split`).
     """
 
     table: pd.DataFrame

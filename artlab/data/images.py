@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +10,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from artlab.cache import cache_dir, fingerprint
+from artlab.cache import cache_dir, file_digest, fingerprint
 from artlab.io import write_csv
+from artlab.progress import progress
 
 #: Images above this many pixels are refused as decompression bombs (PIL's own default is 89 M).
 MAX_PIXELS = 178_956_970
@@ -117,11 +117,7 @@ def inspect(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
 
 def content_hash(path: str | Path) -> str:
     """sha1 of the whole file: byte-identical images under two names share it."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha1")
 
 
 SCAN_COLUMNS = ["path", "format", "width", "height", "mode", "sha1", "error"]
@@ -150,8 +146,6 @@ def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
 
 
 def _scan(paths: list[str]) -> pd.DataFrame:
-    from artlab.progress import progress
-
     rows = []
     for path in progress(paths, desc="checking images", unit="img", leave=False):
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from artlab.data.collection import SPLITS, ArtCollection
+from artlab.data.synthetic import synthetic_manifest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 MANIFEST_SUFFIXES = {".csv", ".tsv", ".txt"}
@@ -209,8 +210,6 @@ def _build(rows: list[dict], multi_label: dict[str, bool], name: str, root: Path
 def load_synthetic(per_artist: int = 20, size: int = 160, seed: int = 0,
                    root: str | Path | None = None) -> ArtCollection:
     """The embedded default collection (style, artist, medium), generated on first use and cached on disk."""
-    from artlab.data.synthetic import synthetic_manifest
-
     return from_manifest(synthetic_manifest(per_artist, size, seed, root), ["style", "artist", "medium"],
                          name="synthetic")
 

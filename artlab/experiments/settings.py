@@ -1,7 +1,7 @@
 """What a notebook's parameters mean, in one place: the settings a notebook actually runs with.
 
     settings = notebook_settings(quick, data=data, task=task, image_size=image_size, epochs=epochs, k=k)
-    data, task, image_size, epochs, k = settings.values()
+    load(settings.data).summary(settings.task)
 
 `quick = True` shrinks the work (small images, one epoch, short top-k lists): seconds on the
 synthetic collection, minutes on a large one; `quick = False` keeps every value as given. Either
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from artlab.data import load
 
 #: What `quick` sets, per notebook parameter (parameters not named here keep their value).
 QUICK: dict[str, Any] = {
@@ -24,8 +26,17 @@ QUICK: dict[str, Any] = {
     "image_size": 64, "epochs": 1, "k": 10, "seeds": [0],  # training and analyses
     "steps": 32, "render_size": 64,  # filter renders
 }
-#: Each task parameter (`by`: the label column a bias audit groups by) and the parameter naming its collection.
-TASK_OF = {"task": "data", "tasks": "data", "by": "data", "source_task": "source", "target_task": "target"}
+#: Each collection parameter a notebook may declare and the parameters naming the tasks it learns there: `data`
+#: (what the notebook learns), `source` and `target` (the two stages of double fine-tuning).
+TASKS_OF: dict[str, tuple[str, ...]] = {"data": ("task", "tasks"), "source": ("source_task",),
+                                        "target": ("target_task",)}
+#: Label columns that are not learned but checked like a task: `by`, the column a bias audit groups by.
+COLUMNS_OF: dict[str, tuple[str, ...]] = {"data": ("by",)}
+#: Each task parameter (and label column) and the parameter naming its collection.
+TASK_OF = {task: collection for of in (TASKS_OF, COLUMNS_OF) for collection, tasks in of.items() for task in tasks}
+#: Where a headless run's `--data` goes: the first of these that a notebook's parameters cell declares (a
+#: double fine-tuning notebook has no `data`: your collection is its small target).
+DATA_PARAMETERS = ("data", "target")
 #: The collection a multi-task notebook falls back to when the one given has a single task.
 SEVERAL_TASKS = "synthetic"
 #: Where a notebook's displayed settings leave their values for the headless runner's index page.
@@ -102,10 +113,21 @@ def notebook_settings(quick: bool, **given: Any) -> NotebookSettings:
     return NotebookSettings(values, quick, changed, reasons)
 
 
+def data_parameter(declared: Iterable[str]) -> str | None:
+    """The parameter of a notebook (`declared`: the names its parameters cell declares) that takes the collection
+    of a headless run's `--data`; None when it declares none of DATA_PARAMETERS."""
+    names = set(declared)
+    return next((name for name in DATA_PARAMETERS if name in names), None)
+
+
+def collections_and_tasks(names: Iterable[str]) -> list[str]:
+    """Of a notebook's settings (`names`), those that say what it learned: each collection, then its tasks."""
+    names = set(names)
+    return [name for collection, tasks in TASKS_OF.items() for name in (collection, *tasks) if name in names]
+
+
 def _tasks_of(data: Any) -> list[str] | None:
     """A collection's label tasks, or None when it cannot be read (the notebook's next cell says why)."""
-    from artlab.data import load
-
     try:
         return list(load(data).tasks)
     except Exception:  # noqa: BLE001 - any reading error is reported where the notebook loads the collection

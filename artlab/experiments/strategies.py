@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from artlab import plots
-from artlab.io import write_csv, write_text
-from artlab.runs import HEADLINE_METRICS, runs_root
-from artlab.training import RunResult, TrainConfig, train
+from artlab.experiments.report import reports_folder, write_report
+from artlab.experiments.study import SCRATCH_LR, Study, route_config
+from artlab.runs import runs_root
+from artlab.training import STRATEGIES, RunResult, TrainConfig, train
+from artlab.training.metrics import HEADLINE_METRICS
 
-#: Per strategy: what differs from the shared settings (scratch needs a larger learning rate).
-STRATEGY_SETTINGS = {"off_the_shelf": {}, "fine_tune": {"lr": 0.01}, "scratch": {"lr": 0.05}}
+#: The comparison's settings where they differ from TrainConfig's: the synthetic collection's artists, 8 epochs.
+BASE = {"data": "synthetic", "task": "artist", "epochs": 8}
 
 
-@dataclass
-class StrategyComparison:
-    """The runs of one comparison, their test metrics as a table, the chart and the report page."""
+@dataclass(kw_only=True)
+class StrategyComparison(Study):
+    """A study of one run per strategy (`results`); its `cells`, also `table`, are also its summary."""
 
     results: dict[str, RunResult]
-    table: pd.DataFrame
-    figure: go.Figure
-    report: Path
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The test metrics of each strategy's run."""
+        return self.cells
 
 
 def results_table(results: dict[str, RunResult]) -> pd.DataFrame:
@@ -36,6 +40,12 @@ def results_table(results: dict[str, RunResult]) -> pd.DataFrame:
         row["run"] = result.run.name
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def chance_level(results: dict[str, RunResult], table: pd.DataFrame) -> float | None:
+    """The accuracy of guessing among the fine-tuned run's classes (None without accuracies to compare)."""
+    classes = len(results["fine_tune"].metrics.get("classes", []))
+    return 1 / classes if classes and "accuracy" in table else None
 
 
 def strategy_chart(table: pd.DataFrame, title: str, chance: float | None = None) -> go.Figure:
@@ -51,47 +61,38 @@ def strategy_chart(table: pd.DataFrame, title: str, chance: float | None = None)
     return fig
 
 
-def write_report(table: pd.DataFrame, fig: go.Figure, stem: Path) -> Path:
-    """Write `<stem>.csv`, `<stem>.md` and `<stem>.html` atomically; returns the HTML path."""
-    write_csv(stem.with_suffix(".csv"), table)
-    write_text(stem.with_suffix(".md"), plots.markdown_table(table))
-    return plots.write_figure(fig, stem.with_suffix(".html"))
-
-
-def run_strategies(data: str = "synthetic", task: str | None = "artist", epochs: int = 8, image_size: int = 128,
-                   arch: str = "mobilenet_v2", runs_dir: str | Path | None = None,
-                   reports_dir: str | Path | None = None,
-                   freeze: int = 0, top_n: int | None = None, seed: int = 0, **overrides) -> StrategyComparison:
+def run_strategies(base: TrainConfig | dict | None = None, runs_dir: str | Path | None = None,
+                   reports_dir: str | Path | None = None, scratch_lr: float = SCRATCH_LR,
+                   **changes: Any) -> StrategyComparison:
     """Train (or reuse) one run per strategy on the same collection, task and split, and report them.
 
-    The report goes to `reports_dir` (default: a `reports` folder beside the run folders).
+    The runs: `base` (default: the synthetic collection's artists, 8 epochs) with `changes`
+    (TrainConfig fields, e.g. data=..., freeze=5), each named as `artlab train` names it;
+    off-the-shelf and scratch keep the fine-tuning settings' defaults, scratch learns at
+    `scratch_lr`. The report goes to `reports_dir` (default: `reports/` beside the run folders).
     """
-    results = {}
-    for strategy, extra in STRATEGY_SETTINGS.items():
-        settings = {"freeze": freeze} if strategy == "fine_tune" else {}
-        config = TrainConfig(data=str(data), task=task, strategy=strategy, arch=arch, epochs=epochs,
-                             image_size=image_size, top_n=top_n, seed=seed, **(extra | settings | overrides))
-        results[strategy] = train(config, runs_dir=runs_dir, resume=True)
+    base = TrainConfig.coerce(base, "base") if base is not None else TrainConfig(**BASE)
+    base = replace(base, name="", **changes)
+    base = replace(base, data=str(base.data))
+    results = {strategy: train(route_config(base, strategy, scratch_lr), runs_dir=runs_dir, resume=True)
+               for strategy in STRATEGIES}
     table = results_table(results)
-    task = task or TrainConfig.from_dict(results["fine_tune"].run.config()).task
-    n_classes = len(results["fine_tune"].metrics.get("classes", [])) or None
-    chance = 1 / n_classes if n_classes and "accuracy" in table else None
-    tag = Path(str(data)).stem or "data"
-    title = f"{tag}, task {task}: off-the-shelf vs fine-tuning vs scratch ({arch}, {image_size} px)"
-    fig = strategy_chart(table, title, chance)
-    reports = Path(reports_dir) if reports_dir is not None else runs_root(runs_dir) / "reports"
-    report = write_report(table, fig, reports / f"strategies-{tag}-{task}")
-    return StrategyComparison(results, table, fig, report)
+    task = base.task or TrainConfig.from_dict(results["fine_tune"].run.config()).task
+    tag = Path(base.data).stem or "data"
+    title = f"{tag}, task {task}: off-the-shelf vs fine-tuning vs scratch ({base.arch}, {base.image_size} px)"
+    fig = strategy_chart(table, title, chance_level(results, table))
+    stem = reports_folder(reports_dir, runs_dir) / f"strategies-{tag}-{task}"
+    report = write_report(stem.with_suffix(".html"), stem.name, [("", fig), ("Every run", table)],
+                          {stem.with_suffix(".csv"): table}, markdown=table)
+    return StrategyComparison(cells=table, summary=table, figure=fig, report=report,
+                              runs_dir=Path(runs_root(runs_dir)), keys=("strategy",),
+                              runs={(s,): result.run.name for s, result in results.items()}, results=results)
 
 
-def compare_strategies(data: str = "synthetic", task: str | None = "artist", epochs: int = 8, image_size: int = 128,
-                       arch: str = "mobilenet_v2", runs_dir: str | Path | None = None,
-                       reports_dir: str | Path | None = None,
-                       freeze: int = 0, top_n: int | None = None, seed: int = 0,
-                       **overrides) -> tuple[pd.DataFrame, Path]:
+def compare_strategies(base: TrainConfig | dict | None = None, runs_dir: str | Path | None = None,
+                       reports_dir: str | Path | None = None, **changes: Any) -> tuple[pd.DataFrame, Path]:
     """Off-the-shelf vs fine-tuning vs scratch: (table, report path). See `run_strategies` for everything."""
-    comparison = run_strategies(data, task, epochs, image_size, arch, runs_dir, reports_dir, freeze, top_n, seed,
-                                **overrides)
+    comparison = run_strategies(base, runs_dir, reports_dir, **changes)
     return comparison.table, comparison.report
 
 
@@ -101,8 +102,6 @@ def strategy_variant(comparison: StrategyComparison, strategy: str = "fine_tune"
     The run goes beside the comparison's runs and is named as `artlab train` names it (an
     off-the-shelf run on another layer has the layer in its name).
     """
-    from dataclasses import replace
-
     from artlab.training.config import default_name
 
     if strategy not in comparison.results:

@@ -34,7 +34,6 @@ from artlab.data.images import load_rgb, to_rgb
 
 Method = Literal["gradcam", "ig", "occlusion"]
 METHODS: tuple[str, ...] = ("gradcam", "ig", "occlusion")
-DEFAULT_IMAGE_SIZE = 224
 IMAGENET_OUTPUTS = 1000
 #: Images as `attribute` takes them: a file, a PIL image, an H x W x 3 uint8 array or a 3 x H x W tensor.
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
@@ -85,7 +84,7 @@ def attribution_copy(model: nn.Module) -> nn.Module:
 
 def class_names(model: nn.Module) -> list[str]:
     """The names of the network's outputs: its card's classes, ImageNet's for a 1000-way head, else indices."""
-    card = getattr(model, "artlab_card", None)
+    card = models.card_of(model)
     if card is not None:
         return card.output_names()
     outputs = models.head_module(model).out_features
@@ -96,14 +95,14 @@ def class_names(model: nn.Module) -> list[str]:
 
 def is_multi_label(model: nn.Module) -> bool:
     """Whether the network's outputs are independent labels (sigmoid) rather than one class (softmax)."""
-    card = getattr(model, "artlab_card", None)
+    card = models.card_of(model)
     return card is not None and all(card.multi_label[t] for t in card.tasks)
 
 
 def default_image_size(model: nn.Module) -> int:
     """The side the network was trained at (its card's image_size), else 224 (ImageNet's)."""
-    card = getattr(model, "artlab_card", None)
-    return card.image_size if card is not None else DEFAULT_IMAGE_SIZE
+    card = models.card_of(model)
+    return card.image_size if card is not None else models.IMAGENET_IMAGE_SIZE
 
 
 def image_tensor(image: ImageLike) -> torch.Tensor:
@@ -148,7 +147,7 @@ def _prepare(model: nn.Module, image: ImageLike, image_size: int | None) -> _Sub
     names = class_names(model)
     if len(names) != len(logits):
         raise ValueError(f"the network has {len(logits)} outputs but its card names {len(names)} classes")
-    card = getattr(model, "artlab_card", None)
+    card = models.card_of(model)
     probabilities = (card.probabilities(logits) if card is not None else logits.softmax(0)).cpu()
     return _Subject(network, batch, _shown(model, x), names, probabilities)
 

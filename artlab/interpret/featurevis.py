@@ -17,8 +17,6 @@ Renders are cached on disk per (weights, layer, channel, objective, settings, se
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from artlab import models
-from artlab.cache import cache_dir
+from artlab.cache import cache_dir, digest
 from artlab.io import DamagedFile, load_tensors, save_tensors
 from artlab.progress import progress as progress_bar
 
@@ -285,19 +283,10 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def weights_digest(model: nn.Module) -> str:
-    """A short hash of a network's weights: renders of different weights never share a cache entry."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _cache_path(weights: str, layer: str, channel_index: int, kind: str, settings: RenderSettings):
-    spec = json.dumps({"weights": weights, "layer": layer, "channel": channel_index, "objective": kind,
-                       "settings": asdict(settings), "version": 1}, sort_keys=True)
-    return cache_dir() / "renders" / f"{hashlib.sha256(spec.encode()).hexdigest()[:24]}.safetensors"
+    key = digest({"weights": weights, "layer": layer, "channel": channel_index, "objective": kind,
+                  "settings": asdict(settings), "version": 1})
+    return cache_dir() / "renders" / f"{key}.safetensors"
 
 
 def render_channels(model: nn.Module, layer: str, channels: list[int], kind: str = "channel",
@@ -311,7 +300,7 @@ def render_channels(model: nn.Module, layer: str, channels: list[int], kind: str
     if kind not in ("channel", "neuron"):
         raise ValueError(f"kind must be 'channel' or 'neuron', not {kind!r}")
     models.check_layers(models.arch_of(model), [layer])
-    weights = weights or weights_digest(model)
+    weights = weights or models.model_digest(model)
     out: dict[int, np.ndarray] = {}
     for c in dict.fromkeys(channels):
         path = _cache_path(weights, layer, c, kind, settings)

@@ -13,8 +13,6 @@ import base64
 import html
 import io
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,6 @@ import plotly.graph_objects as go
 import torch
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
-from torch import nn
 
 import artlab.features as store
 from artlab import models
@@ -31,56 +28,19 @@ from artlab.data.collection import ArtCollection
 from artlab.data.images import ImageError, load_rgb
 from artlab.io import write_text
 from artlab.plots import gallery, write_plotlyjs
-from artlab.runs import Run, as_run, load_network
+from artlab.runs import Network, Run
 
-IMAGENET = "imagenet"
-DEFAULT_ARCH = "mobilenet_v2"
-DEFAULT_IMAGE_SIZE = 128  # the size of the reference figures in ../shared/data/README.md
 METHODS = ("pca", "tsne")
 MAP_COLUMNS = ("path", "title", "x", "y", "split")  # every other column of a map table is a label
 THUMBNAIL_COLUMN = "thumbnail"
 NO_LABEL = "(none)"
 PALETTE = qualitative.Dark24
 
-Source = str | Path | Run
+Source = str | Path | Run | Network
 
 
 # ---- features ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NetworkSource:
-    """A network whose features are mapped: its name, architecture, cache id, builder and native image size."""
-
-    name: str
-    arch: str
-    weights_id: str
-    build: Callable[[], nn.Module]
-    image_size: int
-
-
-def run_weights_id(run: Run | str | Path) -> str:
-    """Cache id of a run's saved network (shared with off-the-shelf probes' feature cache)."""
-    return as_run(run).weights_id()
-
-
-def resolve_source(source: Source, arch: str | None = None) -> NetworkSource:
-    """"imagenet" (with `arch`, default MobileNetV2) or a fine-tuned run folder, checked before anything is built."""
-    if isinstance(source, str) and source == IMAGENET:
-        spec = models.arch(arch or DEFAULT_ARCH)
-        return NetworkSource(f"ImageNet {spec.name}", spec.name, models.weights_id(spec.name),
-                             lambda: models.build(spec.name, pretrained=True), DEFAULT_IMAGE_SIZE)
-    run = as_run(source)
-    if not run.path.is_dir():
-        raise FileNotFoundError(f"network source {str(source)!r} is neither {IMAGENET!r} nor a run folder")
-    card = run.card()
-    if card.kind != "network":
-        raise ValueError(f"{run.path} holds a {card.kind}, not a trained network: map its features with "
-                         f"source={IMAGENET!r} instead")
-    if arch is not None and arch != card.arch:
-        raise ValueError(f"{run.path} is a {card.arch}, not a {arch}")
-    return NetworkSource(run.name, card.arch, run_weights_id(run), lambda: load_network(run), card.image_size)
-
-
-def _settings(network: NetworkSource, layer: str | None, image_size: int | None) -> tuple[str, int]:
+def _settings(network: Network, layer: str | None, image_size: int | None) -> tuple[str, int]:
     """The layer (default: the architecture's feature layer) and image size, checked against the architecture."""
     spec = models.arch(network.arch)
     layer = layer or spec.feature_layer
@@ -97,16 +57,15 @@ def layer_features(source: Source, paths: list[str], layer: str | None = None, i
 
     Rows of images that cannot be read are NaN (`artlab.features.unreadable_rows`).
     """
-    network = resolve_source(source, arch)
+    network = Network.of(source, arch)
     layer, size = _settings(network, layer, image_size)
-    return store.cached_features(network.build, network.weights_id, layer, list(paths), size,
-                                 models.resolve_device(device), batch_size)
+    return store.cached_features(network, layer, list(paths), size, models.resolve_device(device), batch_size)
 
 
 def image_feature(path: str | Path, source: Source, layer: str | None = None, image_size: int | None = None,
                   arch: str | None = None, device: str | torch.device = "auto") -> np.ndarray:
     """The pooled feature vector of one new image file (same network, layer and size; not cached), for `neighbours`."""
-    network = resolve_source(source, arch)
+    network = Network.of(source, arch)
     layer, size = _settings(network, layer, image_size)
     return store.extract(network.build(), [str(path)], [layer], size, models.resolve_device(device),
                          desc="image feature")[layer][0]

@@ -1,6 +1,17 @@
 """Backbones: the architecture registry, ImageNet weights, layer taps and model cards."""
 
-from artlab.models.card import ModelCard
+from artlab.models.builder import (
+    block_modules,
+    build,
+    default_device,
+    freeze_blocks,
+    head_module,
+    input_transform,
+    is_head_parameter,
+    replace_head,
+    resolve_device,
+)
+from artlab.models.card import DEFAULT_IMAGE_SIZE, IMAGENET_IMAGE_SIZE, ModelCard, attach_card, card_of
 from artlab.models.registry import (
     ARCHS,
     IMAGENET_MEAN,
@@ -8,30 +19,23 @@ from artlab.models.registry import (
     Arch,
     arch,
     arch_of,
-    block_modules,
-    build,
     check_layers,
-    default_device,
-    freeze_blocks,
-    head_module,
     imagenet_classes,
-    input_transform,
-    is_head_parameter,
-    replace_head,
-    resolve_device,
 )
-from artlab.models.taps import POOLINGS, Taps, fold_batchnorm, for_inference, pooling, several
+from artlab.models.taps import POOLINGS, Taps, fold_batchnorm, for_inference, pooling, pools
 from artlab.models.weights import (
     OFFLINE_WEIGHTS,
     WeightsUnavailable,
     checkpoint_dir,
     describe,
+    model_digest,
     weights_file,
     weights_id,
 )
 
-__all__ = ["ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "OFFLINE_WEIGHTS", "POOLINGS", "Arch", "ModelCard", "Taps",
-           "WeightsUnavailable", "arch", "arch_of", "block_modules", "build", "check_layers", "checkpoint_dir",
-           "default_device", "describe", "freeze_blocks", "head_module", "imagenet_classes", "input_transform",
-           "is_head_parameter", "pooling", "replace_head", "resolve_device", "weights_file", "weights_id",
-           "fold_batchnorm", "for_inference", "several"]
+__all__ = ["ARCHS", "Arch", "DEFAULT_IMAGE_SIZE", "IMAGENET_IMAGE_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCard",
+           "OFFLINE_WEIGHTS", "POOLINGS", "Taps", "WeightsUnavailable", "arch", "arch_of", "attach_card",
+           "block_modules", "build", "card_of", "check_layers", "checkpoint_dir", "default_device", "describe",
+           "fold_batchnorm", "for_inference", "freeze_blocks", "head_module", "imagenet_classes", "input_transform",
+           "is_head_parameter", "model_digest", "pooling", "pools", "replace_head", "resolve_device", "weights_file",
+           "weights_id"]

@@ -12,11 +12,18 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from torch import nn
 
 from artlab.io import DamagedFile, read_metadata
 
 Kind = Literal["network", "linear_probe"]
 CARD_VERSION = "2"
+#: The side artlab trains and analyses at by default (small enough for a laptop CPU).
+DEFAULT_IMAGE_SIZE = 128
+#: The side ImageNet weights were trained at: the size for a network that has no card.
+IMAGENET_IMAGE_SIZE = 224
+#: The attribute of a model that carries its card (as `artlab_arch` carries its registry entry).
+CARD_ATTRIBUTE = "artlab_card"
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,7 @@ class ModelCard:
     tasks: tuple[str, ...]
     classes: dict[str, list[str]] = field(hash=False)
     multi_label: dict[str, bool] = field(hash=False)
-    image_size: int = 128
+    image_size: int = DEFAULT_IMAGE_SIZE
     layer: str | None = None  # linear probes: the layer whose pooled features they read
     epoch: int | None = None  # networks: the training epoch these weights come from
     attributes: dict = field(default_factory=dict, hash=False)  # set on the rebuilt model (e.g. transform_input)
@@ -97,7 +104,7 @@ class ModelCard:
                 tasks = tuple(json.loads(meta["tasks"]))
                 classes, multi = json.loads(meta["classes"]), json.loads(meta["multi_label"])
             return cls(kind=meta["kind"], arch=meta["arch"], tasks=tasks, classes=classes, multi_label=multi,
-                       image_size=int(meta.get("image_size", 128)), layer=meta.get("layer"),
+                       image_size=int(meta.get("image_size", DEFAULT_IMAGE_SIZE)), layer=meta.get("layer"),
                        epoch=int(meta["epoch"]) if meta.get("epoch") else None,
                        attributes=json.loads(meta.get("attributes", "{}")))
         except (KeyError, ValueError, TypeError) as exc:
@@ -107,3 +114,14 @@ class ModelCard:
     def read(cls, path: str | Path) -> ModelCard:
         """The card of a saved model, from the safetensors header only."""
         return cls.from_metadata(read_metadata(path), path)
+
+
+def card_of(model: nn.Module) -> ModelCard | None:
+    """The card a model carries (a run's network), or None (a network built from the registry)."""
+    return getattr(model, CARD_ATTRIBUTE, None)
+
+
+def attach_card(model: nn.Module, card: ModelCard) -> nn.Module:
+    """Give `model` its card (what its outputs are, the size it was trained at); returns the model."""
+    setattr(model, CARD_ATTRIBUTE, card)
+    return model

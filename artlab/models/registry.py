@@ -1,9 +1,10 @@
 """Backbones: a registry over torchvision architectures with ordered blocks, analysable layers and inputs.
 
 "Freeze the first k blocks" means the same thing on every architecture because each one lists its
-blocks (groups of top-level modules) in forward order. A network built here carries its registry
-entry (`model.artlab_arch`, as timm attaches its config), so helpers take the model alone:
-`freeze_blocks(model, k)`, `replace_head(model, n)`, `input_transform(model, size)`.
+blocks (groups of top-level modules) in forward order. This module only describes architectures
+(`Arch`, `ARCHS`) and looks them up; `artlab.models.builder` builds networks from them (as timm
+separates `_registry` from `_builder`). A built network carries its registry entry
+(`model.artlab_arch`, as timm attaches its config), which `arch_of(model)` reads back.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def arch(name: str) -> Arch:
 
 
 def arch_of(model: nn.Module) -> Arch:
-    """The registry entry a network was built with (see `build`)."""
+    """The registry entry a network was built with (see `artlab.models.builder.build`)."""
     spec = getattr(model, ARCH_ATTRIBUTE, None)
     if not isinstance(spec, Arch):
         raise TypeError(f"this {type(model).__name__} was not built by artlab.models.build, so its architecture "
@@ -124,81 +125,3 @@ def check_layers(spec: Arch, layers: list[str]) -> None:
 def imagenet_classes(name: str = "mobilenet_v2") -> list[str]:
     """The 1000 ImageNet class names in the order of the pretrained head's outputs."""
     return list(arch(name).weights_enum().meta["categories"])
-
-
-def build(name: str = "mobilenet_v2", pretrained: bool = True, num_classes: int | None = None) -> nn.Module:
-    """A torchvision model carrying its registry entry; ImageNet weights if `pretrained`, a fresh head if asked."""
-    from artlab.models.weights import imagenet_state
-
-    spec = arch(name)
-    model = torchvision.models.get_model(name, weights=None, **spec.build_options)
-    setattr(model, ARCH_ATTRIBUTE, spec)
-    if pretrained:
-        state = imagenet_state(spec)
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(spec.skip_weights)})
-        for attribute, value in spec.pretrained_attributes.items():
-            setattr(model, attribute, value)
-    if num_classes is not None:
-        replace_head(model, num_classes)
-    return model
-
-
-def head_module(model: nn.Module) -> nn.Linear:
-    """The final linear layer of a network."""
-    return model.get_submodule(arch_of(model).head)
-
-
-def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
-    """Swap the final linear layer for a freshly initialised one with `num_classes` outputs."""
-    head_path = arch_of(model).head
-    parent_name, _, leaf = head_path.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    new = nn.Linear(getattr(parent, leaf).in_features, num_classes)
-    setattr(parent, leaf, new)
-    return new
-
-
-def is_head_parameter(model: nn.Module, parameter_name: str) -> bool:
-    """Whether a `named_parameters()` name belongs to the head."""
-    return parameter_name.startswith(arch_of(model).head + ".")
-
-
-def block_modules(model: nn.Module, k: int) -> list[nn.Module]:
-    """The modules making up the first `k` blocks of the network's architecture."""
-    spec = arch_of(model)
-    if not 0 <= k <= len(spec.blocks):
-        raise ValueError(f"{spec.name} has {len(spec.blocks)} blocks; cannot freeze {k}")
-    return [model.get_submodule(m) for block in spec.blocks[:k] for m in block]
-
-
-def freeze_blocks(model: nn.Module, k: int) -> list[nn.Module]:
-    """Stop gradients through the first `k` blocks; returns those modules (to keep their BatchNorm in eval)."""
-    modules = block_modules(model, k)
-    for module in modules:
-        for param in module.parameters():
-            param.requires_grad_(False)
-    return modules
-
-
-def input_transform(model: nn.Module, image_size: int, train: bool = False) -> T.Compose:
-    """The preprocessing the network expects (its architecture's normalisation), as a torchvision transform."""
-    return arch_of(model).transform(image_size, train)
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else CPU (Apple's MPS when available)."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """'auto' -> the best device here; anything else as torch reads it (a clear ValueError otherwise)."""
-    if str(name) == "auto":
-        return default_device()
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:1', 'mps', ..., not {name!r}") from None

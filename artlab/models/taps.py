@@ -64,10 +64,10 @@ def pooling(name: str | Pool = "avg", **options) -> Pool:
     return partial(POOLINGS[name], **options) if options else POOLINGS[name]
 
 
-def several(**pools: str | Pool) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    """One activation map pooled several ways at once: `several(cka="avg", topk="relu_avg")` gives
+def pools(**named: str | Pool) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """One activation map pooled several ways at once: `pools(cka="avg", topk="relu_avg")` gives
     `{"cka": ..., "topk": ...}` per layer, so one forward pass feeds several analyses."""
-    functions = {name: pooling(pool) for name, pool in pools.items()}
+    functions = {name: pooling(pool) for name, pool in named.items()}
 
     def pool_all(output: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: function(output) for name, function in functions.items()}

@@ -8,13 +8,14 @@ download when the machine is online; offline, the error names the file and where
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import shutil
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from artlab.cache import file_digest, tensors_digest
 from artlab.io import atomic_path
 from artlab.models.registry import ARCHS, Arch, arch
 
@@ -34,14 +35,6 @@ def checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _packaged(filename: str) -> Path | None:
     """The packaged copy of a weight file, if its package is installed."""
     if filename not in OFFLINE_WEIGHTS:
@@ -59,7 +52,7 @@ def _install_offline(filename: str, target: Path) -> bool:
     if source is None:
         return False
     expected = OFFLINE_WEIGHTS[filename][1]
-    actual = _sha256(source)
+    actual = file_digest(source)
     if actual != expected:
         raise WeightsUnavailable(f"{source} has sha256 {actual}, expected {expected}: refusing a corrupted file")
     with atomic_path(target) as tmp, open(source, "rb") as src, open(tmp, "wb") as dst:
@@ -93,7 +86,7 @@ def weights_file(name: str) -> Path:
 def _verify_prefix(path: Path) -> None:
     """torchvision file names end in the first hex digits of their sha256; check them."""
     expected = path.stem.rsplit("-", 1)[-1]
-    if not _sha256(path).startswith(expected):
+    if not file_digest(path).startswith(expected):
         raise WeightsUnavailable(f"{path} does not match its expected sha256 prefix {expected}; delete it and retry")
 
 
@@ -107,6 +100,11 @@ def imagenet_state(spec: Arch) -> dict[str, torch.Tensor]:
 def weights_id(name: str) -> str:
     """A stable name for an architecture's ImageNet weights (cache keys)."""
     return f"imagenet:{_filename(arch(name))}"
+
+
+def model_digest(model: nn.Module) -> str:
+    """A cache id for a model in hand: "model:" + the digest of its weights and BatchNorm statistics."""
+    return "model:" + tensors_digest(model.state_dict())
 
 
 def describe() -> list[dict]:

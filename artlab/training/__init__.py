@@ -4,9 +4,21 @@
     result = train(TrainConfig(data="synthetic", task="style", strategy="fine_tune", freeze=5))
 """
 
-from artlab.runs import index, load_network, run_collection
-from artlab.training.api import Predictions, RunResult, evaluate_run, predictions, prepare_collection, train
+from artlab.runs import load_network, run_collection
+from artlab.training.api import (
+    Predictions,
+    Reuse,
+    RunResult,
+    evaluate_run,
+    list_runs,
+    predictions,
+    prepare_collection,
+    reusable,
+    train,
+)
 from artlab.training.config import STRATEGIES, TrainConfig
+from artlab.training.metrics import HEADLINE_METRICS, headline
 
-__all__ = ["STRATEGIES", "Predictions", "RunResult", "TrainConfig", "evaluate_run", "index", "load_network",
-           "predictions", "prepare_collection", "run_collection", "train"]
+__all__ = ["HEADLINE_METRICS", "STRATEGIES", "Predictions", "Reuse", "RunResult", "TrainConfig", "evaluate_run",
+           "headline", "list_runs", "load_network", "predictions", "prepare_collection", "reusable", "run_collection",
+           "train"]

@@ -16,21 +16,12 @@ from artlab.data.collection import SPLITS, ArtCollection
 from artlab.data.layouts import load
 from artlab.data.loading import ImageDataset
 from artlab.features import unreadable_rows
-from artlab.io import remove_partial_files, write_csv, write_json
-from artlab.runs import (
-    CHECKPOINT_FILE,
-    Run,
-    as_run,
-    environment,
-    load_network,
-    read_split,
-    run_collection,
-    runs_root,
-    write_evaluation,
-)
+from artlab.runs import Run, as_run, index, load_network, run_collection, status
 from artlab.training import distributed
 from artlab.training.config import TrainConfig
-from artlab.training.metrics import evaluate, headline
+from artlab.training.loops import fit, predict
+from artlab.training.metrics import HEADLINE_METRICS, evaluate, headline
+from artlab.training.probe import features_for, fit_probe, probe_scores
 from artlab.training.tasks import MISSING, Tasks
 
 
@@ -77,7 +68,7 @@ def prepare_collection(config: TrainConfig, collection: ArtCollection | None = N
             raise ValueError(f"{config.data}: task {task!r} has {len(classes)} class(es) {classes} after "
                              f"filtering: classification needs at least two")
     if config.split_from:
-        collection = _split_like(collection, Run(config.split_from))
+        collection = Run(config.split_from).split_like(collection)
     elif config.split == "random":
         collection = collection.split(config.val_fraction, config.test_fraction, tasks[0], config.seed,
                                       keep_existing=False)
@@ -98,20 +89,6 @@ def prepare_collection(config: TrainConfig, collection: ArtCollection | None = N
             warnings.warn(f"{config.data}: {task}: {problem}" if several else f"{config.data}: {problem}",
                           stacklevel=2)
     return collection
-
-
-def _split_like(collection: ArtCollection, run: Run) -> ArtCollection:
-    """The split another run recorded, image by image; images it did not use are left out (and listed)."""
-    run.check_split()
-    recorded = pd.read_csv(run.file("split.csv"), dtype=str, keep_default_na=False)
-    split_of = dict(zip(recorded["path"], recorded["split"]))
-    known = collection.table["path"].isin(split_of).to_numpy()
-    if not known.any():
-        raise ValueError(f"--split-from {run.path}: none of the {len(collection)} images is in its split")
-    left = pd.DataFrame({"path": collection.table["path"][~known], "reason": f"not in the split of run {run.name}"})
-    out = collection.subset(known)
-    table = out.table.assign(split=out.table["path"].map(split_of))
-    return replace(out, table=table, skipped=pd.concat([collection.skipped, left], ignore_index=True))
 
 
 def check_config(config: TrainConfig) -> None:
@@ -135,80 +112,57 @@ def check_config(config: TrainConfig) -> None:
                              f"network to start from")
 
 
-def _open_run(config: TrainConfig, runs_dir: Path, resume: bool) -> Run:
-    """The run folder for `config`: new, resumed (same config), or taken over when nothing was trained in it."""
+def as_saved_today(saved: dict) -> dict:
+    """A run's saved config as TrainConfig reads it today: fields added since it was written take their defaults."""
+    return TrainConfig.from_dict(saved).to_dict()
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A finished run trained with the very config asked for: what `train` would return without training."""
+
+    run: Run
+    config: TrainConfig  # as saved, its task resolved
+
+    def changes(self, collection: ArtCollection) -> str:
+        """How `collection`, prepared now for this config, differs from what the run trained on ("" if not)."""
+        return self.run.changes_since(collection, self.config.tasks)
+
+
+def reusable(config: TrainConfig, runs_dir: str | Path | None = None) -> Reuse | None:
+    """The finished run that `train(config)` would reuse as it is, else None (train decides: resume or refuse)."""
     run = Run.named(config.name, runs_dir)
-    if run.file("config.yaml").is_file() and run.started:
-        if not resume:
-            raise FileExistsError(f"run {run.path} already exists; pass resume=True (--resume) to continue it "
-                                  f"or choose another name")
-        saved = TrainConfig.from_dict(run.config()).to_dict()  # fields added since the run started: defaults
-        if saved != config.to_dict():
-            changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
-            raise ValueError(f"run {run.path} was started with a different config (differs in {changed})")
-    elif run.file("config.yaml").is_file():  # a start that failed before training: nothing to keep
-        for stale in ("split.csv", "split.json", "skipped.csv", "history.csv"):
-            run.file(stale).unlink(missing_ok=True)
-    run.path.mkdir(parents=True, exist_ok=True)
-    remove_partial_files(run.path)  # left by a process killed while writing; never read
-    run.write_config(config.to_dict())
-    return run
+    if not run.finished:
+        return None
+    try:
+        saved = TrainConfig.from_dict(run.config())
+        wanted = config if config.task is not None else replace(config, task=saved.task)
+        return Reuse(run, saved) if saved.to_dict() == wanted.to_dict() else None
+    except (OSError, ValueError, TypeError):  # a damaged folder: train() says what is wrong with it
+        return None
 
 
-#: The config fields that decide a run's images, labels and split (see load_collection and prepare_collection).
-COLLECTION_FIELDS = ("data", "layout", "separator", "multi_label", "task", "min_images", "top_n", "val_fraction",
-                     "test_fraction", "split", "split_from", "seed")
+#: The config fields the run index shows for each run.
+INDEX_FIELDS = ("strategy", "arch", "data", "task", "freeze")
 
 
-def changes_since_recorded(run: Run, config: TrainConfig, collection: ArtCollection) -> str:
-    """How `collection`, prepared for `config` now, differs from the images and labels `run` recorded, in words
-    ("2 image(s) added, 1 relabelled"; "" when it does not)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # told in the caller's one message
-        recorded = read_split(run, {task: collection.multi_label[task] for task in config.tasks})
-    then, now = recorded.table.set_index("path"), collection.table.set_index("path")
-    added = now.index.difference(then.index).difference(pd.Index(recorded.skipped["path"]))
-    common = now.index.intersection(then.index)
-    relabelled = pd.Series(False, index=common)
-    for task in config.tasks:
-        relabelled |= now.loc[common, task].map(_comparable) != then.loc[common, task].map(_comparable)
-    counts = {"added": len(added), "missing": len(recorded.skipped), "changed": len(recorded.changed),
-              "relabelled": int(relabelled.sum())}
-    return ", ".join(f"{count} image(s) {what}" for what, count in counts.items() if count)
+def describe_run(run: Run) -> dict:
+    """A run's row of the run index: what it trained, its status and epochs, and its headline test metrics
+    (each task's accuracy or mAP for a multi-task run)."""
+    config = run.config()
+    row = {key: config.get(key) for key in INDEX_FIELDS} | {"status": status(run)}
+    row["epochs"] = len(run.history()) if config.get("strategy") != "off_the_shelf" else None
+    if run.finished:
+        metrics = run.metrics()
+        row.update({k: metrics[k] for k in HEADLINE_METRICS if k in metrics})
+        for task, task_metrics in metrics.get("tasks", {}).items():
+            row.update({f"{task} {k}": task_metrics[k] for k in ("accuracy", "mAP") if k in task_metrics})
+    return row
 
 
-def _comparable(label: object) -> str:
-    """A label cell as text that compares equal across a loaded collection and a recorded split."""
-    if isinstance(label, list | tuple | set | frozenset):
-        return "|".join(sorted(map(str, label)))
-    return "" if label is None or (isinstance(label, float) and np.isnan(label)) else str(label)
-
-
-def warn_if_changed(run: Run, config: TrainConfig, collection: ArtCollection) -> None:
-    """A finished run is reused as trained: warn when the collection has changed since, as its results describe
-    the collection as it was."""
-    changes = changes_since_recorded(run, config, collection)
-    if changes:
-        warnings.warn(f"{run.path} is reused as trained, on {config.data} as it was: since then {changes}; "
-                      f"to train on the collection as it is now, give another name (--name) or remove the run "
-                      f"folder", stacklevel=3)
-
-
-def _recorded_split(run: Run, config: TrainConfig, collection: ArtCollection) -> ArtCollection:
-    """On resume, the split the run recorded, exactly: refused if any of its images is missing or changed."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the differences are raised below, in one message
-        recorded = read_split(run, {task: collection.multi_label[task] for task in config.tasks})
-    if len(recorded.skipped) or recorded.changed:
-        examples = (recorded.skipped["path"].tolist() + recorded.changed)[:3]
-        raise ValueError(f"cannot resume {run.path}: since it recorded its split, {len(recorded.skipped)} image(s) "
-                         f"went missing and {len(recorded.changed)} changed (e.g. {examples}); restore them, or "
-                         f"start a new run (another --name)")
-    added = len(set(collection.table["path"]) - set(recorded.table["path"]))
-    if added:
-        warnings.warn(f"{run.path}: {added} image(s) added to {config.data} since the run started are not used "
-                      f"(a resumed run keeps its recorded split)", stacklevel=3)
-    return recorded
+def list_runs(root: str | Path | None = None) -> pd.DataFrame:
+    """Every run under `root` (default: $ARTLAB_RUNS, else ./runs) as one row; unreadable ones as "damaged"."""
+    return index(root, describe_run)
 
 
 def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool = False) -> RunResult:
@@ -219,8 +173,6 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
     exactly on resume, and metrics.json is written last. Started by torchrun, fine-tuning and
     scratch runs train on every process (see `artlab.training.distributed`).
     """
-    from artlab.training.probe import fit_probe
-
     check_config(config)
     loaded = load_collection(config)
     config = config.resolved(loaded.tasks)
@@ -231,13 +183,13 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
         where = distributed.group(device)
         if where.active:
             return _train_together(config, run, collection, distributed.process_device(device, where), where,
-                                   runs_dir, resume)
+                                   resume)
     with run.lock():
-        run = _open_run(config, runs_root(runs_dir), resume)
+        run.open(config.to_dict(), resume, as_saved_today)
         if run.finished:
-            warn_if_changed(run, config, collection)
+            run.warn_if_changed(collection, config.tasks)
             return RunResult(run, run.metrics(), run.history().to_dict("records"))
-        collection = _record(run, config, collection, device)
+        collection = run.record(collection, config.tasks, config.seed, str(device))
         with torch.random.fork_rng():  # training reseeds torch per epoch; the caller's random state is kept
             if config.strategy == "off_the_shelf":
                 history, failures = fit_probe(config, run, collection, device)
@@ -249,46 +201,29 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
 
 def _fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device,
          where: distributed.Group | None = None) -> tuple[list[dict], dict[str, str]]:
-    from artlab.training.loops import fit
-
     _, history, failures = fit(config, run, collection, device, **({"where": where} if where else {}))
     return history, failures
 
 
-def _record(run: Run, config: TrainConfig, collection: ArtCollection, device: torch.device) -> ArtCollection:
-    """Write the run's environment, split (or reuse the recorded one) and skipped files; the collection to train on."""
-    write_json(run.file("environment.json"), environment(config.seed, str(device)))
-    if run.file("split.csv").is_file():
-        collection = replace(_recorded_split(run, config, collection), skipped=collection.skipped)
-    else:
-        run.write_split(collection)
-    _write_skipped(run, collection.skipped)
-    return collection
-
-
 def _finish(run: Run, collection: ArtCollection, failures: dict[str, str], device: torch.device) -> dict:
-    """List images lost during training, evaluate on the test split, write metrics.json, drop the checkpoint."""
-    if failures:
-        gone = pd.DataFrame({"path": list(failures), "reason": [f"became unreadable during training: {r}"
-                                                                for r in failures.values()]})
-        _write_skipped(run, pd.concat([collection.skipped, gone], ignore_index=True))
-    metrics = _evaluate(run, "test", device)
-    write_json(run.file("metrics.json"), metrics)
-    run.file(CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete; model.safetensors holds the result
-    return metrics
+    """Evaluate on the test split and finish the run, listing the images lost during training."""
+    gone = pd.DataFrame({"path": list(failures), "reason": [f"became unreadable during training: {r}"
+                                                            for r in failures.values()]})
+    return run.finish(_evaluate(run, "test", device),
+                      pd.concat([collection.skipped, gone], ignore_index=True) if failures else None)
 
 
 def _train_together(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device,
-                    where: distributed.Group, runs_dir: str | Path | None, resume: bool) -> RunResult:
+                    where: distributed.Group, resume: bool) -> RunResult:
     """Under torchrun: rank 0 opens and writes the run folder, every process trains its share of the
     images, rank 0 evaluates; the others read the split rank 0 recorded and never write."""
     with run.lock() if where.main else nullcontext():
         problem: Exception | None = None
         if where.main:
             try:
-                run = _open_run(config, runs_root(runs_dir), resume)
+                run.open(config.to_dict(), resume, as_saved_today)
                 if not run.finished:
-                    collection = _record(run, config, collection, device)
+                    collection = run.record(collection, config.tasks, config.seed, str(device))
             except Exception as exc:  # every process must learn of it, or the others wait forever
                 problem = exc
         failed = distributed.share(None if problem is None else f"{type(problem).__name__}: {problem}", where)
@@ -298,23 +233,18 @@ def _train_together(config: TrainConfig, run: Run, collection: ArtCollection, de
             raise RuntimeError(f"rank 0 could not start run {run.name}: {failed}")
         if run.finished:
             if where.main:
-                warn_if_changed(run, config, collection)
+                run.warn_if_changed(collection, config.tasks)
             return RunResult(run, run.metrics(), run.history().to_dict("records"))
         if not where.main:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # rank 0 reports them
-                collection = replace(_recorded_split(run, config, collection), skipped=collection.skipped)
+                collection = run.exact_split(collection, config.tasks)
         with torch.random.fork_rng():
             history, failures = _fit(config, run, collection, device, where)
         if where.main:
             _finish(run, collection, failures, device)
         distributed.wait_for_all(where)
     return RunResult(run, run.metrics(), history)
-
-
-def _write_skipped(run: Run, skipped: pd.DataFrame) -> None:
-    if len(skipped):
-        write_csv(run.file("skipped.csv"), skipped)
 
 
 def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None) -> dict:
@@ -327,7 +257,7 @@ def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device
     run = as_run(run)
     metrics = _evaluate(run, part, device)
     if run.finished:
-        metrics["file"] = str(write_evaluation(run, metrics))
+        metrics["file"] = str(run.write_evaluation(metrics))
     return metrics
 
 
@@ -360,9 +290,6 @@ def predictions(run: Run | str | Path, part: str = "test", device: torch.device 
 def _predict_tasks(run: Run | str | Path, part: str, device: torch.device | str | None,
                    tasks: list[str] | None = None) -> list[Predictions]:
     """One forward pass over a split, read out per task (`tasks`, default all of the run's, in its order)."""
-    from artlab.training.loops import predict
-    from artlab.training.probe import features_for, probe_scores
-
     run = as_run(run)
     config = TrainConfig.from_dict(run.config())
     device = models.resolve_device(config.device if device is None else device)

@@ -32,6 +32,11 @@ def _option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+#: The config fields that decide a run's images, labels and split (see `training.api.prepare_collection`).
+COLLECTION_FIELDS = ("data", "layout", "separator", "multi_label", "task", "min_images", "top_n", "val_fraction",
+                     "test_fraction", "split", "split_from", "seed")
+
+
 @dataclass
 class TrainConfig:
     """One run. Defaults suit a 2-core CPU: MobileNetV2, 128 px images, a few epochs."""
@@ -124,6 +129,11 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def collection_settings(self) -> dict:
+        """The fields that decide a run's images, labels and split: two configs that agree on them train on
+        the same prepared collection."""
+        return {name: getattr(self, name) for name in COLLECTION_FIELDS}
+
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         if not isinstance(data, dict):
@@ -133,6 +143,32 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}")
         return cls(**data)
+
+    @classmethod
+    def coerce_field(cls, name: str, value: Any) -> Any:
+        """A value as the field `name` expects it: YAML reads `1e-3` as a string, a float field wants the number."""
+        hint = typing.get_type_hints(cls).get(name)
+        if isinstance(value, str) and hint is not None and float in (hint, *typing.get_args(hint)):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+
+    @classmethod
+    def coerce(cls, value: TrainConfig | dict | str | Path, what: str = "config") -> TrainConfig:
+        """A config from a config, a mapping of its fields (YAML; values coerced) or a collection path; a
+        ValueError naming `what` otherwise."""
+        if isinstance(value, TrainConfig):
+            return value
+        if isinstance(value, str | Path):
+            return cls(data=str(value))
+        if not isinstance(value, dict):
+            raise ValueError(f"{what} must be a TrainConfig or a mapping of its fields, not {type(value).__name__}")
+        try:
+            return cls.from_dict({k: cls.coerce_field(k, v) for k, v in value.items()})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what}: {exc}") from None
 
     def resolved(self, tasks: list[str]) -> TrainConfig:
         """This config with the task chosen (the collection's first when unset) and the name filled in."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ from artlab.data.collection import ArtCollection
 from artlab.data.loading import ImageDataset, collate_present, loader
 from artlab.models import ModelCard
 from artlab.progress import progress, tqdm
-from artlab.runs import Run, load_checkpoint, save_checkpoint
+from artlab.runs import Run
 from artlab.training import distributed, prefix
 from artlab.training.config import TrainConfig
 from artlab.training.networks import build_network
@@ -143,6 +145,45 @@ def training_inputs(config: TrainConfig, model: nn.Module, train: ArtCollection,
     return train_set, ImageDataset(paths[1], None, size, models.input_transform(model, size)), model
 
 
+@dataclass
+class TrainingState:
+    """Where a run's training stands after its last finished epoch; stored in the checkpoint as a JSON dict."""
+
+    epoch: int = 0  # the last finished epoch
+    history: list[dict] = field(default_factory=list)  # one row per epoch: losses, validation scores, lr
+    best: float = -math.inf  # the best validation score so far
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best one (early stopping)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict) -> TrainingState:
+        """The state a checkpoint stored (keys it lacks take their defaults, others are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in state.items() if name in known})
+
+
+@dataclass(frozen=True, eq=False)
+class Training:
+    """What stays the same over a run's epochs: its settings and folder, the network and the module that runs on
+    the inputs (the network, or its later blocks on the frozen blocks' cached output), the heads, the optimiser
+    and scheduler, and the validation images with their targets."""
+
+    config: TrainConfig
+    run: Run
+    model: nn.Module
+    net: nn.Module
+    heads: Tasks
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    val_set: Dataset
+    val_targets: dict[str, np.ndarray]
+    device: torch.device
+    in_memory: bool  # cached outputs of the frozen blocks: nothing to decode, no worker processes
+
+
 def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device,
         where: distributed.Group | None = None) -> tuple[nn.Module, list[dict], dict[str, str]]:
     """Train for `config.epochs` (or until early stopping), resuming from the run's checkpoint if present.
@@ -165,18 +206,19 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.
     scheduler = _scheduler(config, optimizer)
     train_targets = {task: torch.from_numpy(t) for task, t in heads.targets(train).items()}
     val_targets = heads.targets(val)
-    state = load_checkpoint(run, model, optimizer, scheduler)
+    stored = run.load_checkpoint(model, optimizer, scheduler)
     train_set, val_set, net = training_inputs(config, model, train, val, device)
     in_memory = net is not model  # cached outputs of the frozen blocks: nothing to decode, no worker processes
     trained = distributed.wrap(net, where, device)  # DistributedDataParallel under torchrun
-    if state is None:
-        state = {"epoch": 0, "history": [], "best": -math.inf, "best_epoch": 0, "stale": 0}
-    elif where.main:  # the checkpoint is the one source of the history (a kill before history.csv loses nothing)
-        run.write_history(state["history"])
-    epochs = progress(range(state["epoch"] + 1, config.epochs + 1), desc=run.name, unit="epoch",
-                  initial=state["epoch"], total=config.epochs, disable=True if not where.main else None)
+    state = TrainingState() if stored is None else TrainingState.from_dict(stored)
+    # the checkpoint is the one source of the history (a kill before history.csv loses nothing)
+    if stored is not None and where.main:
+        run.write_history(state.history)
+    training = Training(config, run, model, net, heads, optimizer, scheduler, val_set, val_targets, device, in_memory)
+    epochs = progress(range(state.epoch + 1, config.epochs + 1), desc=run.name, unit="epoch",
+                      initial=state.epoch, total=config.epochs, disable=True if not where.main else None)
     for epoch in epochs:
-        if config.patience is not None and state["stale"] >= config.patience:
+        if config.patience is not None and state.stale >= config.patience:
             break
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         torch.manual_seed(config.seed * 100_003 + epoch)
@@ -187,40 +229,37 @@ def fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.
         total, count = _train_epoch(trained, frozen, data, optimizer, heads, train_targets, device, f"epoch {epoch}")
         train_loss = distributed.mean_over_processes(total, count, where)
         if where.main:
-            state = _validate_and_save(config, run, model, net, val_set, val_targets, heads, optimizer, scheduler,
-                                       state, epoch, train_loss, device, in_memory)
+            state = _validate_and_save(training, state, epoch, train_loss)
         elif scheduler is not None:
             scheduler.step()
         state = distributed.share(state, where)  # rank 0 decided: best epoch, early stopping
-        epochs.set_postfix(loss=f"{train_loss:.3f}", val=f"{state['history'][-1]['val_score']:.3f}")
+        epochs.set_postfix(loss=f"{train_loss:.3f}", val=f"{state.history[-1]['val_score']:.3f}")
     best, _ = run.load_model()
     model.load_state_dict(best)
-    return model, state["history"], train_set.failures | val_set.failures
+    return model, state.history, train_set.failures | val_set.failures
 
 
-def _validate_and_save(config: TrainConfig, run: Run, model: nn.Module, net: nn.Module, val_set: Dataset,
-                       val_targets: dict[str, np.ndarray], heads: Tasks, optimizer: torch.optim.Optimizer,
-                       scheduler, state: dict, epoch: int, train_loss: float, device: torch.device,
-                       in_memory: bool) -> dict:
+def _validate_and_save(training: Training, state: TrainingState, epoch: int, train_loss: float) -> TrainingState:
     """Score the epoch on the validation images, keep the best model, write the checkpoint and the history."""
-    scores, seen = predict(net, val_set, device, config.batch_size * 2, desc="validating",
-                           num_workers=0 if in_memory else None)
-    seen_targets = {task: t[seen] for task, t in val_targets.items()}
-    val_loss = float(heads.loss(torch.from_numpy(scores),
-                                {k: torch.from_numpy(v) for k, v in seen_targets.items()}))
-    validation = heads.validation_row(heads.evaluate(scores, seen_targets))
+    t = training
+    scores, seen = predict(t.net, t.val_set, t.device, t.config.batch_size * 2, desc="validating",
+                           num_workers=0 if t.in_memory else None)
+    seen_targets = {task: target[seen] for task, target in t.val_targets.items()}
+    val_loss = float(t.heads.loss(torch.from_numpy(scores),
+                                  {k: torch.from_numpy(v) for k, v in seen_targets.items()}))
+    validation = t.heads.validation_row(t.heads.evaluate(scores, seen_targets))
     score = validation["val_score"]
     row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, **validation,
-           "lr": optimizer.param_groups[0]["lr"]}
-    if scheduler is not None:
-        scheduler.step()
-    if score > state["best"]:
-        state.update(best=score, best_epoch=epoch, stale=0)
-        run.save_model(model.state_dict(), network_card(config, model, heads, epoch))
+           "lr": t.optimizer.param_groups[0]["lr"]}
+    if t.scheduler is not None:
+        t.scheduler.step()
+    if score > state.best:
+        state.best, state.best_epoch, state.stale = score, epoch, 0
+        t.run.save_model(t.model.state_dict(), network_card(t.config, t.model, t.heads, epoch))
     else:
-        state["stale"] += 1
-    state["history"].append(row)
-    state["epoch"] = epoch
-    save_checkpoint(run, model, optimizer, scheduler, state)
-    run.write_history(state["history"])
+        state.stale += 1
+    state.history.append(row)
+    state.epoch = epoch
+    t.run.save_checkpoint(t.model, t.optimizer, t.scheduler, state.to_dict())
+    t.run.write_history(state.history)
     return state

@@ -5,6 +5,8 @@ Single-label: accuracy, balanced accuracy, per-class recall, top-k and confusion
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import numpy as np
 from sklearn import metrics as skm
 from torch import nn
@@ -45,11 +47,22 @@ def evaluate(scores: np.ndarray, targets: np.ndarray, classes: list[str], multi:
     return multi_label(scores, targets, classes) if multi else single_label(scores, targets, classes)
 
 
+#: The test metrics shown wherever runs are compared (run index, CLI, strategy tables), headline first.
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "top3_accuracy", "top5_accuracy", "mAP")
+
+
+def headline_name(metrics: Container[str]) -> str:
+    """The key of `headline` in a run's metrics (or a column of a table of them): mAP for multi-label tasks, else
+    accuracy."""
+    return "mAP" if "mAP" in metrics else "accuracy"
+
+
 def headline(metrics: dict) -> float:
     """The one number to compare runs by: accuracy, or mAP for multi-label tasks."""
-    return metrics["mAP"] if "mAP" in metrics else metrics["accuracy"]
+    return metrics[headline_name(metrics)]
 
 
 def loss_function(multi: bool, label_smoothing: float = 0.0) -> nn.Module:
-    """The training loss of every strategy: cross-entropy (single-label) or per-class BCE (multi-label)."""
+    """The training loss of every strategy (the probe's, each task's in `Tasks.loss`): cross-entropy
+    (single-label) or per-class BCE (multi-label)."""
     return nn.BCEWithLogitsLoss() if multi else nn.CrossEntropyLoss(label_smoothing=label_smoothing)

@@ -11,8 +11,6 @@ whole one. benchmarks/finetune_speed.py measures what it saves.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import warnings
 from contextlib import contextmanager
@@ -24,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from artlab import models
-from artlab.cache import cache_dir, fingerprint
+from artlab.cache import cache_dir, digest, fingerprint, tensors_digest
 from artlab.data import decoded
 from artlab.data.loading import ImageDataset, loader
 from artlab.io import DamagedFile, load_tensors, save_tensors
@@ -125,22 +123,12 @@ class PrefixOutputs(Dataset):
         return self.outputs[index], torch.as_tensor(index if self.targets is None else self.targets[index])
 
 
-def weights_digest(model: nn.Module, k: int) -> str:
-    """Identifies the frozen blocks' exact weights and BatchNorm statistics (ImageNet, another run's, random)."""
-    digest = hashlib.sha256()
-    for name, tensor in prefix_network(model, k).state_dict().items():
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\0".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:24]
-
-
 def cache_key(model: nn.Module, k: int, paths: list[str], image_size: int) -> str:
     """A stable key for one (frozen weights, k, image size, input normalisation, image set, decoder) combination."""
     spec = models.arch_of(model)
-    key = json.dumps({"arch": spec.name, "weights": weights_digest(model, k), "blocks": k, "size": image_size,
-                      "mean": spec.mean, "std": spec.std, "images": fingerprint(paths), "version": VERSION,
-                      "decode": decoded.DECODE_VERSION}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:24]
+    return digest({"arch": spec.name, "weights": tensors_digest(prefix_network(model, k).state_dict()), "blocks": k,
+                   "size": image_size, "mean": spec.mean, "std": spec.std, "images": fingerprint(paths),
+                   "version": VERSION, "decode": decoded.DECODE_VERSION})
 
 
 def prefix_dir() -> Path:

@@ -12,27 +12,16 @@ from artlab import models
 from artlab.data.collection import ArtCollection
 from artlab.features import cached_features, unreadable_rows
 from artlab.models import ModelCard
-from artlab.runs import Run
+from artlab.runs import IMAGENET, Network, Run
 from artlab.training.config import TrainConfig
 from artlab.training.metrics import evaluate, headline, loss_function
-from artlab.training.networks import load_backbone
 
 C_GRID = (0.01, 0.1, 1.0)
 
 
-def weights_id(config: TrainConfig) -> str:
-    """Identifies the frozen network's weights for the feature cache."""
-    if config.init_from:
-        return Run(config.init_from).weights_id()
-    return models.weights_id(config.arch)
-
-
-def frozen_network(config: TrainConfig) -> torch.nn.Module:
-    """The pretrained network (or a previous run's) whose features the probe reads."""
-    model = models.build(config.arch, pretrained=True)
-    if config.init_from:
-        load_backbone(model, Run(config.init_from))
-    return model
+def probe_network(config: TrainConfig) -> Network:
+    """The frozen network whose features the probe reads: ImageNet's, or the `init_from` run's."""
+    return Network.of(config.init_from or IMAGENET, config.arch)
 
 
 def probe_layer(config: TrainConfig) -> str:
@@ -45,8 +34,8 @@ def probe_layer(config: TrainConfig) -> str:
 
 def features_for(config: TrainConfig, collection: ArtCollection, device: torch.device) -> np.ndarray:
     """Pooled features of the configured layer for every image of `collection` (cached on disk)."""
-    return cached_features(lambda: frozen_network(config), weights_id(config), probe_layer(config),
-                           collection.table["path"].tolist(), config.image_size, device, config.batch_size * 2)
+    return cached_features(probe_network(config), probe_layer(config), collection.table["path"].tolist(),
+                           config.image_size, device, config.batch_size * 2)
 
 
 def _logreg(c: float, multi: bool, seed: int) -> LogisticRegression | OneVsRestClassifier:

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from artlab.data.collection import ArtCollection
 from artlab.models import ModelCard
-from artlab.training.metrics import evaluate, headline
+from artlab.training.metrics import evaluate, headline, loss_function
 
 MISSING = -1  # single-label target of an image without a label for the task
 
@@ -42,6 +41,7 @@ class Tasks:
 
     def __init__(self, tasks: list[Task], label_smoothing: float = 0.0):
         self.tasks, self.label_smoothing = tasks, label_smoothing
+        self._losses = [loss_function(task.multi_label, label_smoothing) for task in tasks]
 
     @classmethod
     def of(cls, collection: ArtCollection, names: list[str], weights: list[float] | None = None,
@@ -100,16 +100,12 @@ class Tasks:
     def loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted sum of each task's loss over the images labelled for it (a task absent from the batch adds 0)."""
         total = logits.new_zeros(())
-        for task in self.tasks:
+        for task, loss in zip(self.tasks, self._losses):
             scores, target = logits[:, task.outputs], targets[task.name]
             labelled = ~torch.isnan(target[:, 0]) if task.multi_label else target != MISSING
             if not labelled.any():
                 continue
-            if task.multi_label:
-                loss = F.binary_cross_entropy_with_logits(scores[labelled], target[labelled])
-            else:
-                loss = F.cross_entropy(scores[labelled], target[labelled], label_smoothing=self.label_smoothing)
-            total = total + task.weight * loss
+            total = total + task.weight * loss(scores[labelled], target[labelled])
         return total
 
     def evaluate(self, scores: np.ndarray, targets: dict[str, np.ndarray]) -> dict[str, dict]:

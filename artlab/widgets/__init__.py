@@ -13,8 +13,8 @@ from artlab.widgets.collection import CollectionBrowser
 from artlab.widgets.collection_map import CollectionMap
 from artlab.widgets.strategies import StrategyExplorer
 from artlab.widgets.sweep import SweepExplorer
-from artlab.widgets.topk import topk_browser, topk_gallery
+from artlab.widgets.topk import TopKBrowser, topk_browser, topk_gallery
 
 __all__ = ["ArtworkInspector", "AuditExplorer", "ChangeExplorer", "ChannelExplorer", "CollectionBrowser",
-           "CollectionMap", "Explorer", "StrategyExplorer", "SweepExplorer", "live_front_end", "topk_browser",
-           "topk_gallery"]
+           "CollectionMap", "Explorer", "StrategyExplorer", "SweepExplorer", "TopKBrowser", "live_front_end",
+           "topk_browser", "topk_gallery"]

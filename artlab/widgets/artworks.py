@@ -11,9 +11,8 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from artlab import models
 from artlab.interpret import attribution as attr
-from artlab.runs import Run, as_run, load_network, run_collection
+from artlab.runs import IMAGENET, Network, Run, as_run, run_collection
 from artlab.widgets.base import Explorer
 
 
@@ -30,8 +29,6 @@ class ArtworkInspector(Explorer):
         self.networks, self.paths = networks, [str(p) for p in paths]
         self.labels = list(labels) if labels is not None else [""] * len(self.paths)
         self.index, self.method, self.image_size, self.opacity = 0, method, image_size, opacity
-        self._maps: dict[tuple[str, int, str], attr.Attribution] = {}
-        self._predictions: dict[tuple[str, int], pd.DataFrame] = {}
 
     @classmethod
     def from_run(cls, run: Run | str | Path, split: str = "test", limit: int = 200, **options) -> ArtworkInspector:
@@ -39,7 +36,7 @@ class ArtworkInspector(Explorer):
         run = as_run(run)
         card = run.card()
         part = run_collection(run, card).part(split).table.head(limit)
-        networks = {"ImageNet": models.build(card.arch), run.name: load_network(run)}
+        networks = {net.name: net.build() for net in (Network.of(IMAGENET, card.arch), Network.of(run))}
         labels = part[list(card.tasks)].apply(lambda row: "; ".join(_label_text(v) for v in row), axis=1).tolist()
         return cls(networks, part["path"].tolist(), labels, image_size=options.pop("image_size", card.image_size),
                    **options)
@@ -59,23 +56,17 @@ class ArtworkInspector(Explorer):
         """Each network's top-5 classes for the current artwork, one block of rows per network."""
         frames = []
         for name, model in self.networks.items():
-            key = (name, self.index)
-            if key not in self._predictions:
-                self.computed["predictions"] += 1
-                self._predictions[key] = attr.top_predictions(model, self.paths[self.index], 5, self.image_size)
-            frames.append(self._predictions[key].drop(columns="index").assign(network=name))
+            top = self.cached("predictions", (name, self.index), lambda model=model: attr.top_predictions(
+                model, self.paths[self.index], 5, self.image_size))
+            frames.append(top.drop(columns="index").assign(network=name))
         return pd.concat(frames, ignore_index=True)[["network", "class", "probability"]]
 
     def attributions(self) -> dict[str, attr.Attribution]:
         """Each network's map of its own prediction on the current artwork, with the current method."""
         out = {}
         for name, model in self.networks.items():
-            key = (name, self.index, self.method)
-            if key not in self._maps:
-                self.computed["attribution"] += 1
-                self._maps[key] = attr.attribute(model, self.paths[self.index], self.method,
-                                                 image_size=self.image_size)
-            out[name] = self._maps[key]
+            out[name] = self.cached("attribution", (name, self.index, self.method), lambda model=model: attr.attribute(
+                model, self.paths[self.index], self.method, image_size=self.image_size))
         return out
 
     def view(self) -> list[object]:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from artlab.experiments.audit import Audit, audit
 from artlab.runs import Run, as_run
-from artlab.widgets.base import Explorer, small_table
+from artlab.widgets.base import Explorer, one_of, small_table
 
 
 class AuditExplorer(Explorer):
@@ -24,23 +24,16 @@ class AuditExplorer(Explorer):
         if not self.columns:
             raise ValueError(f"{self.run.name} records no label column to group by")
         self.by = by or self.columns[0]
-        self._audits: dict[tuple[str, int], Audit] = {}
 
     def select(self, by: str | None = None, min_size: int | None = None) -> None:
-        if by is not None:
-            if by not in self.columns:
-                raise KeyError(f"no column {by!r}; choose from {self.columns}")
-            self.by = by
+        self.by = self.by if by is None else one_of(by, self.columns, "column")
         if min_size is not None:
             self.min_size = int(min_size)
         self.refresh()
 
     def result(self) -> Audit:
-        key = (self.by, self.min_size)
-        if key not in self._audits:
-            self.computed["audit"] += 1
-            self._audits[key] = audit(self.run, self.by, self.split, self.min_size)
-        return self._audits[key]
+        return self.cached("audit", (self.by, self.min_size),
+                           lambda: audit(self.run, self.by, self.split, self.min_size))
 
     def view(self) -> list[object]:
         result = self.result()

@@ -32,7 +32,6 @@ class ChangeExplorer(Explorer):
         self.figure_ids = list(analysis.figures)
         self.figure_id = figure_id or self.figure_ids[0]
         self.layer = layer or self.layers[-1]
-        self._layer_figures: dict[str, list[go.Figure]] = {}
         self.select(self.figure_id, self.layer)
 
     def select(self, figure_id: str | None = None, layer: str | None = None) -> None:
@@ -72,10 +71,7 @@ class ChangeExplorer(Explorer):
 
     def layer_figures(self) -> list[go.Figure]:
         """How far each filter of the layer moved, and the layer's CKA with every pretrained layer (drawn once)."""
-        if self.layer not in self._layer_figures:
-            self.computed["layer figures"] += 1
-            self._layer_figures[self.layer] = self._draw_layer()
-        return self._layer_figures[self.layer]
+        return self.cached("layer figures", self.layer, self._draw_layer)
 
     def _draw_layer(self) -> list[go.Figure]:
         tables, shown = self.analysis.tables, []

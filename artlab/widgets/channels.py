@@ -14,14 +14,21 @@ import torch
 from torch import nn
 
 from artlab.analysis import Analysis
-from artlab.analysis.compare import network
 from artlab.interpret import featurevis as fv
-from artlab.runs import Run
+from artlab.runs import Network, Run
 from artlab.widgets.base import Explorer, small_table
 from artlab.widgets.topk import topk_gallery
 
 #: Renders that take a few seconds per channel on a laptop CPU (the disk cache keeps them).
 QUICK_RENDER = fv.RenderSettings(steps=128, size=96)
+
+
+def _compared(analysis: Analysis) -> tuple[nn.Module, nn.Module]:
+    """The two networks the analysis compared (loaded again only when it does not hold them)."""
+    if len(analysis.networks) == 2:
+        return tuple(analysis.networks.values())
+    tuned = Network.of(Run(analysis.comparison.finetuned))
+    return Network.of(analysis.comparison.pretrained, tuned.arch).build(), tuned.build()
 
 
 class ChannelExplorer(Explorer):
@@ -36,13 +43,11 @@ class ChannelExplorer(Explorer):
         if analysis.comparison is None:
             raise ValueError("this Analysis has no comparison: make it with artlab.analyze")
         comparison = analysis.comparison
-        arch = Run(comparison.finetuned).card().arch
-        self.names = list(analysis.tops) or ["ImageNet", Run(comparison.finetuned).name]
-        self.networks = {self.names[0]: before if before is not None else network(comparison.pretrained, arch)[0],
-                         self.names[1]: after if after is not None else network(str(comparison.finetuned), arch)[0]}
+        self.names = list(analysis.tops) or list(analysis.networks) or ["ImageNet", Run(comparison.finetuned).name]
+        compared = (None, None) if before is not None and after is not None else _compared(analysis)
+        self.networks = {self.names[0]: before if before is not None else compared[0],
+                         self.names[1]: after if after is not None else compared[1]}
         self.analysis, self.settings, self.device, self.n_most_changed = analysis, settings, device, n_most_changed
-        self._changes: dict[str, np.ndarray] = {}
-        self._renders: dict[tuple[str, str, int], np.ndarray] = {}
         first = next(iter(analysis.tops.values()), None)
         self.layers = first.layers if first is not None else list(comparison.layers or [])
         if not self.layers:
@@ -54,10 +59,7 @@ class ChannelExplorer(Explorer):
     def changes(self, layer: str | None = None) -> np.ndarray:
         """Relative change of every channel's filter in `layer` (computed once per layer)."""
         layer = layer or self.layer
-        if layer not in self._changes:
-            self.computed["changes"] += 1
-            self._changes[layer] = fv.channel_changes(*self.networks.values(), layer)
-        return self._changes[layer]
+        return self.cached("changes", layer, lambda: fv.channel_changes(*self.networks.values(), layer))
 
     def most_changed(self, layer: str | None = None) -> list[int]:
         """The channels of `layer` whose filters moved most, most first."""
@@ -83,12 +85,8 @@ class ChannelExplorer(Explorer):
         """Each network's render of the current channel (rendered once, then from memory or the disk cache)."""
         out = {}
         for name, model in self.networks.items():
-            key = (name, self.layer, self.channel)
-            if key not in self._renders:
-                self.computed["render"] += 1
-                self._renders[key] = fv.render_channels(model, self.layer, [self.channel], settings=self.settings,
-                                                        device=self.device)[0]
-            out[name] = self._renders[key]
+            out[name] = self.cached("render", (name, self.layer, self.channel), lambda model=model: fv.render_channels(
+                model, self.layer, [self.channel], settings=self.settings, device=self.device)[0])
         return out
 
     def facts(self) -> pd.DataFrame:
@@ -125,23 +123,7 @@ class ChannelExplorer(Explorer):
         return shown
 
     def controls(self) -> list[object]:
-        import ipywidgets as widgets
-
-        layer = widgets.Dropdown(options=self.layers, value=self.layer, description="layer")
-        channel = widgets.Dropdown(options=self._channel_options(), value=self.channel, description="channel")
-
-        def on_layer(change) -> None:
-            self.select(layer=change["new"])
-            channel.options = self._channel_options()
-            channel.value = self.channel
-
-        def on_channel(change) -> None:
-            if change["new"] is not None and change["new"] != self.channel:
-                self.select(channel=change["new"])
-
-        layer.observe(on_layer, names="value")
-        channel.observe(on_channel, names="value")
-        return [layer, channel]
+        return self.linked_dropdowns(("layer", "layer", self.layers), ("channel", "channel", self._channel_options))
 
     def _channel_options(self) -> list[tuple[str, int]]:
         """The most changed channels first (labelled with their change), then every other one."""

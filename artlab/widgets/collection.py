@@ -27,7 +27,6 @@ class CollectionBrowser(Explorer):
         self.task = task or collection.tasks[0]
         collection.classes(self.task)  # an unknown task is refused here, naming the collection's tasks
         self.shown = EVERY_CLASS
-        self._figures: dict[tuple[str, str], object] = {}
 
     def classes(self) -> list[str]:
         """The choices for the current task: every class at once, then each class."""
@@ -46,11 +45,8 @@ class CollectionBrowser(Explorer):
 
     def figure(self):
         """The thumbnails: `per_class` of each class, one class per row; or up to `n` of the chosen class."""
-        key = (self.task, self.shown)
-        if key not in self._figures:
-            self.computed["thumbnails"] += 1
-            self._figures[key] = self._every_class() if self.shown == EVERY_CLASS else self._one_class()
-        return self._figures[key]
+        return self.cached("thumbnails", (self.task, self.shown),
+                           self._every_class if self.shown == EVERY_CLASS else self._one_class)
 
     def _every_class(self):
         picked = examples(self.collection, self.task, self.per_class, seed=self.seed)
@@ -80,20 +76,4 @@ class CollectionBrowser(Explorer):
         return [self.figure(), self.facts()]
 
     def controls(self) -> list[object]:
-        import ipywidgets as widgets
-
-        task = widgets.Dropdown(options=self.collection.tasks, value=self.task, description="task")
-        shown = widgets.Dropdown(options=self.classes(), value=self.shown, description="class")
-
-        def on_task(change) -> None:
-            self.select(task=change["new"])
-            shown.options = self.classes()
-            shown.value = self.shown
-
-        def on_class(change) -> None:
-            if change["new"] is not None and change["new"] != self.shown:
-                self.select(shown=change["new"])
-
-        task.observe(on_task, names="value")
-        shown.observe(on_class, names="value")
-        return [task, shown]
+        return self.linked_dropdowns(("task", "task", self.collection.tasks), ("shown", "class", self.classes))

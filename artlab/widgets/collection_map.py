@@ -15,6 +15,7 @@ import pandas as pd
 from artlab.data.collection import ArtCollection
 from artlab.features import unreadable_rows
 from artlab.interpret import projection
+from artlab.runs import IMAGENET
 from artlab.widgets.base import Explorer
 
 
@@ -44,16 +45,13 @@ class CollectionMap(Explorer):
         self.columns = projection.label_columns(self.maps[self.network])
         self.color = color or self.maps[self.network].attrs.get("color") or self.columns[0]
         self.selected = 0
-        self._neighbours: dict[tuple[str, int], pd.DataFrame] = {}
-        self._figures: dict[tuple[str, str], object] = {}
-        self._separation: dict[str, pd.DataFrame] = {}
 
     @classmethod
     def from_collection(cls, collection: ArtCollection, sources: dict[str, object] | None = None,
                         layer: str | None = None, method: str = "pca", color: str | None = None,
                         image_size: int | None = None, arch: str | None = None) -> CollectionMap:
         """Maps of `collection` for each network source ("imagenet" or a run folder; default ImageNet only)."""
-        sources = sources or {"ImageNet": projection.IMAGENET}
+        sources = sources or {"ImageNet": IMAGENET}
         paths = collection.table["path"].tolist()
         maps, features = {}, {}
         for name, source in sources.items():
@@ -79,31 +77,19 @@ class CollectionMap(Explorer):
 
     def figure(self):
         """The current network's map coloured by the current label (built once per network and colouring)."""
-        key = (self.network, self.color)
-        if key not in self._figures:
-            self.computed["map figure"] += 1
-            self._figures[key] = projection.map_figure(self.maps[self.network], self.color,
-                                                       title=f"{self.network}: artworks by {self.color}",
-                                                       thumbnails=False)
-        return self._figures[key]
+        return self.cached("map figure", (self.network, self.color), lambda: projection.map_figure(
+            self.maps[self.network], self.color, title=f"{self.network}: artworks by {self.color}", thumbnails=False))
 
     def neighbours(self) -> pd.DataFrame:
         """The selected artwork's nearest works in the current network's feature space."""
-        key = (self.network, self.selected)
-        if key not in self._neighbours:
-            self.computed["neighbours"] += 1
-            table = self.maps[self.network]
-            self._neighbours[key] = projection.neighbours(self.features[self.network], table["path"].tolist(),
-                                                          self.selected, self.k, labels=table[self.columns])
-        return self._neighbours[key]
+        table = self.maps[self.network]
+        return self.cached("neighbours", (self.network, self.selected), lambda: projection.neighbours(
+            self.features[self.network], table["path"].tolist(), self.selected, self.k, labels=table[self.columns]))
 
     def separation(self) -> pd.DataFrame:
         """How well the current label's classes separate in each network's features (once per label)."""
-        if self.color not in self._separation:
-            self.computed["separation"] += 1
-            labels = self.maps[self.network][self.color]
-            self._separation[self.color] = projection.separation_table(self.features, labels)
-        return self._separation[self.color]
+        return self.cached("separation", self.color, lambda: projection.separation_table(
+            self.features, self.maps[self.network][self.color]))
 
     def view(self) -> list[object]:
         query = self.maps[self.network]["path"].iloc[self.selected]

@@ -8,8 +8,15 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from artlab import models
-from artlab.experiments.strategies import StrategyComparison, results_table, strategy_chart, strategy_variant
+from artlab.experiments.strategies import (
+    StrategyComparison,
+    chance_level,
+    results_table,
+    strategy_chart,
+    strategy_variant,
+)
 from artlab.training import RunResult, TrainConfig
+from artlab.training.metrics import headline_name
 from artlab.widgets.base import Explorer
 
 CHOICES = {"fine_tune": "fine-tune: frozen blocks", "off_the_shelf": "off-the-shelf: feature layer"}
@@ -91,18 +98,16 @@ class StrategyExplorer(Explorer):
 
     def chart(self) -> go.Figure:
         """Grouped bars of the test metrics per run, with the chance level."""
-        classes = len(self.comparison.results["fine_tune"].metrics.get("classes", [])) or None
         table = self.table()
-        chance = 1 / classes if classes and "accuracy" in table else None
         title = self.comparison.figure.layout.title.text or "off-the-shelf vs fine-tuning vs scratch"
-        return strategy_chart(table, title, chance)
+        return strategy_chart(table, title, chance_level(self.comparison.results, table))
 
     def depth_chart(self) -> go.Figure | None:
         """Test accuracy against the number of frozen blocks, off-the-shelf and scratch as lines (2+ depths)."""
         table = self.table()
-        metric = "accuracy" if "accuracy" in table else "mAP" if "mAP" in table else None
+        metric = headline_name(table)
         tuned = [label for label in self.results if self._order[label][0] == 1]
-        if metric is None or len(tuned) < 2:
+        if metric not in table or len(tuned) < 2:
             return None
         depths = pd.DataFrame({"frozen blocks": [self._order[label][1] for label in tuned],
                                metric: [self.results[label].metrics[metric] for label in tuned]})

@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from artlab.experiments.settings import METADATA_KEY, collections_and_tasks, data_parameter
 from artlab.io import atomic_path, remove_partial_files, write_json, write_text
 
 PATTERN = "[0-9][0-9]_*.ipynb"
+#: The artlab package folder (this module sits in its tools/ folder).
+PACKAGE = Path(__file__).resolve().parent.parent
 #: Seconds any one cell may run before the notebook counts as failed, so a headless run always ends.
 DEFAULT_TIMEOUT = 900
 #: The kernel's environment: static explorers, plotly figures as data (JupyterLab draws them; `export_html` too).
@@ -64,7 +67,7 @@ class Series:
 def default_folder() -> Path:
     """./notebooks when it exists, else the notebooks folder beside the artlab package (an editable install)."""
     here = Path("notebooks")
-    return here if here.is_dir() else Path(__file__).resolve().parent.parent / "notebooks"
+    return here if here.is_dir() else PACKAGE.parent / "notebooks"
 
 
 def discover(folder: str | Path) -> list[Path]:
@@ -103,23 +106,21 @@ def description(path: Path) -> str:
 
 
 def parameters_for(path: Path, quick: bool = True, data: str | None = None) -> dict:
-    """The run's parameters that `path` declares in its `parameters` cell (others are not passed); `data` goes
-    to a notebook's `data`, or to its `target` where it has no `data` (double fine-tuning: your collection is
-    the small target)."""
+    """The run's parameters that `path` declares in its `parameters` cell (others are not passed): `quick`, and
+    `data` in the parameter that takes a collection (`experiments.settings.data_parameter`: a notebook's `data`,
+    or the `target` of double fine-tuning, where your collection is the small target)."""
     import papermill
 
     declared = papermill.inspect_notebook(str(path))
     wanted = {"quick": quick}
-    if data is not None:
-        collection = "data" if "data" in declared or "target" not in declared else "target"
+    collection = data_parameter(declared)
+    if data is not None and collection is not None:
         wanted[collection] = str(Path(data).resolve()) if Path(data).exists() else data
     return {name: value for name, value in wanted.items() if name in declared}
 
 
 def settings_shown(node: dict) -> dict | None:
     """The settings an executed notebook ran with, as its `notebook_settings` output left them (None if none)."""
-    from artlab.experiments.settings import METADATA_KEY
-
     for cell in node.get("cells", []):
         for output in cell.get("outputs", []):
             found = output.get("metadata", {}).get(METADATA_KEY)
@@ -134,10 +135,9 @@ def source_digest(path: Path) -> str:
 
 def code_digest() -> str:
     """A digest of the artlab package's source: what a notebook shows depends on it as much as on the notebook."""
-    package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -289,10 +289,6 @@ def is_current(record: dict | None, path: Path, parameters: dict, out_dir: Path,
         and all(isinstance(name, str) and (out_dir / name).is_file() for name in files)
 
 
-#: The settings the index shows (collections and tasks); how quick shrank the rest goes without saying.
-SHOWN = ("data", "task", "tasks", "source", "source_task", "target", "target_task")
-
-
 def _short(value: object) -> str:
     if isinstance(value, list):
         return "+".join(map(str, value))
@@ -300,13 +296,14 @@ def _short(value: object) -> str:
 
 
 def _settings(record: dict) -> str:
-    """What a notebook ran with, for the index ("quick, data genres, task label"): the settings it showed, a
-    collection or task it replaced marked with the one given; else the parameters it was given."""
+    """What a notebook ran with, for the index ("quick, data genres, task label"): the collections and tasks of
+    the settings it showed (how quick shrank the rest goes without saying), a collection or task it replaced
+    marked with the one given; else the parameters it was given."""
     shown = record.get("settings")
     if isinstance(shown, dict) and isinstance(shown.get("values"), dict):
         values, changed = shown["values"], shown.get("changed") if isinstance(shown.get("changed"), dict) else {}
         words = ["quick" if shown.get("quick") else "full"]
-        for name in (n for n in SHOWN if n in values):
+        for name in collections_and_tasks(values):
             given = f" (given {_short(changed[name])})" if name in changed and changed[name] is not None else ""
             words.append(f"{name} {_short(values[name])}{given}")
         return ", ".join(words)

@@ -1,0 +1,1 @@
+"""Tooling around the library, above the science layers: the headless notebook runner (`artlab.tools.notebooks`)."""
