@@ -32,6 +32,7 @@ import pandas as pd
 import sklearn
 import torch
 import torchvision
+import yaml
 from torch import nn
 
 from artlab.cache import file_digest
@@ -45,7 +46,7 @@ from artlab.io import (
     save_tensors,
     write_csv,
     write_json,
-    write_yaml,
+    write_text,
 )
 from artlab.models import ModelCard
 from artlab.runs import checkpoint, split
@@ -56,6 +57,11 @@ RUNS_DIR = Path("runs")  # relative to the working folder; $ARTLAB_RUNS moves it
 MODEL_FILE = "model.safetensors"
 LOCK_FILE = "run.lock"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,199}$")
+#: The last line of every config.yaml (since artlab 0.2): a file without it was cut short.
+CONFIG_END = "# end of config (artlab writes this line last)"
+CONFIG_END_SINCE = (0, 2)
+#: Files any run folder holds once started: a folder with one of them is a run, whatever else it lacks.
+RUN_FILES = ("config.yaml", "split.csv", "checkpoint.safetensors", "model.safetensors", "metrics.json")
 #: Files of a start that failed before training: removed when the folder is taken over.
 STALE_FILES = ("split.csv", "split.json", "skipped.csv", "history.csv")
 
@@ -164,16 +170,29 @@ class Run:
 
     # ---- files -----------------------------------------------------------------------------------
     def config(self) -> dict:
+        """The run's config.yaml; refused when damaged or cut short (its last line missing, since artlab 0.2)."""
         path = self.file("config.yaml")
         if not path.is_file():
             raise FileNotFoundError(f"{self.path} is not a run folder: no config.yaml")
         config = read_yaml(path)
         if not isinstance(config, dict):
             raise DamagedFile(f"{path} is damaged (not a mapping of options)")
+        if not path.read_text(encoding="utf-8").rstrip().endswith(CONFIG_END) and self._ends_configs():
+            raise DamagedFile(f"{path} is damaged: it was cut short (its last line is missing), so its options "
+                              f"cannot be trusted; train the run again under another name")
         return config
 
     def write_config(self, config: dict) -> None:
-        write_yaml(self.file("config.yaml"), config)
+        write_text(self.file("config.yaml"), yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+                   + CONFIG_END + "\n")
+
+    def _ends_configs(self) -> bool:
+        """Whether the artlab that recorded this run ends config.yaml with CONFIG_END (older ones did not)."""
+        try:
+            version = str(read_json(self.file("environment.json")).get("artlab", "0"))
+            return tuple(int(part) for part in version.split(".")[:2]) >= CONFIG_END_SINCE
+        except (OSError, ValueError, AttributeError):
+            return True  # a run that recorded no readable environment: only this version writes its config
 
     def metrics(self) -> dict:
         return read_json(self.file("metrics.json"))
@@ -205,6 +224,10 @@ class Run:
         """The exact images, labels and split the run recorded (missing images in `skipped`, changed in `changed`)."""
         return split.read_split(self.path, multi_label, self.name, quiet)
 
+    def split_table(self) -> pd.DataFrame:
+        """split.csv as recorded, every column as text (after checking it is the file the run wrote)."""
+        return split.recorded_frame(self.path)
+
     def changes_since(self, collection: ArtCollection, tasks: tuple[str, ...]) -> str:
         """How `collection`, prepared now, differs from what the run recorded, in words ("" when it does not)."""
         recorded = self.read_split({task: collection.multi_label[task] for task in tasks}, quiet=True)
@@ -221,7 +244,7 @@ class Run:
     def exact_split(self, collection: ArtCollection, tasks: tuple[str, ...]) -> ArtCollection:
         """On resume, the recorded split exactly: refused if any of its images is missing or changed."""
         recorded = self.read_split({task: collection.multi_label[task] for task in tasks}, quiet=True)
-        return split.exact(recorded, collection, str(self.path))
+        return split.exact(recorded, collection, tuple(tasks), str(self.path))
 
     def split_like(self, collection: ArtCollection) -> ArtCollection:
         """`collection` split image by image as this run recorded it (images it did not use left out)."""
