@@ -3,6 +3,12 @@
 Every cache key in artlab is `digest(spec)` of a JSON-able description of what was computed; every
 network's weights are named by `tensors_digest`; whole files by `file_digest`. One home each, so two
 caches can never hash the same thing two ways.
+
+Every cache entry also carries the checksum of its payload (`payload_checksum`, in the entry's
+metadata, written by `sealed`) and is checked on every read (`load_checked`): an entry whose
+checksum is missing or does not match, that holds non-finite values, or that cannot be read is
+never served; it is computed again, and a damaged one says so in one warning line. Non-finite
+values are never written (`save_checked`).
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,12 @@ import torch
 SIGNATURE_BYTES = 8192
 #: Hex digits of a cache key or weights digest.
 DIGEST_LENGTH = 24
+#: The metadata field of a cache entry that holds its payload's checksum.
+CHECKSUM_FIELD = "artlab_payload_sha256"
+#: Why an entry is not served when it has no checksum (written by an older artlab): recomputed without a warning.
+UNCHECKED = "no checksum"
+
+Tensors = dict[str, torch.Tensor]
 
 
 def cache_dir() -> Path:
@@ -76,3 +89,77 @@ def fingerprint(paths: list[str]) -> str:
     for path in paths:
         hasher.update(f"{path}\0{file_signature(path)}\n".encode())
     return hasher.hexdigest()
+
+
+# ---- checked cache entries -------------------------------------------------------------------------------
+def payload_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """The checksum of a cache entry's payload: `tensors_digest` of its tensors in name order (sha256 of every
+    name, shape, dtype and byte), so the order they were stored or read in does not matter."""
+    return tensors_digest({name: tensors[name] for name in sorted(tensors)})
+
+
+def non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors that hold a NaN or an infinity."""
+    return [name for name, tensor in tensors.items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+
+
+def sealed(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`metadata` plus the payload's checksum, to write with a cache entry; non-finite values are refused."""
+    if bad := non_finite(tensors):
+        raise ValueError(f"{', '.join(bad)} hold non-finite values (NaN or infinity): not written to the cache")
+    return {**(metadata or {}), CHECKSUM_FIELD: payload_checksum(tensors)}
+
+
+def payload_problem(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str | None:
+    """Why a cache entry read back must not be served (None when it may): `UNCHECKED`, a checksum mismatch or
+    non-finite values."""
+    if CHECKSUM_FIELD not in metadata:
+        return UNCHECKED
+    if payload_checksum(tensors) != metadata[CHECKSUM_FIELD]:
+        return "checksum mismatch"
+    if non_finite(tensors):
+        return "non-finite values"
+    return None
+
+
+def damaged_entry(what: str, problem: str, path: str | os.PathLike, again: str = "computed again") -> None:
+    """Say, in one warning line, that a damaged cache entry is not used and its content is `again`."""
+    warnings.warn(f"the cached {what} were damaged ({problem}) and are {again} (cache entry {path})",
+                  RuntimeWarning, stacklevel=3)
+
+
+def load_checked(path: str | os.PathLike, what: str,
+                 load: Callable[[Path], tuple[Tensors, dict[str, str]]]) -> Tensors | None:
+    """The tensors of the cache entry at `path`, read by `load` (artlab.io.load_tensors); None when there is none
+    or it fails its check: the caller then computes it again. A damaged entry (checksum mismatch, non-finite
+    values, unreadable file) says so in one warning line naming `what` (plural: "features of ..."); an entry
+    written before checksums is recomputed quietly."""
+    path = Path(path)
+    try:
+        tensors, metadata = load(path)
+    except FileNotFoundError:
+        return None
+    except ValueError:  # artlab.io.DamagedFile: truncated, emptied, not safetensors
+        problem: str | None = "unreadable file"
+    except OSError:  # unreadable now (permissions, removed meanwhile): recomputed, not damaged
+        return None
+    else:
+        problem = payload_problem(tensors, metadata)
+    if problem is None:
+        return tensors
+    if problem != UNCHECKED:
+        damaged_entry(what, problem, path)
+    return None
+
+
+def save_checked(path: str | os.PathLike, tensors: Tensors, metadata: Mapping[str, str], what: str,
+                 save: Callable[[Path, Tensors, dict[str, str]], None]) -> bool:
+    """Write a cache entry with `save` (artlab.io.save_tensors: atomically) and its payload checksum; an entry
+    with non-finite values is refused, in one warning line. Whether it was written."""
+    if non_finite(tensors):
+        warnings.warn(f"the {what} hold non-finite values (NaN or infinity) and are not cached", RuntimeWarning,
+                      stacklevel=2)
+        return False
+    save(Path(path), tensors, sealed(tensors, metadata))
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from artlab.data.images import ImageError
 from artlab.data.layouts import LAYOUTS
 from artlab.models import WeightsUnavailable
 from artlab.runs import RunBusy, runs_root
-from artlab.training.config import add_arguments, from_arguments
+from artlab.training.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, add_arguments, check_device, from_arguments
 from artlab.training.metrics import HEADLINE_METRICS
 
 
@@ -116,10 +117,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_size(value: int | None) -> None:
+    """--image-size within the sizes a network trains at (a smaller input pools to nothing in the last blocks)."""
+    if value is not None and not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
+        raise ValueError(f"--image-size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} px (the sizes artlab "
+                         f"trains at), not {value}")
+
+
+def _seeds(value: object, what: str) -> tuple[int, ...]:
+    """Seeds from "0,1,2" or a YAML list: one or more integers, or a ValueError naming `what`."""
+    items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else value
+    try:
+        seeds = tuple(int(v) for v in items if isinstance(v, str) or isinstance(v, int) and not isinstance(v, bool))
+        complete = len(seeds) == len(items)
+    except (TypeError, ValueError):
+        seeds, complete = (), False
+    if not seeds or not complete:
+        raise ValueError(f"{what} must be one or more integer seeds (e.g. 0,1,2), not {value!r}")
+    return seeds
+
+
 def cmd_notebooks_run(args: argparse.Namespace) -> int:
     """Execute the notebook series headless; print the index page (exit 1 at a failing notebook)."""
     from artlab.tools.notebooks import NotebookFailed, run_series
 
+    if not args.timeout > 0:  # NaN too
+        raise ValueError(f"--timeout must be above 0 seconds (the most any one cell may run), not {args.timeout:g}")
     try:
         series = run_series(args.out, quick=args.quick, data=args.data, only=args.only, timeout=args.timeout,
                             folder=args.notebooks, runs_dir=args.runs_dir)
@@ -138,13 +161,17 @@ def cmd_study_double(args: argparse.Namespace) -> int:
     spec = read_yaml(args.config) if args.config else {}
     if not isinstance(spec, dict):
         raise ValueError(f"{args.config} must be a mapping with 'source' and 'target'")
-    source = spec.get("source") or {"data": args.source, "task": args.source_task, "top_n": args.source_top_n}
-    target = spec.get("target") or {"data": args.target, "task": args.target_task}
+    unknown = sorted(map(str, set(spec) - {"source", "target", "seeds", "arch", "image_size"}))
+    if unknown:
+        raise ValueError(f"{args.config}: unknown keys {unknown}; use source, target, seeds, arch, image_size")
+    source = _stage(spec.get("source"), args.config, "source") or {"data": args.source, "task": args.source_task,
+                                                                   "top_n": args.source_top_n}
+    target = _stage(spec.get("target"), args.config, "target") or {"data": args.target, "task": args.target_task}
     if not source.get("data") or not target.get("data"):
         raise ValueError("give --source and --target collections (or a YAML file with 'source' and 'target')")
     for stage in (source, target):
         stage.setdefault("epochs", args.epochs)
-    seeds = tuple(spec.get("seeds") or (int(s) for s in args.seeds.split(",")))
+    seeds = _seeds(spec["seeds"], f"{args.config}: seeds") if "seeds" in spec else _seeds(args.seeds, "--seeds")
     study = double_finetune(source, target, seeds=seeds, arch=spec.get("arch", args.arch),
                             image_size=spec.get("image_size", args.image_size), device=args.device,
                             runs_dir=args.runs_dir)
@@ -153,6 +180,18 @@ def cmd_study_double(args: argparse.Namespace) -> int:
     _print_table(study.difference, index=False)
     print(f"\nreport: {study.report}")
     return 0
+
+
+def _stage(value: object, config: str, what: str) -> dict | None:
+    """A study YAML's stage as a mapping of TrainConfig fields (a collection path means its `data`); None if absent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"data": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"{config}: {what!r} must be a mapping of training options (data, task, ...) or a "
+                         f"collection path, not {type(value).__name__} {value!r}")
+    return dict(value)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -167,7 +206,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"{args.config}: unknown keys {unknown}; use base, grid, seeds, workers, source, name")
     workers = args.workers if args.workers is not None else spec.get("workers")
-    result = sweep(spec["base"], spec["grid"], seeds=spec.get("seeds") or (0,), workers=workers,
+    seeds = _seeds(spec["seeds"], f"{args.config}: seeds") if "seeds" in spec else (0,)
+    result = sweep(spec["base"], spec["grid"], seeds=seeds, workers=workers,
                    runs_dir=args.runs_dir, source=spec.get("source"), name=spec.get("name"))
     _print_table(result.table, index=False)
     failed = result.cells[result.cells["status"] != "finished"]
@@ -180,6 +220,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_distance(args: argparse.Namespace) -> int:
     from artlab.analysis import collection_distance
 
+    _image_size(args.image_size)
+    check_device(args.device)
     result = collection_distance(args.a, args.b, arch=args.arch, layer=args.layer, image_size=args.image_size,
                                  device=args.device)
     print(f"{args.a} vs {args.b}: {result.images_a} vs {result.images_b} images, {result.arch} {result.layer} "
@@ -192,7 +234,11 @@ def cmd_distance(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from artlab.experiments import audit
 
-    result = audit(args.run, by=args.by, split=args.split, min_size=args.min_size)
+    if args.min_size < 0:
+        raise ValueError(f"--min-size must be 0 or more images, not {args.min_size}")
+    result = audit(args.run, by=args.by, split=args.split, min_size=args.min_size, task=args.task)
+    if result.task:
+        print(f"task {result.task}, {args.split} split")
     _print_table(result.table, index=False)
     gap = f"{result.gap:.1%}" if result.gap is not None else "n/a (fewer than two groups large enough)"
     print(f"\ngap between the best and the worst group of at least {args.min_size} images: {gap}")
@@ -205,6 +251,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from artlab.models import resolve_device
 
     what = tuple(w.strip() for w in args.what.split(",") if w.strip())
+    _image_size(args.image_size)
+    check_device(args.device)
     comparison = Comparison(args.finetuned, pretrained=args.pretrained, data=args.data, what=what, k=args.k,
                             max_images=args.max_images, image_size=args.image_size,
                             device=resolve_device(args.device), cka_pool=args.cka_pool, cka_grid=args.grid,
@@ -309,6 +357,7 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--split", default="test", choices=["train", "val", "test"])
     audit.add_argument("--min-size", dest="min_size", type=int, default=10,
                        help="groups with fewer images are flagged (default 10)")
+    audit.add_argument("--task", help="a multi-task run: the task whose predictions are audited (default: its first)")
     audit.set_defaults(func=cmd_audit)
 
     sub.add_parser("runs", parents=[runs_dir], help="list runs").set_defaults(func=cmd_runs)
@@ -360,13 +409,24 @@ def _one_line(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as `artlab: warning: ...`, one line each (not Python's file:line and source line)."""
+    print(f"artlab: warning: {_one_line(message)}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _warn_in_one_line
     try:
         return args.func(args)
     except USER_ERRORS as exc:
         print(f"artlab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: runs stopped mid-way resume with the same command (--resume for train)
+        print("artlab: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

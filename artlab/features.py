@@ -1,7 +1,8 @@
 """Pooled activations of named layers, with an on-disk cache (off-the-shelf probes, collection maps).
 
 The cache key is (weights, layer, image size, pooling, image set); an image set is identified by
-each file's path, size and modification time, so an edited image invalidates its entry.
+each file's path, size and modification time, so an edited image invalidates its entry. Each entry
+carries a checksum of its values, checked on every read (a damaged entry is computed again).
 `forward_pass` is the one loop every forward-only pass runs (features here, CKA and top-k in
 artlab.analysis): images decoded once per batch (or read from the decoded-image cache), each
 network as its fast inference copy, several networks and poolings fed from one pass.
@@ -20,9 +21,9 @@ import torch
 from torch import nn
 
 from artlab import models
-from artlab.cache import cache_dir, digest, fingerprint
+from artlab.cache import cache_dir, digest, fingerprint, load_checked, save_checked
 from artlab.data.loading import ImageDataset, loader
-from artlab.io import DamagedFile, load_tensors, save_tensors
+from artlab.io import load_tensors, save_tensors
 from artlab.progress import progress
 
 
@@ -126,20 +127,21 @@ def cached_features(network: NamedNetwork, layer: str, paths: list[str], image_s
                     batch_size: int = 64) -> np.ndarray:
     """Features of `layer` for `paths`: from the cache when present, else computed once and stored.
 
-    The network is only built on a cache miss, so a cached probe never builds or runs it.
+    The network is only built on a cache miss, so a cached probe never builds or runs it. An entry is
+    served only when its checksum matches and its values are finite (`artlab.cache.load_checked`); a
+    damaged one is computed again, with one warning line.
     """
     weights_id = network.weights_id
     path = features_dir() / f"{cache_key(weights_id, layer, image_size, paths)}.safetensors"
+    what = f"features of {layer} for {len(paths)} images"
     if path.is_file():
-        try:
-            features = load_tensors(path)[0]["features"].numpy()
-            if features.shape[0] == len(paths):
-                return features
-        except (DamagedFile, KeyError):  # a damaged cache entry is recomputed, never trusted
-            pass
+        entry = load_checked(path, what, load_tensors)
+        stored = entry.get("features") if entry is not None else None
+        if stored is not None and stored.ndim == 2 and stored.shape[0] == len(paths):
+            return stored.numpy()
     features = extract(network.build(), paths, [layer], image_size, device, batch_size, desc=f"features {layer}")[layer]
-    if not unreadable_rows(features).any():  # only complete feature sets are cached
-        save_tensors(path, {"features": torch.from_numpy(features)},
+    if not unreadable_rows(features).any():  # only complete feature sets are cached (unreadable images are NaN rows)
+        save_checked(path, {"features": torch.from_numpy(features)},
                      {"weights": weights_id, "layer": layer, "image_size": str(image_size),
-                      "n_images": str(len(paths))})
+                      "n_images": str(len(paths))}, what, save_tensors)
     return features

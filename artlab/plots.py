@@ -7,6 +7,8 @@ above data can draw with them (analyses build their figures here; widgets show t
 from __future__ import annotations
 
 import html
+import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,40 @@ from plotly.subplots import make_subplots
 from artlab.data.images import ImageError, load_rgb
 from artlab.io import write_text
 
+#: About how many characters of a chart title fit on one line of a notebook's output on a laptop (some 750 px of
+#: plotly's 17 px title font): plotly draws a title on one line and cuts it at the figure's edge, often within a
+#: run name; longer titles wrap.
+TITLE_CHARS = 80
+#: A character's average width, as a fraction of the font's size (to fit a title to a figure of a given width).
+CHAR_WIDTH = 0.55
+
+
+def readable_title(fig: go.Figure, chars: int | None = None) -> go.Figure:
+    """The figure, changed in place, with its title wrapped at spaces onto lines that fit, and room above the plot.
+
+    A line holds at most `chars` characters (default: what the figure's own width holds, else TITLE_CHARS);
+    a word longer than that (a run name) keeps a line of its own. Wrapping an already wrapped title keeps it.
+    """
+    title = fig.layout.title.text
+    if not title:
+        return fig
+    size = fig.layout.title.font.size or 17
+    if chars is None:
+        width = fig.layout.width
+        chars = max(20, int((width - 40) / (CHAR_WIDTH * size))) if width else TITLE_CHARS
+    lines = []
+    for line in re.split(r"<br\s*/?>", title):
+        # "run-name: what is shown" too long for a line breaks after the name first
+        parts = line.split(": ", 1) if len(line) > chars and ": " in line else [line]
+        parts = [part + ":" for part in parts[:-1]] + parts[-1:]
+        lines += [wrapped for part in parts
+                  for wrapped in textwrap.wrap(part, chars, break_long_words=False, break_on_hyphens=False) or [""]]
+    if len(lines) > 1:
+        top = fig.layout.margin.t
+        needed = 40 + round(1.3 * size * len(lines))  # the lines, and a gap above and below them
+        fig.update_layout(title_text="<br>".join(lines), margin_t=max(top if top is not None else 100, needed))
+    return fig
+
 
 def layer_curves(table: pd.DataFrame, y: str, title: str, color: str = "model", x: str = "layer",
                  reference: float | None = None, reference_label: str = "", y_label: str | None = None) -> go.Figure:
@@ -27,7 +63,7 @@ def layer_curves(table: pd.DataFrame, y: str, title: str, color: str = "model", 
     fig.update_xaxes(type="category", tickangle=-45)
     if reference is not None:
         fig.add_hline(y=reference, line_dash="dash", annotation_text=reference_label)
-    return fig
+    return readable_title(fig)
 
 
 def cka_heatmap(table: pd.DataFrame, value: str = "cka", title: str = "linear CKA, layer x layer") -> go.Figure:
@@ -38,7 +74,7 @@ def cka_heatmap(table: pd.DataFrame, value: str = "cka", title: str = "linear CK
     fig = px.imshow(matrix, zmin=0, zmax=1, color_continuous_scale="Viridis", origin="lower", title=title,
                     labels={"x": "fine-tuned layer", "y": "pretrained layer", "color": value})
     fig.update_layout(height=650, width=750)
-    return fig
+    return readable_title(fig)
 
 
 #: Pixels between two rows of a grid of images: room for the lower row's captions.
@@ -74,7 +110,7 @@ def image_grid(images: list[np.ndarray | None], captions: list[str], title: str,
     fig.update_yaxes(visible=False)
     fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10})
     fig.update_annotations(font_size=10)
-    return fig
+    return readable_title(fig)
 
 
 def write_plotlyjs(folder: str | Path) -> Path:
@@ -155,4 +191,4 @@ def image_overlays(panels: list[tuple[np.ndarray, np.ndarray, str]], title: str 
     fig.update_layout(title=title, height=height, width=max(420, 320 * columns + 100),
                       margin={"l": 10, "r": 10})
     fig.update_annotations(font_size=11)
-    return fig
+    return readable_title(fig)

@@ -582,9 +582,170 @@ def test_a_run_from_before_a_config_field_existed_is_reused(tmp_path):
     first = train(config, runs_dir=tmp_path / "runs")
     path = first.run.file("config.yaml")
     old = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k not in ("task_weights", "split_from")}
-    path.write_text(yaml.safe_dump(old))
+    path.write_text(yaml.safe_dump(old))  # as artlab 0.1 wrote it: no closing line
+    environment = json.loads(first.run.file("environment.json").read_text())
+    first.run.file("environment.json").write_text(json.dumps(environment | {"artlab": "0.1.0"}))
     again = train(config, runs_dir=tmp_path / "runs", resume=True)
     assert again.metrics == first.metrics
     changed = TrainConfig(**(config.to_dict() | {"name": "r", "image_size": 48}))
     with pytest.raises(ValueError, match=r"differs in \['image_size'\]"):
         train(changed, runs_dir=tmp_path / "runs", resume=True)
+
+
+# ---- 7. no target test image in an earlier stage (the leak guard) ------------------------------------------
+def _source_holding(target: Path, root: Path, extra: int = 12) -> Path:
+    """A source collection (another task, its own labels) holding byte-identical copies of every image of the
+    `target` manifest under other names, plus `extra` images of its own."""
+    rows = ["path,genre"]
+    for i, line in enumerate(target.read_text().splitlines()[1:] if target.is_file() else []):
+        copy = root / "copies" / f"copy_{i}.png"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(target.parent / line.split(",")[0], copy)
+        rows.append(f"{copy},g{i % 2}")
+    for i in range(extra):
+        _painting(root / "own" / f"own_{i}.png", 50_000 + i)
+        rows.append(f"{root / 'own' / f'own_{i}.png'},g{i % 2}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def _sha1s(paths) -> set[str]:
+    from artlab.cache import file_digest
+
+    return {file_digest(p, "sha1") for p in paths}
+
+
+def _held_out(config: TrainConfig) -> set[str]:
+    from artlab.training import prepare_collection
+
+    table = prepare_collection(config).table
+    return _sha1s(table.loc[table["split"].isin(["val", "test"]), "path"])
+
+
+def test_a_source_stage_keeps_the_targets_validation_and_test_images_out(tmp_path):
+    from artlab.training.api import keep_apart, kept_out
+
+    target = quick(_collection(tmp_path / "t"), name="target")
+    source = quick(_source_holding(Path(target.data), tmp_path / "s"), task="genre", name="source")
+    unrelated = quick(_source_holding(tmp_path / "none.csv", tmp_path / "u"), task="genre", name="u")
+    assert keep_apart(unrelated, [target]).keep_out is None  # nothing shared: the config (and its runs) unchanged
+    guarded = keep_apart(source, [target])
+    assert guarded.keep_out == [target.held_out_settings()]
+    result = train(guarded, runs_dir=tmp_path / "runs")
+    trained = _sha1s(pd.read_csv(result.run.file("split.csv"))["path"])
+    held = _held_out(target)
+    assert held and not trained & held  # no held-out target image in any part of the source stage
+    skipped = pd.read_csv(result.run.file("skipped.csv"))
+    assert _sha1s(skipped["path"]) == held and kept_out(result.run) == len(held)
+    assert len(trained) == 36 + 12 - len(held)  # every other image is used
+    # the target continues from the guarded source; from an unguarded one it is refused with the count
+    assert train(replace_config(target, init_from=str(result.run.path)), runs_dir=tmp_path / "runs").run.finished
+    leaky = train(replace_config(source, name="leaky"), runs_dir=tmp_path / "runs")
+    split = pd.read_csv(leaky.run.file("split.csv"))
+    leaked = len(held & _sha1s(split.loc[split["split"] == "train", "path"]))  # what it trained on
+    with pytest.raises(ValueError, match=rf"trained on {leaked} image\(s\) of this run's validation or test"):
+        train(replace_config(target, name="after-leaky", init_from=str(leaky.run.path)), runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs" / "after-leaky").exists()
+
+
+def replace_config(config: TrainConfig, **changes) -> TrainConfig:
+    return TrainConfig(**(config.to_dict() | changes))
+
+
+def test_the_same_artwork_at_another_size_is_detected_and_warned_about(tmp_path):
+    from artlab.training import prepare_collection
+
+    target = quick(_collection(tmp_path / "t"), name="target")
+    table = prepare_collection(target).table
+    test_image = table.loc[table["split"] == "test", "path"].iloc[0]
+    source_manifest = _source_holding(Path(target.data), tmp_path / "s", extra=4)
+    bigger = tmp_path / "s" / "own" / "rescan.png"
+    Image.open(test_image).resize((96, 96), Image.Resampling.BICUBIC).save(bigger)  # not the same file
+    with source_manifest.open("a") as handle:
+        handle.write(f"{bigger},g0\n")
+    source = quick(source_manifest, task="genre", keep_out=[target.held_out_settings()])
+    with pytest.warns(UserWarning, match=r"1 image\(s\) look like images in the validation or test split"):
+        prepared = prepare_collection(source)
+    assert str(bigger) in set(prepared.table["path"])  # warned about, not dropped: a perceptual match can be wrong
+
+
+def test_double_fine_tuning_and_sweeps_keep_the_target_test_split_out_of_their_source(tmp_path):
+    import yaml
+
+    from artlab.experiments import double_finetune, sweep
+
+    target = quick(_collection(tmp_path / "t"), epochs=1, name="")
+    source = quick(_source_holding(Path(target.data), tmp_path / "s"), task="genre", epochs=1, name="")
+    study = double_finetune(source, target, seeds=(0,), runs_dir=tmp_path / "runs")
+    first = Run(study.run("source stage", 0))
+    assert first.name.endswith("-apart-source-seed0") or "-apart-" in first.name
+    assert not _sha1s(pd.read_csv(first.file("split.csv"))["path"]) & _held_out(target)
+    kept = int(study.cells.loc[study.cells["route"] == "source stage", "kept out"].iloc[0])
+    assert kept == len(_held_out(target)) and f"{kept} (seed 0)" in study.report.read_text()
+    # a sweep whose source is its own collection (the N largest classes first) keeps each seed's held-out images out
+    result = sweep(target, {"source_classes": [2]}, seeds=[1], source=replace_config(target, epochs=1),
+                   runs_dir=tmp_path / "runs", workers=1)
+    source_run = Run(tmp_path / "runs" / next(n for n in os.listdir(tmp_path / "runs") if "-source-top2-seed1" in n))
+    assert source_run.config()["keep_out"] == [target.held_out_settings()]
+    held = _held_out(replace_config(target, seed=1))
+    assert held and not _sha1s(pd.read_csv(source_run.file("split.csv"))["path"]) & held
+    assert (result.cells["status"] == "finished").all()
+    spec = yaml.safe_load(result.files[2].read_text())
+    skipped = pd.read_csv(source_run.file("skipped.csv"))
+    kept = skipped[skipped["reason"].str.startswith("kept out")]
+    assert 0 < len(kept) and _sha1s(kept["path"]) <= held  # the held-out images among its two classes
+    assert spec["kept out of the source runs"] == {source_run.name: len(kept)}
+
+
+# ---- 8. finished means finished ---------------------------------------------------------------------------
+def test_an_unfinished_run_is_not_audited_and_its_analysis_warns(tmp_path, monkeypatch, capsys):
+    from artlab.experiments import audit
+
+    run = _interrupted(quick(_collection(tmp_path / "c"), epochs=1), tmp_path / "runs", monkeypatch)
+    with pytest.raises(ValueError, match="has not finished training"):
+        audit(run, by="style")
+    assert main(["audit", str(run.path), "--by", "style"]) == 2
+    assert "has not finished training" in capsys.readouterr().err and not run.file("audit").exists()
+    from artlab.analysis import Comparison, analyze
+
+    with pytest.warns(UserWarning, match="has not finished training"):
+        analyze(Comparison(run.path, what=("params",)))
+
+
+def test_a_config_cut_short_is_refused_naming_the_file(tmp_path, capsys):
+    result = train(quick(_collection(tmp_path / "c"), strategy="off_the_shelf"), runs_dir=tmp_path / "runs")
+    path = result.run.file("config.yaml")
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: len(lines) // 2]))  # still a valid mapping, half of the options
+    assert main(["eval", str(result.run.path)]) == 2
+    err = capsys.readouterr().err
+    assert "config.yaml is damaged" in err and "cut short" in err and len(err.strip().splitlines()) == 1
+    from artlab.training import list_runs
+
+    assert list_runs(tmp_path / "runs").set_index("run").loc["r", "status"] == "damaged"
+
+
+def test_runs_without_config_or_model_are_listed_as_damaged(tmp_path):
+    from artlab.training import list_runs
+
+    data = _collection(tmp_path / "c")
+    for name in ("no-config", "no-model", "good"):
+        train(quick(data, strategy="off_the_shelf", name=name), runs_dir=tmp_path / "runs")
+    (tmp_path / "runs" / "no-config" / "config.yaml").unlink()
+    (tmp_path / "runs" / "no-model" / "model.safetensors").unlink()
+    (tmp_path / "runs" / "reports").mkdir()  # a study's reports beside the runs: not a run
+    table = list_runs(tmp_path / "runs").set_index("run")
+    assert table["status"].to_dict() == {"good": "finished", "no-config": "damaged", "no-model": "damaged"}
+    assert "no config.yaml" in table.loc["no-config", "problem"]
+    assert "no model.safetensors" in table.loc["no-model", "problem"]
+
+
+def test_resuming_after_a_relabelled_row_is_refused_with_the_difference(tmp_path, monkeypatch):
+    data = _collection(tmp_path / "c")
+    config = quick(data, epochs=2)
+    _interrupted(config, tmp_path / "runs", monkeypatch)
+    lines = data.read_text().splitlines()
+    lines[1] = lines[1].replace("style0", "style1")
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"0 changed and 1 were relabelled \(e\.g\. \['.*c0_0\.png'\]\)"):
+        train(config, runs_dir=tmp_path / "runs", resume=True)

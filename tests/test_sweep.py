@@ -133,9 +133,10 @@ def test_a_failed_cell_is_recorded_and_retried(manifest, tmp_path, monkeypatch):
     # a cell whose source stage failed is failed with the source's reason, without being started
     source = TrainConfig(data=manifest, task="style", freeze=99, epochs=1, image_size=64, device="cpu")
     orphan = sweep(probe(manifest), {"source_classes": [2]}, workers=1, runs_dir=runs, source=source, name="orphan")
-    assert orphan.cells["status"].tolist() == ["failed"]
-    assert orphan.cells["source run"].item() == "orphan-source-top2-seed0"
-    assert orphan.cells["error"].item().startswith("source run orphan-source-top2-seed0 failed: ValueError: freeze")
+    assert orphan.cells["status"].tolist() == ["failed"]  # its source is its own collection: "-apart" (leak guard)
+    assert orphan.cells["source run"].item() == "orphan-apart-source-top2-seed0"
+    assert orphan.cells["error"].item().startswith(
+        "source run orphan-apart-source-top2-seed0 failed: ValueError: freeze")
 
 
 @pytest.mark.slow
@@ -148,9 +149,9 @@ def test_source_classes_trains_one_source_run_per_n(manifest, tmp_path, monkeypa
                    runs_dir=runs, source=source, name="transfer")
     cells = result.cells
     assert (cells["status"] == "finished").all() and len(cells) == 4
-    assert sorted(set(cells["source run"])) == ["transfer-source-top2-seed0", "transfer-source-top4-seed0"]
+    assert sorted(set(cells["source run"])) == ["transfer-apart-source-top2-seed0", "transfer-apart-source-top4-seed0"]
     for n in (2, 4):
-        stage = Run(runs / f"transfer-source-top{n}-seed0")
+        stage = Run(runs / f"transfer-apart-source-top{n}-seed0")
         assert stage.config()["top_n"] == n and stage.config()["task"] == "style"
         assert pd.read_csv(stage.file("split.csv"))["style"].nunique() == n
         for name in cells[cells["source_classes"] == n]["run"]:

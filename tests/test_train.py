@@ -153,7 +153,8 @@ def test_frozen_blocks_do_not_change_and_keep_batchnorm_statistics(manifest, tmp
 
 def test_double_fine_tuning_starts_from_the_first_run(manifest, tmp_path):
     first = train(quick(manifest, name="stage1", task="style", epochs=1), runs_dir=tmp_path)
-    second = train(quick(manifest, name="stage2", task="medium", epochs=1, freeze=19, init_from=str(first.run.path)),
+    second = train(quick(manifest, name="stage2", task="medium", epochs=1, freeze=19, init_from=str(first.run.path),
+                         split_from=str(first.run.path)),  # the same held-out images: nothing leaks
                    runs_dir=tmp_path)
     a, _ = load_tensors(first.run.file("model.safetensors"))
     b, meta = load_tensors(second.run.file("model.safetensors"))

@@ -44,9 +44,35 @@ class CollectionDistance:
 
 
 def gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (rows are samples) in float64."""
-    features = np.asarray(features, dtype=np.float64)
+    """Mean and covariance (rows are samples) in float64; fewer than 2 samples or a non-finite value is an error."""
+    features = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    if len(features) < 2:
+        raise ValueError(f"{len(features)} feature vector(s): a mean and covariance need at least 2")
+    _check_finite("the features", features)
     return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _check_finite(name: str, values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} hold {int((~np.isfinite(values)).sum())} non-finite value(s) (NaN or infinity): "
+                         f"no distance can be computed from them")
+
+
+def _check_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> None:
+    """Refuse what the square root of the covariance product would hang or fail on (`scipy.linalg.sqrtm` can
+    hang on non-finite input) and covariances that describe no spread at all."""
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1), len(mu1)):
+        raise ValueError(f"means {mu1.shape}, {mu2.shape} and covariances {sigma1.shape}, {sigma2.shape} disagree")
+    for name, values in (("the first mean", mu1), ("the second mean", mu2), ("the first covariance", sigma1),
+                         ("the second covariance", sigma2)):
+        _check_finite(name, values)
+    for name, mu, sigma in (("first", mu1, sigma1), ("second", mu2, sigma2)):
+        variances = np.diagonal(sigma)
+        if (variances < 0).any():
+            raise ValueError(f"the {name} covariance has negative variances: it is not a covariance matrix")
+        if variances.sum() <= 1e-12 * (variances.sum() + mu @ mu):  # rounding leaves ~1e-32 for identical rows
+            raise ValueError(f"the {name} covariance is zero (no feature varies, as when every image is the same "
+                             f"to the network): the distance is degenerate")
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
@@ -56,15 +82,18 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     As in the FID reference code: a near-singular product gets `eps` added to both diagonals, and
     the tiny imaginary parts rounding leaves in the square root are dropped (large ones are an error).
     Rounding can also leave a tiny negative value for two equal Gaussians: it is reported as 0.
+    Non-finite values, shapes that disagree, a matrix that is no covariance and a zero covariance (no
+    spread) raise ValueError before any square root is taken.
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1), len(mu1)):
-        raise ValueError(f"means {mu1.shape}, {mu2.shape} and covariances {sigma1.shape}, {sigma2.shape} disagree")
+    _check_statistics(mu1, sigma1, mu2, sigma2)
     covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         offset = np.eye(len(sigma1)) * eps
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+        if not np.isfinite(covmean).all():
+            raise ValueError("the square root of the covariance product is not finite: the covariances are not usable")
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(f"the square root of the covariance product has an imaginary part of "

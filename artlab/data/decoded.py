@@ -8,7 +8,10 @@ returns) are packed into files under `<cache>/decoded/<size>px/`:
 - each image is keyed by its file fingerprint (path, size, time and the bytes at both ends) and
   the working size, so a changed file is decoded again;
 - packs are written atomically (artlab.io), so a half-written pack is never read;
-- each image carries a CRC-32: a damaged or truncated pack is dropped and its images decoded again.
+- each image carries a CRC-32 of its pixel bytes, checked on every read, and the pack's index (keys,
+  offsets, shapes, CRCs) carries `artlab.cache.payload_checksum`, checked when the pack is opened: a
+  damaged or truncated pack is dropped and its images decoded again, with one warning line (a pack
+  written before index checksums is dropped quietly).
 
 A pack is a safetensors file (so it can be memory-mapped by any reader); artlab reads one image at
 a time with positioned reads, so resident memory does not grow with the number of images. Delete
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artlab.cache import cache_dir, fingerprint
+from artlab.cache import CHECKSUM_FIELD, cache_dir, damaged_entry, fingerprint, payload_checksum, sealed
 from artlab.io import save_tensors
 
 #: Bumped whenever the decoding itself changes, so older packs are never mixed with newer decodes.
@@ -78,8 +81,16 @@ class Entry:
         return self.height * self.width * 3
 
 
+#: The tensors of a pack's index, covered by its checksum (each image's pixels by its own CRC-32).
+INDEX = ("keys", "offsets", "shapes", "crc")
+
+
 class DamagedPack(ValueError):
-    """A pack whose header or size does not add up."""
+    """A pack whose header, size or index checksum does not add up."""
+
+
+class UncheckedPack(DamagedPack):
+    """A pack written before index checksums: not trusted, dropped without a warning."""
 
 
 def _read_header(handle) -> tuple[dict, int]:
@@ -111,16 +122,23 @@ def read_pack_index(path: Path) -> dict[bytes, Entry]:
         try:
             spans = {name: header[name] for name in ("keys", "offsets", "shapes", "crc", "pixels")}
             if start + max(spec["data_offsets"][1] for spec in spans.values()) != size:
-                raise DamagedPack(f"{size} bytes, the header describes another length")
-            for name in ("keys", "offsets", "shapes", "crc"):
+                raise DamagedPack(f"truncated or extended: {size} bytes, the header describes another length")
+            for name in INDEX:
                 begin, end = spans[name]["data_offsets"]
                 handle.seek(start + begin)
                 tensors[name] = np.frombuffer(handle.read(end - begin), dtype=_DTYPES[spans[name]["dtype"]]).reshape(
                     spans[name]["shape"])
             pixels_at = start + spans["pixels"]["data_offsets"][0]
             pixels_end = start + spans["pixels"]["data_offsets"][1]
-        except (KeyError, TypeError, ValueError) as exc:
+            checksum = (header.get("__metadata__") or {}).get(CHECKSUM_FIELD)
+        except DamagedPack:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DamagedPack(f"unexpected layout: {exc}") from None
+    if checksum is None:
+        raise UncheckedPack("no checksum")
+    if payload_checksum({name: torch.from_numpy(tensors[name].copy()) for name in INDEX}) != checksum:
+        raise DamagedPack("checksum mismatch")
     entries = {}
     for key, offset, (height, width), crc in zip(tensors["keys"], tensors["offsets"], tensors["shapes"],
                                                  tensors["crc"]):
@@ -190,6 +208,8 @@ class DecodedImages:
         if not complete or zlib.crc32(pixels) != entry.crc:
             self._forget(entry.pack)
             drop_pack(entry.pack)
+            damaged_entry("decoded images", "checksum mismatch" if complete else "truncated", entry.pack,
+                          "decoded again")
             return None
         return torch.from_numpy(pixels.reshape(entry.height, entry.width, 3)).permute(2, 0, 1)
 
@@ -236,8 +256,11 @@ def _all_entries(folder: Path) -> dict[bytes, Entry]:
     for pack in sorted(folder.glob("*.safetensors")):
         try:
             found |= read_pack_index(pack)
-        except DamagedPack:
+        except UncheckedPack:
             drop_pack(pack)
+        except DamagedPack as exc:
+            drop_pack(pack)
+            damaged_entry("decoded images", str(exc), pack, "decoded again")
         except OSError:  # unreadable now (too many open files, permissions, removed meanwhile): not damaged
             pass
     return found
@@ -287,14 +310,14 @@ class PackWriter:
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         flat = np.concatenate([image.reshape(-1) for image in images])
         key_bytes = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16).copy()
-        tensors = {"keys": torch.from_numpy(key_bytes),
-                   "offsets": torch.from_numpy(offsets),
-                   "shapes": torch.tensor([image.shape[:2] for image in images], dtype=torch.int32),
-                   "crc": torch.tensor([zlib.crc32(image) for image in images], dtype=torch.int64),
-                   "pixels": torch.from_numpy(flat)}
+        index = {"keys": torch.from_numpy(key_bytes),
+                 "offsets": torch.from_numpy(offsets),
+                 "shapes": torch.tensor([image.shape[:2] for image in images], dtype=torch.int32),
+                 "crc": torch.tensor([zlib.crc32(image) for image in images], dtype=torch.int64)}
         path = self.folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.safetensors"
         try:
-            save_tensors(path, tensors, {"side": str(self.side), "decode_version": str(DECODE_VERSION)})
+            save_tensors(path, index | {"pixels": torch.from_numpy(flat)},
+                         sealed(index, {"side": str(self.side), "decode_version": str(DECODE_VERSION)}))
             self.written |= read_pack_index(path)
         except (OSError, DamagedPack) as exc:
             self._failed = True

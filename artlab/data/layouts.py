@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -20,8 +21,21 @@ MANIFEST_SUFFIXES = {".csv", ".tsv", ".txt"}
 LAYOUTS = ("auto", "folders", "wikiart", "manifest", "peopleart", "synthetic")
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _image_files(folder: Path) -> tuple[list[Path], pd.DataFrame]:
+    """The image files under `folder`, and the image-named links to nothing there (as skipped rows)."""
+    files, broken = [], []
+    for path in folder.rglob("*"):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.is_file():
+            files.append(path)
+        elif path.is_symlink() and not path.exists():  # its target is gone (or it points at itself)
+            broken.append({"path": str(path), "reason": _broken_link(path)})
+    return sorted(files), pd.DataFrame(broken, columns=["path", "reason"]).sort_values("path", ignore_index=True)
+
+
+def _broken_link(path: Path) -> str:
+    return f"broken link to {os.readlink(path)}"
 
 
 SPLIT_NAMES = {"train": "train", "training": "train", "trn": "train", "val": "val", "valid": "val",
@@ -45,7 +59,8 @@ def from_folders(root: str | Path, task: str = "label", name: str | None = None)
     split; otherwise the top folders are read as classes of nested images.
     """
     root = _existing_dir(root)
-    files = [(path, path.relative_to(root).parts) for path in _image_files(root)]
+    found, broken = _image_files(root)
+    files = [(path, path.relative_to(root).parts) for path in found]
     files = [(path, parts) for path, parts in files if len(parts) >= 2]
     nested_tops = {parts[0] for _, parts in files if len(parts) >= 3}
     split_of_top = {top: _split_of(top) for top in nested_tops}
@@ -55,8 +70,10 @@ def from_folders(root: str | Path, task: str = "label", name: str | None = None)
              task: parts[-2]} for path, parts in files if path not in loose]
     collection = _build(rows, {task: False}, name or root.name, root)
     if loose:  # an image directly in a split folder has no class; keeping it would void the official split
-        collection.skipped = pd.DataFrame({"path": sorted(str(p) for p in loose),
-                                           "reason": "directly in a split folder, not in a class folder"})
+        broken = pd.concat([broken, pd.DataFrame({"path": sorted(str(p) for p in loose),
+                                                  "reason": "directly in a split folder, not in a class folder"})],
+                           ignore_index=True)
+    collection.skipped = broken
     if splits_found:
         collection.split_origin = "split folders " + ", ".join(f"{top} ({split_of_top[top]})"
                                                               for top in sorted(nested_tops))
@@ -119,9 +136,12 @@ def from_manifest(path: str | Path, labels: list[str] | None = None, *, path_col
     root = Path(image_root) if image_root is not None else path.parent
     rows, skipped, seen = [], [], {}
     for line, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
-        image = (root / record[path_column]).resolve()
+        given = root / record[path_column]
+        image = given.resolve()
         if not image.is_file():
-            skipped.append({"path": str(image), "reason": f"{path.name} row {line}: file not found"})
+            broken = given.is_symlink() and not given.exists()
+            skipped.append({"path": str(given.absolute() if broken else image),
+                            "reason": f"{path.name} row {line}: {_broken_link(given) if broken else 'file not found'}"})
             continue
         if str(image) in seen:  # the same image twice would sit in train and test at once
             skipped.append({"path": str(image), "reason": f"{path.name} row {line}: repeats row {seen[str(image)]}"})

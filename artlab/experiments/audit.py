@@ -44,6 +44,7 @@ class Audit:
     gap: float | None
     figure: go.Figure
     files: list[Path]
+    task: str | None = None  # the task audited, for a multi-task run (None for a single-task one)
 
 
 def group_accuracy(groups: pd.Series, correct: pd.Series, min_size: int = 10) -> pd.DataFrame:
@@ -64,13 +65,17 @@ def audit(run: Run | str | Path, by: str, split: str = "test", min_size: int = 1
     """Per-group test accuracy of a single-label run (or one `task` of a multi-task run), grouped by any
     column of its split.csv.
 
-    Writes `<run>/audit/by-<column>.csv` and `.html` (or under `out_dir`).
+    Writes `<run>/audit/<split>-by-<column>.csv` and `.html` (`<split>-<task>-by-<column>` for one task of a
+    multi-task run; under `out_dir` if given), so audits of other splits and tasks sit beside each other.
     """
     run = as_run(run)
+    if not run.finished:
+        raise ValueError(f"run {run.path} has not finished training (no metrics.json): an audit describes a "
+                         f"finished run; finish it first (artlab train ... --resume)")
     scored = predictions(run, split, task=task)
     if scored.multi_label:
         raise ValueError(f"{run.path} is multi-label: the audit compares accuracies of single-label runs")
-    recorded = pd.read_csv(run.file("split.csv"), dtype=str, keep_default_na=False)
+    recorded = run.split_table()
     if by not in recorded:
         columns = [c for c in recorded.columns if c not in ("path", "split", "signature")]
         raise KeyError(f"{run.name} has no column {by!r} to group by; its split.csv has {columns}")
@@ -78,15 +83,18 @@ def audit(run: Run | str | Path, by: str, split: str = "test", min_size: int = 1
     groups = pd.Series([group_of.get(p) for p in scored.paths], dtype=object)
     correct = pd.Series(scored.scores.argmax(axis=1) == scored.targets)
     table = group_accuracy(groups, correct, min_size)
+    several = len(run.card().tasks) > 1
+    audited = scored.task or task if several else None
     counted = table[~table["small"]]
     gap = float(counted["accuracy"].max() - counted["accuracy"].min()) if len(counted) >= 2 else None
-    figure = audit_figure(table, f"{run.name}: {split} accuracy per {by} (95% Wilson intervals; grey: fewer than "
+    what = f"{audited} {split}" if audited else split
+    figure = audit_figure(table, f"{run.name}: {what} accuracy per {by} (95% Wilson intervals; grey: fewer than "
                                  f"{min_size} images)")
     out = Path(out_dir) if out_dir is not None else run.path / "audit"
-    stem = out / f"by-{by}"
+    stem = out / f"{split}-{audited + '-' if audited else ''}by-{by}"
     write_csv(stem.with_suffix(".csv"), table)
     html = plots.write_figure(figure, stem.with_suffix(".html"))
-    return Audit(by, table, gap, figure, [stem.with_suffix(".csv"), html])
+    return Audit(by, table, gap, figure, [stem.with_suffix(".csv"), html], audited)
 
 
 def audit_figure(table: pd.DataFrame, title: str) -> go.Figure:
@@ -99,4 +107,4 @@ def audit_figure(table: pd.DataFrame, title: str) -> go.Figure:
         customdata=table[["images", "correct"]], hovertemplate="%{x}: %{y:.1%} (%{customdata[1]} of "
                                                                "%{customdata[0]})<extra></extra>"))
     figure.update_layout(title=title, yaxis={"title": "accuracy", "range": [0, 1.05]}, xaxis_tickangle=-45)
-    return figure
+    return plots.readable_title(figure)  # the run's name and what is shown: wrapped, not cut at the edge

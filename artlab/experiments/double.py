@@ -23,6 +23,7 @@ from artlab.experiments.report import reports_folder, write_study
 from artlab.experiments.study import SCRATCH_LR, Study, bar_chart, paired, route_config, spread
 from artlab.runs import runs_root
 from artlab.training import RunResult, TrainConfig, train
+from artlab.training.api import keep_apart, kept_out
 from artlab.training.config import plain_name
 from artlab.training.metrics import HEADLINE_METRICS, headline_name
 
@@ -75,6 +76,9 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
         raise ValueError(f"the source stage ({source.arch}) and the target ({target.arch}) need one architecture")
     stems = [Path(str(stage.data).rstrip("/")).stem for stage in (source, target)]
     name = name or plain_name(f"double-{stems[0]}-to-{stems[1]}-{target.arch}-{target.image_size}px")
+    source = keep_apart(source, [target])
+    if source.keep_out:  # runs of its own: any trained before the guard may have learned the target's test images
+        name = f"{name}-apart"
     rows = []
     for seed in seeds:
         first = train(route_config(source, "fine_tune", name=f"{name}-source-seed{seed}", seed=seed), runs_dir,
@@ -83,7 +87,7 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
             config = route_config(target, strategy, scratch_lr, name=f"{name}-{run_name}-seed{seed}", seed=seed,
                                   **({"init_from": str(first.run.path)} if after_source else {}))
             rows.append(_row(route, seed, train(config, runs_dir, resume=True)))
-        rows.append(_row("source stage", seed, first))
+        rows.append(_row("source stage", seed, first) | {"kept out": kept_out(first.run)})
     cells = pd.DataFrame(rows)
     metric = headline_name(cells[cells["route"] != "source stage"].dropna(axis=1, how="all"))
     summary = spread(cells, ["route"], [metric])
@@ -94,7 +98,7 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
     sd = f" (sd {gain.std(ddof=1):.1%})" if len(gain) > 1 else ""
     settings = (f"source: {_settings(source)}; target: {_settings(target)}; scratch lr {scratch_lr}; seeds "
                 f"{list(seeds)}. Double minus single fine-tuning: {gain.mean():+.1%}{sd} over {len(gain)} "
-                f"seed(s).")
+                f"seed(s). {_kept_out_note(cells)}")
     report = write_study(reports_folder(reports_dir, runs_dir) / name, figure, cells, summary, difference,
                          "Double minus single fine-tuning, per seed", settings)
     return Study(cells=cells, summary=summary, difference=difference, figure=figure, report=report,
@@ -116,10 +120,20 @@ def _stage(value: TrainConfig | dict | str, what: str, shared: dict) -> tuple[Tr
         raise ValueError(f"{what}: {exc}") from None
 
 
+def _kept_out_note(cells: pd.DataFrame) -> str:
+    """What the leak guard did, in a sentence."""
+    kept = cells.loc[cells["route"] == "source stage", ["seed", "kept out"]]
+    if not kept["kept out"].any():
+        return "The source stage shares no image file with the target's validation and test splits."
+    counts = ", ".join(f"{int(n)} (seed {seed})" for seed, n in kept.itertuples(index=False))
+    return (f"Images of the target's validation and test splits found in the source collection were kept out of "
+            f"the source stage: {counts}.")
+
+
 def _settings(config: TrainConfig) -> dict:
     """The fields a config sets apart from the defaults (its name and seed are the study's)."""
     defaults = TrainConfig().to_dict()
-    return {k: v for k, v in config.to_dict().items() if v != defaults[k] and k not in ("name", "seed")}
+    return {k: v for k, v in config.to_dict().items() if v != defaults[k] and k not in ("name", "seed", "keep_out")}
 
 
 def _row(route: str, seed: int, result: RunResult) -> dict:

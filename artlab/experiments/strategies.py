@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from artlab.experiments.report import reports_folder, write_report
 from artlab.experiments.study import SCRATCH_LR, Study, route_config
+from artlab.plots import readable_title
 from artlab.runs import runs_root
 from artlab.training import STRATEGIES, RunResult, TrainConfig, train
 from artlab.training.metrics import HEADLINE_METRICS
@@ -58,7 +59,7 @@ def strategy_chart(table: pd.DataFrame, title: str, chance: float | None = None)
                  range_y=[0, 1])
     if chance is not None:
         fig.add_hline(y=chance, line_dash="dash", annotation_text=f"chance {chance:.0%}")
-    return fig
+    return readable_title(fig)
 
 
 def run_strategies(base: TrainConfig | dict | None = None, runs_dir: str | Path | None = None,

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from artlab.plots import readable_title
 from artlab.runs import runs_root
 from artlab.training import TrainConfig
 
@@ -122,4 +123,4 @@ def bar_chart(summary: pd.DataFrame, x: str, title: str, y_title: str, mean: str
                         for name, part in parts])
     figure.update_layout(title=title, yaxis={"title": y_title, "range": [0, 1.1]},
                          **({"barmode": "group"} if group else {}))
-    return figure
+    return readable_title(figure)  # "double-...-apart: test accuracy per route (...)" wraps instead of being cut

@@ -12,7 +12,8 @@ drawn from its own key, so the images of a batch do not influence each other: re
 channels at once gives each the render it would get alone (up to floating-point rounding of the
 batched convolutions, which the optimiser can grow into visible pixel differences in directions
 the objective does not care about; the channel's response stays the same).
-Renders are cached on disk per (weights, layer, channel, objective, settings, seed).
+Renders are cached on disk per (weights, layer, channel, objective, settings, seed), each with a checksum
+of its pixels checked on every read (a damaged render is rendered again).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from artlab import models
-from artlab.cache import cache_dir, digest
-from artlab.io import DamagedFile, load_tensors, save_tensors
+from artlab.cache import cache_dir, digest, load_checked, save_checked
+from artlab.io import load_tensors, save_tensors
 from artlab.progress import progress as progress_bar
 
 #: Square root of ImageNet's colour covariance (from its SVD), as measured for lucid; maps decorrelated
@@ -302,13 +303,14 @@ def render_channels(model: nn.Module, layer: str, channels: list[int], kind: str
     models.check_layers(models.arch_of(model), [layer])
     weights = weights or models.model_digest(model)
     out: dict[int, np.ndarray] = {}
+    shape = (settings.size, settings.size, 3)
     for c in dict.fromkeys(channels):
         path = _cache_path(weights, layer, c, kind, settings)
         if cache and path.is_file():
-            try:
-                out[c] = load_tensors(path)[0]["image"].numpy()
-            except DamagedFile:
-                pass
+            entry = load_checked(path, f"pixels of the render of {kind} {c} of {layer}", load_tensors)
+            image = entry.get("image") if entry is not None else None
+            if image is not None and image.dtype == torch.uint8 and tuple(image.shape) == shape:
+                out[c] = image.numpy()
     todo = [c for c in dict.fromkeys(channels) if c not in out]
     if todo:
         objective = (channel if kind == "channel" else neuron)(layer, todo)
@@ -316,8 +318,9 @@ def render_channels(model: nn.Module, layer: str, channels: list[int], kind: str
         for c, image in zip(todo, images):
             out[c] = image
             if cache:
-                save_tensors(_cache_path(weights, layer, c, kind, settings), {"image": torch.from_numpy(image)},
-                             {"layer": layer, "channel": str(c), "objective": kind, "weights": weights})
+                save_checked(_cache_path(weights, layer, c, kind, settings), {"image": torch.from_numpy(image)},
+                             {"layer": layer, "channel": str(c), "objective": kind, "weights": weights},
+                             f"pixels of the render of {kind} {c} of {layer}", save_tensors)
     return np.stack([out[c] for c in channels])
 
 

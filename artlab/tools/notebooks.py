@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 from artlab.experiments.settings import METADATA_KEY, collections_and_tasks, data_parameter
 from artlab.io import atomic_path, remove_partial_files, write_json, write_text
@@ -196,11 +199,13 @@ def own_kernel_first() -> str:
     return os.pathsep.join([own, *[p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]])
 
 
-def local_kernel_manager() -> type | None:
+def local_kernel_manager(stderr: IO[bytes] | None = None) -> type | None:
     """A kernel manager whose kernel talks over local (ipc) sockets, not TCP ports, on POSIX; None elsewhere.
 
     Only the user's own processes can reach a kernel that has no port, and ipykernel 7 warns,
     for every notebook of the series, that a TCP kernel is "susceptible to eavesdropping".
+    `stderr`: where the kernel process's own messages go (its log; cells' output is in the notebook), so
+    that a kernel stopped at a timeout prints no traceback of its own.
     """
     if os.name != "posix":
         return None
@@ -220,10 +225,44 @@ def local_kernel_manager() -> type | None:
             Path(jupyter_runtime_dir()).mkdir(mode=0o700, parents=True, exist_ok=True)  # as Jupyter makes it
             return str(Path(jupyter_runtime_dir()) / f"artlab-kernel-{uuid4().hex[:12]}")
 
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
+            if stderr is not None:
+                kw["stderr"] = stderr
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+
     return LocalKernelManager
 
 
-def _failure(exc: Exception, timeout: float) -> str:
+class _Drop(logging.Filter):
+    """Drops the log records that start with one of `prefixes` (nbclient's "Timeout waiting for execute reply",
+    "Kernel died ...": the failure is said once, in the notebook's one-line error)."""
+
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def _running_cell(node: dict) -> str:
+    """The number of the last cell papermill started in an executed notebook, as the kernel counts them (one
+    the kernel died in has none yet: the next number); "?" when none started."""
+    count = None
+    for cell in node.get("cells", []):
+        if cell.get("cell_type") == "code" and (cell.get("metadata", {}).get("papermill") or {}).get("start_time"):
+            count = cell.get("execution_count") or (count or 0) + 1
+    return "?" if count is None else str(count)
+
+
+def _last_words(stream: IO[bytes]) -> str:
+    """The last line the kernel process wrote on its stderr ("" if none), to say why it died."""
+    stream.seek(0)
+    lines = [line.strip() for line in stream.read().decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def _failure(exc: Exception, timeout: float, cell: str = "?", last_words: str = "") -> str:
     """The failing cell and its error, on one line (papermill's error, a cell timeout, or a dead kernel)."""
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
@@ -232,8 +271,9 @@ def _failure(exc: Exception, timeout: float) -> str:
         evalue = (str(exc.evalue).strip().splitlines() or [""])[0]
         return f"cell [{exc.exec_count}]: {exc.ename}: {evalue}"
     if isinstance(exc, CellTimeoutError):
-        return f"a cell ran longer than the {timeout:g} s limit (--timeout)"
-    return f"a cell: the kernel died ({type(exc).__name__}; out of memory?)"
+        return f"a cell that ran longer than the {timeout:g} s limit (--timeout), cell [{cell}]"
+    said = f"; it said: {last_words}" if last_words else ""
+    return f"a cell: the kernel died ({type(exc).__name__}; out of memory?{said}), cell [{cell}]"
 
 
 def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = DEFAULT_TIMEOUT,
@@ -251,19 +291,27 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
     env = {**KERNEL_ENV, "ARTLAB_RUNS": str(Path(runs_dir or os.environ.get("ARTLAB_RUNS") or "runs").resolve()),
            "JUPYTER_PATH": own_kernel_first()}
     start = time.perf_counter()
-    with atomic_path(ipynb) as partial, kernel_environment(env), warnings.catch_warnings():
+    failure, last_words = None, ""
+    quiet, log = _Drop("Timeout waiting for execute reply", "Kernel died"), logging.getLogger("papermill")
+    with atomic_path(ipynb) as partial, kernel_environment(env), warnings.catch_warnings(), \
+            tempfile.TemporaryFile() as kernel_log:
         warnings.filterwarnings("ignore", message=r"The specified file .* does not end in")  # the .part file
+        log.addFilter(quiet)
         try:
-            manager = {"kernel_manager_class": local} if (local := local_kernel_manager()) else {}
+            manager = {"kernel_manager_class": local} if (local := local_kernel_manager(kernel_log)) else {}
             papermill.execute_notebook(str(path), str(partial), parameters=parameters, cwd=str(path.parent),
                                        kernel_name="python3", execution_timeout=timeout, progress_bar=False,
                                        **manager)
             record["status"] = "succeeded"
         except (PapermillExecutionError, CellTimeoutError, DeadKernelError) as exc:
-            record["status"], record["error"] = "failed", _failure(exc, timeout)
+            record["status"], failure, last_words = "failed", exc, _last_words(kernel_log)
+        finally:
+            log.removeFilter(quiet)
     record["seconds"] = round(time.perf_counter() - start, 1)
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     executed = nbformat.read(str(ipynb), as_version=4)  # read once: for the index and for the page
+    if failure is not None:
+        record["error"] = _failure(failure, timeout, _running_cell(executed), last_words)
     record["settings"] = settings_shown(executed)
     export_html(executed, page)
     return record

@@ -19,6 +19,7 @@ from artlab.features import unreadable_rows
 from artlab.runs import Run, as_run, index, load_network, run_collection, status
 from artlab.training import distributed
 from artlab.training.config import TrainConfig
+from artlab.training.holdout import KEPT_OUT, Holdout, content_hashes
 from artlab.training.loops import fit, predict
 from artlab.training.metrics import HEADLINE_METRICS, evaluate, headline
 from artlab.training.probe import features_for, fit_probe, probe_scores
@@ -62,6 +63,8 @@ def prepare_collection(config: TrainConfig, collection: ArtCollection | None = N
     for task in tasks:
         collection = collection.filter(task, config.min_images, config.top_n, drop_rows=not several)
     collection = collection.labelled_any(tasks).check_images()
+    for settings in config.keep_out or ():
+        collection = _keep_out(collection, TrainConfig(**settings, seed=config.seed))
     for task in tasks:
         classes = collection.classes(task)
         if len(classes) < 2:
@@ -89,6 +92,53 @@ def prepare_collection(config: TrainConfig, collection: ArtCollection | None = N
             warnings.warn(f"{config.data}: {task}: {problem}" if several else f"{config.data}: {problem}",
                           stacklevel=2)
     return collection
+
+
+def _keep_out(collection: ArtCollection, target: TrainConfig) -> ArtCollection:
+    """`collection` without the validation and test images of a later stage's `target` (matched by content; listed
+    in `skipped`); images that only look like them (the same artwork at another size?) are counted in a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # about the target's own collection: its runs say them
+        loaded = load_collection(target)
+        held = Holdout.of(prepare_collection(target.resolved(loaded.tasks), loaded))
+    kept = held.keep_out(collection)
+    alike = held.look_alike(kept)
+    if alike.any():
+        examples = kept.table["path"][alike].head(3).tolist()
+        warnings.warn(f"{collection.name}: {int(alike.sum())} image(s) look like images in the validation or test "
+                      f"split of {target.data} (the same artwork at another size or quality?), e.g. {examples}; "
+                      f"they are not the same files, so they stay in training: check them", stacklevel=3)
+    return kept
+
+
+def keep_apart(source: TrainConfig, targets: list[TrainConfig]) -> TrainConfig:
+    """`source` set to keep out the validation and test images of each target whose collection shares files
+    (by content) with its own; unchanged when none does, so its runs stay those trained before."""
+    mine = content_hashes(load_collection(source).table["path"])
+    sharing = [target for target in targets if mine & content_hashes(load_collection(target).table["path"])]
+    settings = [target.held_out_settings() for target in sharing]
+    unique = [s for i, s in enumerate(settings) if s not in settings[:i]]
+    return replace(source, keep_out=unique) if unique else source
+
+
+def kept_out(run: Run) -> int:
+    """How many images a run kept out because a later stage's target holds them for validation or testing."""
+    path = run.file("skipped.csv")
+    if not path.is_file():
+        return 0
+    return int(pd.read_csv(path, dtype=str)["reason"].str.startswith(KEPT_OUT).sum())
+
+
+def check_earlier_stage(earlier: Run, collection: ArtCollection) -> None:
+    """Refuse to start from a run that trained on images of this run's validation or test split: matched by
+    content, from the split the earlier run recorded."""
+    recorded = earlier.split_table()
+    trained = content_hashes(recorded.loc[recorded["split"] == "train", "path"])
+    leaked = Holdout.of(collection).sha1 & trained
+    if leaked:
+        raise ValueError(f"--init-from {earlier.path} trained on {len(leaked)} image(s) of this run's validation or "
+                         f"test split (the same files): scores here would be inflated; train the earlier stage with "
+                         f"them kept out (double_finetune and sweeps with a source do so) or draw another split")
 
 
 def check_config(config: TrainConfig) -> None:
@@ -178,6 +228,8 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
     config = config.resolved(loaded.tasks)
     run = Run.named(config.name, runs_dir)  # a bad name is refused before the images are checked
     collection = prepare_collection(config, loaded)
+    if config.init_from:
+        check_earlier_stage(Run(config.init_from), collection)
     device = models.resolve_device(config.device)
     if config.strategy != "off_the_shelf":
         where = distributed.group(device)

@@ -7,8 +7,12 @@ help are generated from them (`add_arguments`), and `Literal` types are checked 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import math
+import numbers
+import os
 import re
+import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -26,15 +30,16 @@ Split = Literal["auto", "official", "random"]
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 MAX_RATE = 1e6  # learning rates, multipliers and decays beyond this are typos (and overflow float32 steps)
 MAX_IMAGE_SIZE = 1024  # beyond this a CPU run would take hours and a GPU run run out of memory
+MIN_IMAGE_SIZE = 32  # below this the last blocks of the networks pool maps of less than a pixel
 
 
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _option(default: Any, help: str, cli: bool = True) -> Any:
+    return field(default=default, metadata={"help": help, "cli": cli})
 
 
 #: The config fields that decide a run's images, labels and split (see `training.api.prepare_collection`).
 COLLECTION_FIELDS = ("data", "layout", "separator", "multi_label", "task", "min_images", "top_n", "val_fraction",
-                     "test_fraction", "split", "split_from", "seed")
+                     "test_fraction", "split", "split_from", "keep_out", "seed")
 
 
 @dataclass
@@ -61,6 +66,10 @@ class TrainConfig:
     test_fraction: float = _option(0.15, "share of images for testing when artlab draws the split")
     split: Split = _option("auto", "auto: the collection's own split when complete, else a random stratified one")
     split_from: str | None = _option(None, "use the train/val/test split this run recorded (paired comparisons)")
+    keep_out: list[dict] | None = _option(None, "the collection settings (COLLECTION_FIELDS but the seed) of later "
+                                                "stages' targets: their validation and test images, as split with "
+                                                "this run's seed, are kept out of this run (set by studies)",
+                                          cli=False)
     # off-the-shelf
     layer: str | None = _option(None, "off-the-shelf: analysed layer whose pooled output is the feature "
                                       "(default: the last)")
@@ -97,8 +106,11 @@ class TrainConfig:
         for f in fields(self):
             choices = typing.get_args(hints[f.name])
             value = getattr(self, f.name)
-            if typing.get_origin(hints[f.name]) is Literal and value not in choices:
+            if typing.get_origin(hints[f.name]) is Literal:
+                if isinstance(value, str) and value in choices:
+                    continue
                 raise ValueError(f"{f.name} must be one of {list(choices)}, not {value!r}")
+            setattr(self, f.name, _typed(f.name, hints[f.name], value))
         for key, top in (("lr", MAX_RATE), ("backbone_lr_mult", MAX_RATE), ("weight_decay", MAX_RATE),
                          ("label_smoothing", 0.99), ("val_fraction", 0.9), ("test_fraction", 0.9)):
             value = getattr(self, key)
@@ -107,19 +119,23 @@ class TrainConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"val_fraction + test_fraction must leave images to train on (got "
                              f"{self.val_fraction} + {self.test_fraction})")
-        check_device(self.device)
-        if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
-            raise ValueError(f"image_size must be between 32 and {MAX_IMAGE_SIZE} px, not {self.image_size}")
+        check_device(self.device, here=not _SAVED.get())
+        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} px, not "
+                             f"{self.image_size}")
         if self.epochs < 1 and self.strategy != "off_the_shelf":
             raise ValueError(f"epochs must be at least 1, not {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.freeze < 0:
             raise ValueError(f"freeze must be 0 or more, not {self.freeze}")
-        if not isinstance(self.augment, bool):
-            raise ValueError(f"augment must be True or False, not {self.augment!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be at least 1 epoch (or unset: no early stopping), not {self.patience}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 (decode in the training process) or more, not {self.num_workers}")
         if self.name:
             check_name(self.name)
+        self.keep_out = _keep_out(self.keep_out)
 
     @property
     def tasks(self) -> list[str]:
@@ -134,15 +150,26 @@ class TrainConfig:
         the same prepared collection."""
         return {name: getattr(self, name) for name in COLLECTION_FIELDS}
 
+    def held_out_settings(self) -> dict:
+        """What a source stage needs to keep this run's validation and test images out (`keep_out`): the fields
+        that decide its collection and split, but the seed (the source stage's own seed draws the split)."""
+        return {k: v for k, v in self.collection_settings().items() if k not in ("seed", "keep_out")}
+
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
+    def from_dict(cls, data: dict, saved: bool = True) -> TrainConfig:
+        """A config from its fields as a run saved them (`saved`: a device this machine lacks is kept, so a run
+        trained elsewhere can be read) or as a user wrote them (`saved=False`: checked like any new config)."""
         if not isinstance(data, dict):
             raise DamagedFile(f"a run's config must be a mapping of options, not {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}")
-        return cls(**data)
+        token = _SAVED.set(saved)
+        try:
+            return cls(**data)
+        finally:
+            _SAVED.reset(token)
 
     @classmethod
     def coerce_field(cls, name: str, value: Any) -> Any:
@@ -166,7 +193,7 @@ class TrainConfig:
         if not isinstance(value, dict):
             raise ValueError(f"{what} must be a TrainConfig or a mapping of its fields, not {type(value).__name__}")
         try:
-            return cls.from_dict({k: cls.coerce_field(k, v) for k, v in value.items()})
+            return cls.from_dict({k: cls.coerce_field(k, v) for k, v in value.items()}, saved=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{what}: {exc}") from None
 
@@ -209,15 +236,75 @@ def _weights(weights: str | list | tuple | None, task: str | list[str] | None) -
     return values
 
 
-def check_device(device: str) -> None:
-    """Refuse a device torch cannot name ("gpu", "cuda:x"), before anything is written."""
+def _keep_out(value: list[dict] | dict | None) -> list[dict] | None:
+    """Later stages' collection settings, each a mapping of COLLECTION_FIELDS but the seed (None: none)."""
+    if value is None or value == []:
+        return None
+    value = [value] if isinstance(value, dict) else value
+    allowed = set(COLLECTION_FIELDS) - {"seed", "keep_out"}
+    for settings in value:
+        if not isinstance(settings, dict) or not set(settings) <= allowed or "data" not in settings:
+            raise ValueError(f"keep_out holds the collection settings of later stages ({sorted(allowed)}, with "
+                             f"data), not {settings!r}")
+    return [dict(settings) for settings in value]
+
+
+#: Set while `TrainConfig.from_dict` reads a saved config: its device need not exist on this machine.
+_SAVED: contextvars.ContextVar[bool] = contextvars.ContextVar("artlab_saved_config", default=False)
+_KINDS = {int: "an integer", float: "a number", bool: "True or False", str: "a string", list: "a list",
+          type(None): "None"}
+
+
+def _kinds(hint: Any) -> list[type]:
+    """The Python types a field's annotation admits (`int | None` -> [int, NoneType]; `list[str]` -> [list])."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [kind for arg in typing.get_args(hint) for kind in _kinds(arg)]
+    return [typing.get_origin(hint) or hint]
+
+
+def _typed(name: str, hint: Any, value: Any) -> Any:
+    """`value` as field `name` holds it, or a ValueError naming the field and the type it wants: an int field
+    takes integers only (not True, 3.0 or "3"), a float field any real number, a str field a path too."""
+    kinds = _kinds(hint)
+    if value is None and type(None) in kinds or isinstance(value, bool) and bool in kinds:
+        return value
+    if not isinstance(value, bool):
+        if int in kinds and isinstance(value, numbers.Integral):
+            return int(value)  # numpy integers too
+        if float in kinds and isinstance(value, numbers.Real):
+            return value if isinstance(value, int | float) else float(value)
+        if str in kinds and isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if list in kinds and isinstance(value, tuple):
+            return list(value)
+        if isinstance(value, tuple(k for k in kinds if k not in (int, float, bool))):
+            return value
+    wanted = " or ".join(dict.fromkeys(_KINDS.get(k, k.__name__) for k in kinds))
+    raise ValueError(f"{name} must be {wanted}, not {value!r} ({type(value).__name__})")
+
+
+def check_device(device: str, here: bool = True) -> None:
+    """Refuse a device torch cannot name ("gpu", "cuda:x") and, with `here`, one this machine lacks ("cuda"
+    without CUDA), before anything is written."""
     import torch
 
-    if device != "auto":
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:1', 'mps', ..., not {device!r}") from None
+    if device == "auto":
+        return
+    try:
+        where = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:1', 'mps', ..., not {device!r}") from None
+    if not here or where.type == "cpu":
+        return
+    if where.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (where.index or 0) >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ValueError(f"device {device!r} is not available: this machine has {have} (use --device cpu or "
+                             f"auto)")
+    elif where.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} is not available: this machine has no MPS device (use --device cpu "
+                         f"or auto)")
 
 
 def default_name(config: TrainConfig) -> str:
@@ -260,6 +347,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--option` per TrainConfig field, with its type, choices, default and help."""
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
+        if not f.metadata.get("cli", True):
+            continue
         hint = hints[f.name]
         choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
         default = f.default if f.default is not MISSING else None

@@ -22,10 +22,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from artlab import models
-from artlab.cache import cache_dir, digest, fingerprint, tensors_digest
+from artlab.cache import cache_dir, digest, fingerprint, load_checked, save_checked, tensors_digest
 from artlab.data import decoded
 from artlab.data.loading import ImageDataset, loader
-from artlab.io import DamagedFile, load_tensors, save_tensors
+from artlab.io import load_tensors, save_tensors
 from artlab.progress import progress
 from artlab.training.config import TrainConfig
 
@@ -140,21 +140,22 @@ def cached_outputs(model: nn.Module, k: int, paths: list[str], targets: np.ndarr
     """The first `k` blocks' output for `paths` (centre crops): from the disk cache, else computed once and stored.
 
     Only complete sets are stored: when an image cannot be read, this run gets the others' outputs and
-    the failure, and the next run computes them again.
+    the failure, and the next run computes them again. A stored set is served only when its checksum
+    matches and its values are finite; a damaged one is computed again, with one warning line.
     """
     path = prefix_dir() / f"{cache_key(model, k, paths, image_size)}.safetensors"
+    what = f"outputs of frozen blocks 1-{k} for {len(paths)} images"
     if path.is_file():
-        try:
-            outputs = load_tensors(path)[0]["outputs"]
-            if len(outputs) == len(paths):
-                return PrefixOutputs(outputs, np.ones(len(paths), dtype=bool), targets, {})
-        except (DamagedFile, KeyError, OSError):  # a damaged (or vanished) cache entry is recomputed, never trusted
-            pass
+        entry = load_checked(path, what, load_tensors)
+        outputs = entry.get("outputs") if entry is not None else None
+        if outputs is not None and len(outputs) == len(paths):
+            return PrefixOutputs(outputs, np.ones(len(paths), dtype=bool), targets, {})
     outputs, present, failures = compute_outputs(model, k, paths, image_size, device, batch_size)
     if present.all():
         try:
-            save_tensors(path, {"outputs": outputs}, {"arch": models.arch_of(model).name, "blocks": str(k),
-                                                      "image_size": str(image_size), "n_images": str(len(paths))})
+            save_checked(path, {"outputs": outputs}, {"arch": models.arch_of(model).name, "blocks": str(k),
+                                                      "image_size": str(image_size), "n_images": str(len(paths))},
+                         what, save_tensors)
         except OSError as exc:  # the cache is an optimisation: a full or read-only disk does not stop training
             warnings.warn(f"the frozen-prefix cache could not be written to {path} ({exc}); this run trains on "
                           f"the outputs computed now, the next computes them again", RuntimeWarning, stacklevel=2)

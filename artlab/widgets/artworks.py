@@ -13,7 +13,7 @@ from torch import nn
 
 from artlab.interpret import attribution as attr
 from artlab.runs import IMAGENET, Network, Run, as_run, run_collection
-from artlab.widgets.base import Explorer
+from artlab.widgets.base import Explorer, expect
 
 
 class ArtworkInspector(Explorer):
@@ -23,6 +23,7 @@ class ArtworkInspector(Explorer):
 
     def __init__(self, networks: dict[str, nn.Module], paths: list[str], labels: list[str] | None = None,
                  method: attr.Method = "gradcam", image_size: int | None = None, opacity: float = 0.5):
+        expect(networks, dict, "ArtworkInspector", "a dict of name -> network (nn.Module) and a list of image paths")
         super().__init__()
         if not networks or not paths:
             raise ValueError("the inspector needs at least one network and one artwork")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from artlab.experiments.audit import Audit, audit
 from artlab.runs import Run, as_run
-from artlab.widgets.base import Explorer, one_of, small_table
+from artlab.widgets.base import Explorer, expect, one_of, small_table
 
 
 class AuditExplorer(Explorer):
@@ -16,9 +17,11 @@ class AuditExplorer(Explorer):
 
     title = "bias audit"
 
-    def __init__(self, run: Run | str | Path, by: str | None = None, min_size: int = 10, split: str = "test"):
+    def __init__(self, run: Run | str | Path, by: str | None = None, min_size: int = 10, split: str = "test",
+                 task: str | None = None):
+        expect(run, (Run, str, os.PathLike), "AuditExplorer", "a finished run: its folder or a Run")
         super().__init__()
-        self.run, self.split, self.min_size = as_run(run), split, min_size
+        self.run, self.split, self.min_size, self.task = as_run(run), split, min_size, task
         header = pd.read_csv(self.run.file("split.csv"), nrows=0).columns
         self.columns = [c for c in header if c not in ("path", "split", "signature")]
         if not self.columns:
@@ -33,7 +36,7 @@ class AuditExplorer(Explorer):
 
     def result(self) -> Audit:
         return self.cached("audit", (self.by, self.min_size),
-                           lambda: audit(self.run, self.by, self.split, self.min_size))
+                           lambda: audit(self.run, self.by, self.split, self.min_size, task=self.task))
 
     def view(self) -> list[object]:
         result = self.result()

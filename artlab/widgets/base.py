@@ -15,6 +15,9 @@ from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 import pandas as pd
+import plotly.graph_objects as go
+
+from artlab.plots import readable_title
 
 T = TypeVar("T")
 
@@ -87,20 +90,34 @@ class Explorer:
         return [upper, lower]
 
     def refresh(self) -> None:
-        """Redraw the view in the widget's output area (a no-op before the widget exists)."""
+        """Redraw the view in the widget's output area (a no-op before the widget exists).
+
+        The view is computed inside the output, so its progress bars show under the controls while it
+        computes; once done it replaces everything there. A finished bar that tqdm closes (leave=False) is
+        gone from the front end, but an output keeps what was displayed in it: left there, its entry finds
+        no widget ("Loading widget...", then "Error displaying widget: model not found").
+        """
         if self._output is None:
             return
         with self._output:
-            self._output.clear_output(wait=True)
-            display_all(self.view())
+            self._output.clear_output(wait=True)  # the old view stays until the next output: a bar or the new view
+            try:
+                items = self.view()
+            finally:
+                self._output.clear_output(wait=True)  # the bars (and their closed widgets) go with the next output
+            display_all(items)
 
     def widget(self):
         """The controls above the view, as one ipywidgets box (built once)."""
         if self._widget is None:
             import ipywidgets as widgets
 
+            controls = self.controls()
+            for control in controls:
+                read_in_full(control)
             self._output = widgets.Output()
-            self._widget = widgets.VBox([widgets.HBox(self.controls()), self._output])
+            row = widgets.HBox(controls, layout=widgets.Layout(flex_flow="row wrap"))  # a narrow page wraps the row
+            self._widget = widgets.VBox([row, self._output])
             self.refresh()
         return self._widget
 
@@ -123,7 +140,22 @@ def display_all(items: list[object]) -> None:
 
     with pd.option_context("display.max_colwidth", None):
         for item in items:
-            display(item)
+            display(readable_title(item) if isinstance(item, go.Figure) else item)
+
+
+def read_in_full(control) -> None:
+    """Lay a control out so that its text reads in full: its description, which ipywidgets cuts at about 80 px
+    ("min. imag..."); a dropdown's choice and a button's text, cut at the box's fixed width ("pointillism_a_004 -
+    pointillism; pointill", "train and comp..."); and toggle buttons beside their description, not under it."""
+    import ipywidgets as widgets
+
+    style = getattr(control, "style", None)
+    if getattr(control, "description", "") and style is not None and hasattr(style, "description_width"):
+        style.description_width = "initial"
+    if isinstance(control, (widgets.Dropdown, widgets.Button)):
+        control.layout.width = "max-content"
+    if isinstance(control, widgets.ToggleButtons):
+        control.layout.display, control.layout.align_items = "flex", "center"
 
 
 def one_of(value: T, choices: list[T], what: str) -> T:
@@ -131,6 +163,13 @@ def one_of(value: T, choices: list[T], what: str) -> T:
     if value not in choices:
         raise KeyError(f"no {what} {value!r}; choose from {list(choices)}")
     return value
+
+
+def expect(value: object, kinds: type | tuple[type, ...], explorer: str, wanted: str) -> None:
+    """A TypeError in one line when an explorer is given the wrong kind of thing, saying what it takes
+    (`ChannelExplorer("runs/x")`: it takes an Analysis, which `analyze` returns, not a run folder)."""
+    if not isinstance(value, kinds):
+        raise TypeError(f"{explorer} takes {wanted}, not a {type(value).__name__} ({value!r:.80})")
 
 
 def small_table(rows: dict[str, object]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from artlab.analysis import Analysis
-from artlab.widgets.base import Explorer, small_table
+from artlab.widgets.base import Explorer, expect, small_table
 
 
 class ChangeExplorer(Explorer):
@@ -21,6 +21,7 @@ class ChangeExplorer(Explorer):
     title = "what fine-tuning changed"
 
     def __init__(self, analysis: Analysis, figure_id: str | None = None, layer: str | None = None):
+        expect(analysis, Analysis, "ChangeExplorer", "an Analysis, as artlab.analyze(Comparison(run, ...)) returns it")
         super().__init__()
         tables = analysis.tables
         if "params_blocks" not in tables and "cka" not in tables:

@@ -16,7 +16,7 @@ from torch import nn
 from artlab.analysis import Analysis
 from artlab.interpret import featurevis as fv
 from artlab.runs import Network, Run
-from artlab.widgets.base import Explorer, small_table
+from artlab.widgets.base import Explorer, expect, small_table
 from artlab.widgets.topk import topk_gallery
 
 #: Renders that take a few seconds per channel on a laptop CPU (the disk cache keeps them).
@@ -39,6 +39,7 @@ class ChannelExplorer(Explorer):
     def __init__(self, analysis: Analysis, before: nn.Module | None = None, after: nn.Module | None = None,
                  settings: fv.RenderSettings = QUICK_RENDER, n_most_changed: int = 16,
                  device: torch.device | str = "cpu"):
+        expect(analysis, Analysis, "ChannelExplorer", "an Analysis, as artlab.analyze(Comparison(run, ...)) returns it")
         super().__init__()
         if analysis.comparison is None:
             raise ValueError("this Analysis has no comparison: make it with artlab.analyze")

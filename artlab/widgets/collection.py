@@ -9,7 +9,7 @@ import pandas as pd
 from artlab.data import ArtCollection
 from artlab.data.summary import examples
 from artlab.plots import gallery
-from artlab.widgets.base import Explorer, small_table
+from artlab.widgets.base import Explorer, expect, small_table
 
 #: The class choice that shows a row of thumbnails for every class.
 EVERY_CLASS = "(every class)"
@@ -22,6 +22,8 @@ class CollectionBrowser(Explorer):
 
     def __init__(self, collection: ArtCollection, task: str | None = None, per_class: int = 5, n: int = 20,
                  seed: int = 0):
+        expect(collection, ArtCollection, "CollectionBrowser", "an ArtCollection, as artlab.data.load(path) "
+                                                               "returns it")
         super().__init__()
         self.collection, self.per_class, self.n, self.seed = collection, per_class, n, seed
         self.task = task or collection.tasks[0]

@@ -16,7 +16,7 @@ from artlab.data.collection import ArtCollection
 from artlab.features import unreadable_rows
 from artlab.interpret import projection
 from artlab.runs import IMAGENET
-from artlab.widgets.base import Explorer
+from artlab.widgets.base import Explorer, expect
 
 
 def _aligned(table: pd.DataFrame, features: np.ndarray) -> np.ndarray:
@@ -36,6 +36,9 @@ class CollectionMap(Explorer):
 
     def __init__(self, maps: dict[str, pd.DataFrame], features: dict[str, np.ndarray], color: str | None = None,
                  k: int = 8):
+        for given in (maps, features):
+            expect(given, dict, "CollectionMap", "dicts of network name -> map table and -> feature matrix, as "
+                                                 "artlab.interpret.projection makes them")
         super().__init__()
         if not maps or set(maps) != set(features):
             raise ValueError("give one map table and one feature matrix per network, under the same names")

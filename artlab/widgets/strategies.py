@@ -17,7 +17,7 @@ from artlab.experiments.strategies import (
 )
 from artlab.training import RunResult, TrainConfig
 from artlab.training.metrics import headline_name
-from artlab.widgets.base import Explorer
+from artlab.widgets.base import Explorer, expect
 
 CHOICES = {"fine_tune": "fine-tune: frozen blocks", "off_the_shelf": "off-the-shelf: feature layer"}
 
@@ -34,6 +34,8 @@ class StrategyExplorer(Explorer):
 
     def __init__(self, comparison: StrategyComparison, freeze: list[int] | tuple[int, ...] = (),
                  layers: list[str] | tuple[str, ...] = ()):
+        expect(comparison, StrategyComparison, "StrategyExplorer", "a StrategyComparison, as "
+                                                                   "artlab.run_strategies(...) returns it")
         super().__init__()
         self.comparison = comparison
         tuned = TrainConfig.from_dict(comparison.results["fine_tune"].run.config())
@@ -159,6 +161,7 @@ class StrategyExplorer(Explorer):
                     try:
                         self.add()
                     except (ValueError, KeyError, RuntimeError, FileExistsError) as exc:
+                        self.refresh()  # the chart as it was, without the failed run's progress bars
                         print(f"could not train this run: {exc}")
             finally:
                 button.disabled, button.description = False, "train and compare"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from artlab.experiments.sweep import Sweep
-from artlab.widgets.base import Explorer, small_table
+from artlab.widgets.base import Explorer, expect, small_table
 
 LINES = "(lines)"  # the heatmap-axis choice that draws lines over the x factor instead
 
@@ -19,6 +19,7 @@ class SweepExplorer(Explorer):
     title = "factor sweep"
 
     def __init__(self, sweep: Sweep, metric: str | None = None, x: str | None = None, y: str | None = None):
+        expect(sweep, Sweep, "SweepExplorer", "a Sweep, as artlab.sweep(...) returns it")
         super().__init__()
         self.sweep = sweep
         self.metric, self.x, self.y = sweep.metric, sweep.factors[0], None

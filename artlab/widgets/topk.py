@@ -6,7 +6,7 @@ import numpy as np
 
 from artlab.analysis import Analysis, TopK
 from artlab.plots import gallery
-from artlab.widgets.base import Explorer, live_front_end, one_of
+from artlab.widgets.base import Explorer, expect, live_front_end, one_of
 
 #: The network choice that shows every network's gallery, one under the other.
 EVERY_NETWORK = "(every network)"
@@ -33,6 +33,8 @@ class TopKBrowser(Explorer):
 
     def __init__(self, source: Analysis | dict[str, TopK], labels: np.ndarray | list[str] | None = None,
                  n: int = 10):
+        expect(source, (Analysis, dict), "TopKBrowser", "an Analysis that ran 'topk' (artlab.analyze) or a dict of "
+                                                        "network name -> TopK")
         super().__init__()
         if isinstance(source, Analysis):
             tops, labels = source.tops, source.labels if labels is None else labels

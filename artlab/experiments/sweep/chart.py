@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from artlab.experiments.study import Study, keep_values, spread
 from artlab.experiments.sweep.grid import METRICS, Cell, label
+from artlab.plots import readable_title
 from artlab.runs import runs_root
 
 
@@ -128,7 +129,7 @@ def _lines(table: pd.DataFrame, factors: list[str], metric: str, x: str, title: 
     wide = positive and table[x].astype(float).max() / table[x].astype(float).min() >= 100
     figure.update_layout(title=title, xaxis={"title": x, "type": "log" if wide else "-"},
                          yaxis={"title": f"test {metric}"}, legend_title=", ".join(others))
-    return figure
+    return readable_title(figure)  # "sweep-<name>: test accuracy, ...": wrapped, not cut at the figure's edge
 
 
 def _heatmap(table: pd.DataFrame, factors: list[str], metric: str, x: str, y: str, title: str) -> go.Figure:
@@ -146,4 +147,4 @@ def _heatmap(table: pd.DataFrame, factors: list[str], metric: str, x: str, y: st
     note = f" (averaged over {', '.join(others)})" if others else ""
     figure.update_layout(title=title + note, xaxis={"title": x, "type": "category"},
                          yaxis={"title": y, "type": "category"})
-    return figure
+    return readable_title(figure)

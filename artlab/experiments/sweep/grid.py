@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -56,10 +57,16 @@ def default_name(base: TrainConfig, factors: list[str], source: TrainConfig | No
     sweeps whose bases differ (a quick and a full one), so their cells never meet under one run name."""
     data = Path(str(base.data).rstrip("/")).stem
     task = f"-{base.task}" if base.task else ""
-    settings = {k: v for k, v in base.to_dict().items() if k not in (*factors, *NOT_FACTORS)}
-    settings["source"] = source.to_dict() if source else None
+    settings = {k: v for k, v in _named(base).items() if k not in (*factors, *NOT_FACTORS)}
+    settings["source"] = _named(source) if source else None
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
     return plain_name(f"sweep-{data}{task}-{base.strategy}-{'-'.join(factors)}-{digest}")
+
+
+def _named(config: TrainConfig) -> dict:
+    """A config's fields for the name's digest: `keep_out` only when set (sweeps named before it existed keep
+    their names, and so their finished cells)."""
+    return {k: v for k, v in config.to_dict().items() if not (k == "keep_out" and v is None)}
 
 
 def label(factor: str, value: Any) -> str:
@@ -91,8 +98,8 @@ def plan(base: TrainConfig, grid: dict[str, list], seeds: list[int], source: Tra
                 extra = {"init_from": str(root / source_name)}
             config = _make(base, tag, name=plain_name(f"{name}-{tag}-seed{seed}"), seed=seed, **fields_, **extra)
             cells.append(Cell(factors, seed, config, source_name))
-    names = [c.config.name for c in cells] + list(sources)
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    counted = Counter([c.config.name for c in cells] + list(sources))
+    repeated = sorted(n for n, times in counted.items() if times > 1)  # counted once each: grids of thousands
     if repeated:
         raise ValueError(f"grid values give the same run name twice ({repeated[:3]}); make the values distinct "
                          f"or the sweep name shorter")

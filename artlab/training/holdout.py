@@ -1,0 +1,96 @@
+"""The leak guard of every multi-stage path: a target's validation and test images never train an earlier stage.
+
+A source stage (double fine-tuning, a sweep's source classes) may draw on a collection that holds
+some of its target's images. Matched by content (the whole file's sha1: copies under other names
+and folders included), the target's held-out images are left out of the source stage and listed
+in its skipped.csv; the same artwork saved at another size cannot be matched so, and is counted
+by a perceptual hash (`data.images.difference_hash`) and warned about. An `--init-from` chain
+whose earlier run trained on the target's held-out images is refused with the count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from artlab.cache import file_digest
+from artlab.data.collection import ArtCollection
+
+HELD_OUT = ("val", "test")
+#: Two difference hashes at most this many bits apart are taken for one picture (a 64-bit hash; copies of one
+#: artwork at two sizes differ by a few bits, different paintings by about 32).
+LOOK_ALIKE_BITS = 6
+KEPT_OUT = "kept out: the same file is in the validation or test split of"
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A target's held-out images: their content hashes (sha1) and difference hashes, and the target's name."""
+
+    target: str
+    sha1: frozenset[str]
+    dhash: np.ndarray  # uint64
+
+    @classmethod
+    def of(cls, target: ArtCollection) -> Holdout:
+        """The validation and test images of a prepared (checked and split) target collection."""
+        held = target.table.loc[target.table["split"].isin(HELD_OUT), "path"]
+        info = _info(target).reindex(held)
+        return cls(target.name, frozenset(info["sha1"].dropna()), _hashes(info["dhash"]))
+
+    def identical(self, collection: ArtCollection) -> np.ndarray:
+        """Which rows of a checked collection are byte-identical to a held-out image."""
+        return _info(collection).reindex(collection.table["path"])["sha1"].isin(self.sha1).to_numpy()
+
+    def look_alike(self, collection: ArtCollection) -> np.ndarray:
+        """Which rows of a checked collection look like a held-out image (within LOOK_ALIKE_BITS of its hash)."""
+        column = _info(collection).reindex(collection.table["path"])["dhash"]
+        found = column.notna().to_numpy()
+        alike = np.zeros(len(column), dtype=bool)
+        alike[found] = nearest_bits(_hashes(column[found]), self.dhash) <= LOOK_ALIKE_BITS
+        return alike
+
+    def keep_out(self, collection: ArtCollection) -> ArtCollection:
+        """`collection` without the held-out images, which are listed in its `skipped` with the reason."""
+        same = self.identical(collection)
+        if not same.any():
+            return collection
+        out = collection.subset(~same)
+        gone = pd.DataFrame({"path": collection.table["path"][same], "reason": f"{KEPT_OUT} {self.target}"})
+        return replace(out, skipped=pd.concat([collection.skipped, gone], ignore_index=True))
+
+
+def nearest_bits(hashes: np.ndarray, others: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """For each hash, the fewest bits it differs by from any of `others` (65 when there are none)."""
+    best = np.full(len(hashes), 65, dtype=np.int64)
+    if not len(others):
+        return best
+    for start in range(0, len(hashes), chunk):
+        block = hashes[start:start + chunk, None] ^ others[None, :]
+        best[start:start + chunk] = np.bitwise_count(block).min(axis=1)
+    return best
+
+
+def content_hashes(paths: Iterable[str]) -> set[str]:
+    """The sha1 of each file that can be read (the content key of `Holdout.sha1` and of image scans)."""
+    found = set()
+    for path in paths:
+        try:
+            found.add(file_digest(path, "sha1"))
+        except OSError:
+            continue
+    return found
+
+
+def _info(collection: ArtCollection) -> pd.DataFrame:
+    if collection.image_info is None or "dhash" not in collection.image_info:
+        raise RuntimeError(f"{collection.name}: check its images first (check_images): the guard matches contents")
+    return collection.image_info.drop_duplicates("path").set_index("path")
+
+
+def _hashes(column: pd.Series) -> np.ndarray:
+    """Hex difference hashes as uint64 (missing ones dropped)."""
+    return np.array([int(h, 16) for h in column.dropna()], dtype=np.uint64)
