@@ -139,13 +139,14 @@ def _seeds(value: object, what: str) -> tuple[int, ...]:
 
 def cmd_notebooks_run(args: argparse.Namespace) -> int:
     """Execute the notebook series headless; print the index page (exit 1 at a failing notebook)."""
-    from artlab.tools.notebooks import NotebookFailed, run_series
+    from artlab.tools.notebooks import NotebookFailed, parse_parameters, run_series
 
     if not args.timeout > 0:  # NaN too
         raise ValueError(f"--timeout must be above 0 seconds (the most any one cell may run), not {args.timeout:g}")
     try:
         series = run_series(args.out, quick=args.quick, data=args.data, only=args.only, timeout=args.timeout,
-                            folder=args.notebooks, runs_dir=args.runs_dir)
+                            folder=args.notebooks, runs_dir=args.runs_dir,
+                            parameters=parse_parameters(getattr(args, "param", None)))
     except NotebookFailed as exc:
         print(f"artlab: error: {exc}", file=sys.stderr)
         print(f"index: {exc.index.resolve()} (run again to continue from the failed notebook)")
@@ -372,6 +373,9 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--full", dest="quick", action="store_false", help="quick=False: real results (hours on a CPU)")
     run_nbs.add_argument("--data", help="your collection, for every notebook that declares `data` (07: `target`); "
                                         "a task it lacks becomes its first (default: the synthetic collection)")
+    run_nbs.add_argument("--param", action="append", metavar="NAME=VALUE",
+                         help="set a parameter of every notebook that declares it, e.g. --param "
+                              "source=../shared/data/wikiart_styles --param seeds=[0,1] (repeatable)")
     run_nbs.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 04,05")
     run_nbs.add_argument("--out", default="reports/notebooks", help="output folder (default reports/notebooks)")
     run_nbs.add_argument("--timeout", type=float, default=900, help="seconds any one cell may run (default 900)")

@@ -69,3 +69,44 @@ def test_a_double_fine_tuning_study(small_synthetic, tmp_path, monkeypatch, caps
     assert filters[filters["layer"] == "features.0.0"]["relative_change"].to_numpy() == pytest.approx(expected)
     folder = study.report.with_name(f"{study.report.stem}-changes-seed0")
     assert len(list(folder.glob("*/report-cka-params.html"))) == len(STAGE_CHANGES)
+
+
+def test_routes_must_be_known_before_anything_trains(tmp_path):
+    for routes in ((), ("fine-tune", "transfer"), ["Scratch"]):
+        with pytest.raises(ValueError, match="routes must name one or more of"):
+            double_finetune("synthetic", "synthetic", seeds=(0,), routes=routes, runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_study_of_some_routes_trains_only_those_and_shares_their_runs(small_synthetic, tmp_path, monkeypatch):
+    import artlab.experiments.double as double
+    from artlab.runs import Run
+
+    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    source = TrainConfig(data=manifest, task="style", epochs=1)
+    target = TrainConfig(data=manifest, task="medium", epochs=1, batch_size=16)
+    runs = tmp_path / "runs"
+    options = {"image_size": 64, "device": "cpu", "runs_dir": runs, "name": "some"}
+    study = double_finetune(source, target, seeds=(0,), routes=(ROUTES[3], ROUTES[2]), **options)  # any order
+    assert study.cells["route"].tolist() == [ROUTES[2], ROUTES[3], "source stage"]
+    assert sorted(p.name for p in runs.iterdir() if Run(p).finished) == [  # no scratch, no off-the-shelf ("apart":
+        f"some-apart-{run}-seed0" for run in ("double_fine_tune", "fine_tune", "source")]  # one collection, kept out
+    cells = study.cells.set_index("route")["accuracy"]
+    assert study.difference["double - single"].tolist() == pytest.approx([cells[ROUTES[3]] - cells[ROUTES[2]]])
+    # a study of fewer routes, under the same name: the same runs, reused; no pair, no difference
+    real_train = double.train
+
+    def reuse_only(config, runs_dir, resume):
+        assert Run(Path(runs_dir) / config.name).finished, f"{config.name} was trained again"
+        return real_train(config, runs_dir, resume)
+
+    monkeypatch.setattr(double, "train", reuse_only)
+    fewer = double_finetune(source, target, seeds=(0,), routes=[ROUTES[3]], **options)
+    assert fewer.cells["route"].tolist() == [ROUTES[3], "source stage"] and fewer.difference.empty
+    assert fewer.cells.set_index("route").loc[ROUTES[3], "accuracy"] == cells[ROUTES[3]]
+    assert fewer.report.is_file() and fewer.run(ROUTES[3], 0) == study.run(ROUTES[3], 0)
+    # no route starts from the source stage: it is not trained (nor reused), and the report says nothing of it
+    single = double_finetune(source, target, seeds=(0,), routes=ROUTES[2], **options)
+    assert single.cells["route"].tolist() == [ROUTES[2]] and "kept out" not in single.cells
+    assert "source stage" not in single.report.read_text()

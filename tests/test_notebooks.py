@@ -337,3 +337,25 @@ def test_nbval_compares_recorded_outputs_after_sanitising(tmp_path):
     (folder / "record.json").write_text(json.dumps(record))
     stale = _nbval(folder, "7.5", tmp_path / "other-runs")
     assert stale.returncode == 1 and "has no recorded outputs for its current source" in stale.stdout
+
+
+def test_params_reach_the_notebooks_that_declare_them_and_the_index_states_peak_memory(tmp_path):
+    from artlab.tools.notebooks import parse_parameters
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    grow = ("import time\nimport numpy as np\nheld = np.ones(size_mib * 2**20 // 8)\ntime.sleep(1)\n"
+            "print(len(held), seeds, source)")
+    _notebook(folder / "01_memory.ipynb", [grow], parameters="quick = True\nsize_mib = 1\nseeds = [0]\nsource = 'a'")
+    _notebook(folder / "02_other.ipynb", ["print(quick)"], parameters="quick = True")
+    given = parse_parameters(["size_mib=600", "seeds=[0, 1]", f"source={folder}", "unknown=x"])
+    assert given == {"size_mib": 600, "seeds": [0, 1], "source": str(folder), "unknown": "x"}
+    result = run_series(tmp_path / "out", folder=folder, log=None, parameters=given)
+    first, second = result.records["01_memory.ipynb"], result.records["02_other.ipynb"]
+    assert first["parameters"] == {"quick": True, "size_mib": 600, "seeds": [0, 1], "source": str(folder)}
+    assert second["parameters"] == {"quick": True}  # only the parameters a notebook declares
+    assert f"78643200 [0, 1] {folder}" in (tmp_path / "out" / "01_memory.html").read_text()
+    assert first["peak_mib"] > second["peak_mib"] + 400  # the kernel that held 600 MiB more
+    assert re.search(r"\d\.\d\d GiB", result.index.read_text())
+    with pytest.raises(ValueError, match="--param takes NAME=VALUE"):
+        parse_parameters(["epochs"])

@@ -1,12 +1,14 @@
-"""Training the later blocks from the cached output of the frozen first ones (--freeze K --no-augment).
+"""Training the later blocks from the cached output of the frozen first ones (--freeze K).
 
 The reference is artlab's own plain path (every block runs at every step): the cached path must
-train the same network to the same losses and weights, reuse its cache, and notice changed files.
+train the same network to the same losses and weights, reuse its cache per image, and notice changed
+files. With augmentation, each cached view must be exactly the frozen blocks' output of that crop.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,25 +124,35 @@ def test_the_cache_is_reused_and_a_changed_image_recomputes_its_part(tmp_path, c
     pixels = np.asarray(Image.open(changed)).copy()
     Image.fromarray(255 - pixels).save(changed)  # same name and size, other content
     train(quick(data, name="third"), runs_dir=tmp_path / "runs")
-    assert computations == [n_train, n_val, n_val]  # only the validation images' entry depended on that file
+    assert computations == [n_train, n_val, 1]  # only the changed image is computed again
 
     other = train(quick(data, name="fourth", freeze=12), runs_dir=tmp_path / "runs")  # another k: other outputs
-    assert computations == [n_train, n_val, n_val, n_train, n_val] and other.run.finished
+    assert computations == [n_train, n_val, 1, n_train, n_val] and other.run.finished
+
+    reseeded = train(quick(data, name="fifth", seed=1), runs_dir=tmp_path / "runs")  # another split, same images
+    used = [set(pd.read_csv(run.file("split.csv")).query("split != 'test'")["path"]) for run in (first.run,
+                                                                                               reseeded.run)]
+    new_train, new_val = [len(set(pd.read_csv(reseeded.run.file("split.csv")).query(f"split == '{part}'")["path"])
+                              - used[0]) for part in ("train", "val")]
+    assert 0 < new_train + new_val < n_train  # only the images seed 0 did not train or validate on
+    assert computations == [n_train, n_val, 1, n_train, n_val] + [n for n in (new_train, new_val) if n]
 
 
-def test_augmentation_or_a_non_chain_network_turns_the_cache_off_and_says_why(tmp_path, computations, capsys):
+def test_no_cached_views_or_a_non_chain_network_turns_the_cache_off_and_says_why(tmp_path, computations, capsys):
     data = _collection(tmp_path / "c")
-    train(quick(data, augment=True, epochs=1), runs_dir=tmp_path / "runs")
+    train(quick(data, augment=True, augment_views=0, epochs=1), runs_dir=tmp_path / "runs")
     assert computations == []
     line = capsys.readouterr().err
-    assert "frozen-prefix cache off" in line and "random crops" in line and "--no-augment" in line
+    assert "frozen-prefix cache off" in line and "augment_views=0" in line and "--no-augment" in line
 
     googlenet = models.build("googlenet", pretrained=False, num_classes=3)
-    reason = prefix.why_not_cached(quick(data, arch="googlenet", freeze=3), googlenet, 36)
+    reason = prefix.why_not_cached(quick(data, arch="googlenet", freeze=3), googlenet, 30, 6)
     assert "not a plain chain" in reason
     mobilenet = models.build("mobilenet_v2", pretrained=False, num_classes=3)
-    assert prefix.why_not_cached(quick(data), mobilenet, 36) is None
-    assert "GiB" in prefix.why_not_cached(quick(data, freeze=1), mobilenet, 10**6)  # 10^6 images x 512 KiB
+    assert prefix.why_not_cached(quick(data), mobilenet, 30, 6) is None
+    assert prefix.why_not_cached(quick(data, augment=True, freeze=1), mobilenet, 1000, 6) is None
+    assert "GiB" in prefix.why_not_cached(quick(data, freeze=1), mobilenet, 10**6, 0)  # 10^6 images x 512 KiB
+    assert "GiB" in prefix.why_not_cached(quick(data, freeze=1, augment=True, augment_views=64), mobilenet, 10**5, 0)
 
 
 def test_an_unreadable_image_is_reported_and_its_part_not_cached(tmp_path, monkeypatch, computations):
@@ -166,7 +178,7 @@ def test_an_unreadable_image_is_reported_and_its_part_not_cached(tmp_path, monke
     n_train, n_val = _parts(result.run)
     assert computations == [n_train, n_val]
     train(quick(data, epochs=1, name="again"), runs_dir=tmp_path / "runs")
-    assert computations == [n_train, n_val, n_train]  # the incomplete training part was not cached
+    assert computations == [n_train, n_val, 1]  # the image that failed has no entry: tried again
 
 
 def test_a_run_interrupted_mid_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
@@ -222,6 +234,63 @@ def test_the_cache_key_follows_the_image_decoder(monkeypatch):
     import artlab.data.decoded as decoded
 
     model = models.build("mobilenet_v2", pretrained=False)
-    before = prefix.cache_key(model, 3, [], 64)
+    before = prefix.store_key(model, 3, 64, 0)
+    assert prefix.store_key(model, 3, 64, 4) != before  # views are other entries than centre crops
     monkeypatch.setattr(decoded, "DECODE_VERSION", decoded.DECODE_VERSION + 1)  # the decoding changed
-    assert prefix.cache_key(model, 3, [], 64) != before
+    assert prefix.store_key(model, 3, 64, 0) != before
+
+
+def test_each_cached_view_is_the_frozen_blocks_output_of_its_own_crop(tmp_path):
+    from artlab.data.loading import ImageDataset
+
+    _collection(tmp_path / "c", per_class=2)
+    paths = [str(p) for p in sorted((tmp_path / "c" / "img").glob("*.png"))]
+    torch.manual_seed(0)
+    model = models.build("mobilenet_v2", pretrained=False, num_classes=3).eval()
+    state = torch.get_rng_state()
+    views = prefix.cached_outputs(model, 5, paths, None, 64, torch.device("cpu"), views=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the training's random draws are not disturbed
+    assert views.outputs.shape[:2] == (len(paths), 3) and views.present.all()
+
+    # the reference: the training transform applied by hand with the seed of the image and view, then the blocks
+    dataset = ImageDataset(paths, None, 64, models.input_transform(model, 64, train=True), train=True)
+    key = prefix.image_keys(paths[2:3])[0]
+    for view in range(3):
+        torch.manual_seed(int.from_bytes(key[:7], "little") * 64 + view)
+        crop = dataset.transform(dataset.image(2))
+        with torch.no_grad():
+            expected = prefix.prefix_network(model, 5)(crop[None])[0]
+        assert torch.allclose(views.outputs[2, view], expected, atol=1e-5), view
+    assert not torch.allclose(views.outputs[2, 0], views.outputs[2, 1])  # views differ from one another
+    centre = prefix.cached_outputs(model, 5, paths, None, 64, torch.device("cpu"))
+    assert not torch.allclose(views.outputs[2, 0], centre.outputs[2])
+
+    (tmp_path / "cache2").mkdir()  # computed alone, in another cache, an image gets the same views
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARTLAB_CACHE", str(tmp_path / "cache2"))
+        alone = prefix.cached_outputs(model, 5, paths[2:3], None, 64, torch.device("cpu"), views=3)
+    assert torch.allclose(alone.outputs[0], views.outputs[2], atol=1e-6)
+
+    drawn = {tuple(views[2][0].flatten()[:4].tolist()) for _ in range(40)}
+    assert len(drawn) == 3  # an item is one of the image's views, drawn at random
+
+
+def test_augmented_training_on_cached_views_is_reproducible_and_reused(tmp_path, computations):
+    data = _collection(tmp_path / "c")
+    config = quick(data, augment=True, name="")
+    assert config.augment_views == 4 and config.resolved(["style"]).name.endswith("-freeze14-views4")
+    first = train(replace(config, name="views-a"), runs_dir=tmp_path / "runs")
+    n_train, n_val = _parts(first.run)
+    assert computations == [n_train, n_val]  # 4 views of each training image, the validation images' centres
+    again = train(replace(config, name="views-b"), runs_dir=tmp_path / "runs")
+    assert computations == [n_train, n_val]  # nothing computed again
+    assert again.run.history()["train_loss"].tolist() == first.run.history()["train_loss"].tolist()
+    other = train(replace(config, name="views-c", seed=3), runs_dir=tmp_path / "runs")
+    assert other.run.history()["train_loss"].tolist() != first.run.history()["train_loss"].tolist()
+
+    saved = first.run.config() | {"freeze": 14}
+    del saved["augment_views"]  # a run saved before cached views trained on a new crop at every step
+    assert TrainConfig.from_dict(saved).augment_views == 0
+    assert TrainConfig.from_dict(saved | {"freeze": 0}).augment_views == 4  # where they change nothing: the default
+    with pytest.raises(ValueError, match="augment_views must be between 0"):
+        TrainConfig(augment_views=-1)

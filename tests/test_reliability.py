@@ -652,21 +652,27 @@ def replace_config(config: TrainConfig, **changes) -> TrainConfig:
     return TrainConfig(**(config.to_dict() | changes))
 
 
-def test_the_same_artwork_at_another_size_is_detected_and_warned_about(tmp_path):
+def test_the_same_artwork_at_another_size_is_kept_out_too(tmp_path):
     from artlab.training import prepare_collection
+    from artlab.training.api import keep_apart
 
     target = quick(_collection(tmp_path / "t"), name="target")
     table = prepare_collection(target).table
     test_image = table.loc[table["split"] == "test", "path"].iloc[0]
-    source_manifest = _source_holding(Path(target.data), tmp_path / "s", extra=4)
+    source_manifest = _source_holding(tmp_path / "none.csv", tmp_path / "s", extra=6)  # no file in common
     bigger = tmp_path / "s" / "own" / "rescan.png"
     Image.open(test_image).resize((96, 96), Image.Resampling.BICUBIC).save(bigger)  # not the same file
     with source_manifest.open("a") as handle:
         handle.write(f"{bigger},g0\n")
-    source = quick(source_manifest, task="genre", keep_out=[target.held_out_settings()])
-    with pytest.warns(UserWarning, match=r"1 image\(s\) look like images in the validation or test split"):
-        prepared = prepare_collection(source)
-    assert str(bigger) in set(prepared.table["path"])  # warned about, not dropped: a perceptual match can be wrong
+    source = quick(source_manifest, task="genre", name="source")
+    guarded = keep_apart(source, [target])  # a look-alike alone is enough to guard the source stage
+    assert guarded.keep_out == [target.held_out_settings()]
+    prepared = prepare_collection(guarded)
+    assert str(bigger) not in set(prepared.table["path"]) and len(prepared) == 6
+    assert prepared.skipped["reason"].tolist() == ["kept out: it looks like an image (perceptual hash within 6 "
+                                                   "bits) in the validation or test split of manifest"]
+    assert keep_apart(replace_config(source, data=str(_source_holding(tmp_path / "none.csv", tmp_path / "u",
+                                                                       extra=6))), [target]).keep_out is None
 
 
 def test_double_fine_tuning_and_sweeps_keep_the_target_test_split_out_of_their_source(tmp_path):

@@ -6,12 +6,14 @@
 
 For every seed, the source stage is fine-tuned once, then five routes are trained on the same
 target split: off-the-shelf on ImageNet features, off-the-shelf on the source stage's features,
-single fine-tuning, double fine-tuning and scratch. Every cell is an ordinary run in the run store,
-so an interrupted study resumes and a finished cell is never trained again.
+single fine-tuning, double fine-tuning and scratch (`routes=` trains some of them only). Every cell
+is an ordinary run in the run store, so an interrupted study resumes and a finished cell is never
+trained again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,13 +64,17 @@ def stage_changes(study: Study, seed: int = 0, what: tuple[str, ...] = ("params"
 def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict | str,
                     seeds: tuple[int, ...] = (0, 1, 2), scratch_lr: float | None = None,
                     runs_dir: str | Path | None = None, reports_dir: str | Path | None = None, name: str | None = None,
-                    **shared: Any) -> Study:
-    """Train (or reuse) the source stage and the five target routes for each seed; tabulate and chart them.
+                    routes: Sequence[str] | None = None, **shared: Any) -> Study:
+    """Train (or reuse) the source stage and the target routes for each seed; tabulate and chart them.
 
     `source` and `target`: how to train on each collection (a config, a mapping of its fields, or a
     collection path); `shared`: fields set on both (arch, image_size, device, ...); `scratch_lr`: the
-    scratch route's learning rate (default: the target mapping's `scratch_lr`, else 0.05).
+    scratch route's learning rate (default: the target mapping's `scratch_lr`, else 0.05); `routes`:
+    which of ROUTES to train (default None: all; a run's name does not depend on it, so studies of some routes
+    and of all share their runs), the source stage only when one of them starts from it. The
+    difference double minus single is paired when both fine-tunings are among them (else empty).
     """
+    chosen = _routes(routes if routes is not None else ROUTES)
     source, _ = _stage(source, "source", shared)
     target, given_lr = _stage(target, "target", shared)
     scratch_lr = scratch_lr if scratch_lr is not None else given_lr if given_lr is not None else SCRATCH_LR
@@ -79,30 +85,48 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
     source = keep_apart(source, [target])
     if source.keep_out:  # runs of its own: any trained before the guard may have learned the target's test images
         name = f"{name}-apart"
+    needs_source = any(after_source for route, (_, after_source) in zip(ROUTES, _ROUTES) if route in chosen)
     rows = []
     for seed in seeds:
         first = train(route_config(source, "fine_tune", name=f"{name}-source-seed{seed}", seed=seed), runs_dir,
-                      resume=True)
+                      resume=True) if needs_source else None
         for route, (strategy, after_source), run_name in zip(ROUTES, _ROUTES, _NAMES):
+            if route not in chosen:
+                continue
             config = route_config(target, strategy, scratch_lr, name=f"{name}-{run_name}-seed{seed}", seed=seed,
                                   **({"init_from": str(first.run.path)} if after_source else {}))
             rows.append(_row(route, seed, train(config, runs_dir, resume=True)))
-        rows.append(_row("source stage", seed, first) | {"kept out": kept_out(first.run)})
+        if first is not None:
+            rows.append(_row("source stage", seed, first) | {"kept out": kept_out(first.run)})
     cells = pd.DataFrame(rows)
     metric = headline_name(cells[cells["route"] != "source stage"].dropna(axis=1, how="all"))
     summary = spread(cells, ["route"], [metric])
-    difference = paired(cells, "route", (ROUTES[3], ROUTES[2]), metric, ("double", "single", "double - single"))
+    both = ROUTES[3] in chosen and ROUTES[2] in chosen
+    difference = paired(cells, "route", (ROUTES[3], ROUTES[2]), metric,
+                        ("double", "single", "double - single")) if both else pd.DataFrame()
     figure = bar_chart(summary, "route", f"{name}: test {metric} per route (mean and standard deviation over "
                                          f"{len(seeds)} seed(s))", f"{metric} mean", f"{metric} mean", f"{metric} sd")
-    gain = difference["double - single"]
-    sd = f" (sd {gain.std(ddof=1):.1%})" if len(gain) > 1 else ""
+    gain_note = ""
+    if both:
+        gain = difference["double - single"]
+        sd = f" (sd {gain.std(ddof=1):.1%})" if len(gain) > 1 else ""
+        gain_note = f" Double minus single fine-tuning: {gain.mean():+.1%}{sd} over {len(gain)} seed(s)."
+    trained = "" if len(chosen) == len(ROUTES) else f"; routes {list(chosen)}"
     settings = (f"source: {_settings(source)}; target: {_settings(target)}; scratch lr {scratch_lr}; seeds "
-                f"{list(seeds)}. Double minus single fine-tuning: {gain.mean():+.1%}{sd} over {len(gain)} "
-                f"seed(s). {_kept_out_note(cells)}")
+                f"{list(seeds)}{trained}.{gain_note} {_kept_out_note(cells)}").rstrip()
     report = write_study(reports_folder(reports_dir, runs_dir) / name, figure, cells, summary, difference,
                          "Double minus single fine-tuning, per seed", settings)
     return Study(cells=cells, summary=summary, difference=difference, figure=figure, report=report,
                  runs_dir=Path(runs_root(runs_dir)), keys=("route", "seed"), runs=Study.index(cells, ("route", "seed")))
+
+
+def _routes(routes: Sequence[str]) -> tuple[str, ...]:
+    """The routes asked for, checked against ROUTES (at least one, none unknown), in ROUTES order."""
+    asked = [routes] if isinstance(routes, str) else list(routes)
+    unknown = [route for route in asked if route not in ROUTES]
+    if unknown or not asked:
+        raise ValueError(f"routes must name one or more of {list(ROUTES)}, not {unknown or asked}")
+    return tuple(route for route in ROUTES if route in asked)
 
 
 def _stage(value: TrainConfig | dict | str, what: str, shared: dict) -> tuple[TrainConfig, float | None]:
@@ -122,6 +146,8 @@ def _stage(value: TrainConfig | dict | str, what: str, shared: dict) -> tuple[Tr
 
 def _kept_out_note(cells: pd.DataFrame) -> str:
     """What the leak guard did, in a sentence."""
+    if "kept out" not in cells:
+        return ""  # no source stage trained: no route starts from it
     kept = cells.loc[cells["route"] == "source stage", ["seed", "kept out"]]
     if not kept["kept out"].any():
         return "The source stage shares no image file with the target's validation and test splits."

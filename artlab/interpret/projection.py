@@ -12,13 +12,17 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
+from PIL import Image
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -35,6 +39,18 @@ MAP_COLUMNS = ("path", "title", "x", "y", "split")  # every other column of a ma
 THUMBNAIL_COLUMN = "thumbnail"
 NO_LABEL = "(none)"
 PALETTE = qualitative.Dark24
+#: t-SNE runs on the first principal components of longer vectors: its neighbour search is then cheaper, its map alike.
+TSNE_DIMENSIONS = 50
+#: Maps of more images carry their hover thumbnails as a few sprite sheets, not one data URL per point.
+SPRITE_ABOVE = 200
+#: Tile pixels of a whole sprite (about 8 MB of base64 JPEG): tiles shrink below `thumb` so a page stays bounded.
+SPRITE_PIXELS = 25_000_000
+SPRITE_COLUMNS = 64  # tiles per sheet side: a sheet holds 4,096 tiles (3,072 px square at 48 px)
+MIN_TILE = 32
+SPRITE_QUALITY = 75
+#: Maps of more points are drawn with WebGL (Scattergl): SVG markers pan and zoom slowly by the thousand.
+WEBGL_ABOVE = 2_000
+SPRITE_META = "artlab_sprite"  # the key of a map figure's sprite in layout.meta
 
 Source = str | Path | Run | Network
 
@@ -89,7 +105,8 @@ def project(features: np.ndarray, method: str = "pca", seed: int = 0, perplexity
     Rows are L2-normalised first, not standardised: pooled post-ReLU channels differ in scale
     for a reason (a rarely active channel should stay quiet, not be blown up to unit variance),
     and on unit vectors Euclidean distance is a function of cosine similarity, the measure that
-    `neighbours` and `separation` use. t-SNE's perplexity is clipped to n - 1 (small collections).
+    `neighbours` and `separation` use. t-SNE's perplexity is clipped to n - 1 (small collections);
+    it runs on the first TSNE_DIMENSIONS principal components, its neighbour search on every core.
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
@@ -100,8 +117,10 @@ def project(features: np.ndarray, method: str = "pca", seed: int = 0, perplexity
     x = normalize(_checked(features, 3))
     if method == "pca":
         return PCA(n_components=2, random_state=seed).fit_transform(x)
-    return TSNE(n_components=2, perplexity=min(perplexity, len(x) - 1), init="pca",
-                random_state=seed).fit_transform(x)
+    if x.shape[1] > TSNE_DIMENSIONS and len(x) > TSNE_DIMENSIONS:
+        x = PCA(n_components=TSNE_DIMENSIONS, random_state=seed).fit_transform(x)
+    return TSNE(n_components=2, perplexity=min(perplexity, len(x) - 1), init="pca", random_state=seed,
+                n_jobs=-1).fit_transform(x)
 
 
 # ---- map tables -------------------------------------------------------------------------------
@@ -151,19 +170,110 @@ def label_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in MAP_COLUMNS and c != THUMBNAIL_COLUMN]
 
 
-# ---- thumbnails and figures -------------------------------------------------------------------
-def thumbnail_url(path: str | Path, size: int = 64, quality: int = 80) -> str:
-    """A small JPEG of an image as a base64 data URL (hover previews); "" for an unreadable file."""
+# ---- thumbnails and sprites -------------------------------------------------------------------
+def _thumbnail(path: str | Path, size: int) -> Image.Image | None:
+    """An image shrunk to fit a size x size square (JPEGs decoded at a reduced scale), or None if unreadable."""
     try:
         img = load_rgb(path, max_side=size * 2)
     except ImageError:
-        return ""
+        return None
     img.thumbnail((size, size))
+    return img
+
+
+def _data_url(img: Image.Image, quality: int) -> str:
+    """An image as a base64 JPEG data URL, for embedding in a page."""
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def thumbnail_url(path: str | Path, size: int = 64, quality: int = 80) -> str:
+    """A small JPEG of an image as a base64 data URL (hover previews); "" for an unreadable file."""
+    img = _thumbnail(path, size)
+    return "" if img is None else _data_url(img, quality)
+
+
+def thumbnail_tile(path: str | Path, tile: int) -> Image.Image:
+    """An image's square sprite tile: its thumbnail centred on white (all white for an unreadable file)."""
+    square = Image.new("RGB", (tile, tile), "white")
+    img = _thumbnail(path, tile)
+    if img is not None:
+        square.paste(img, ((tile - img.width) // 2, (tile - img.height) // 2))
+    return square
+
+
+def tile_size(n: int, thumb: int) -> int:
+    """The tile side for a sprite of n images: `thumb`, shrunk so n tiles stay within SPRITE_PIXELS.
+
+    A multiple of 16 (JPEG's colour blocks), so no tile bleeds into its neighbours; at least MIN_TILE
+    unless `thumb` is smaller.
+    """
+    side = min(thumb, max(MIN_TILE, (SPRITE_PIXELS / max(n, 1)) ** 0.5))
+    return max(16, int(side) // 16 * 16)
+
+
+@dataclass(frozen=True)
+class Sprite:
+    """Thumbnails of many images as a few JPEG sheets of square tiles: image i is tile i, row by row, sheet by sheet."""
+
+    paths: tuple[str, ...]
+    sheets: tuple[str, ...]  # JPEG data URLs
+    tile: int
+    columns: int  # tiles per sheet side: a sheet holds columns ** 2 tiles
+
+    def locate(self, index: int) -> tuple[int, int, int]:
+        """(sheet, left, top), in pixels, of tile `index`: the arithmetic of the page's hover script."""
+        at = index % (self.columns * self.columns)
+        return index // (self.columns * self.columns), at % self.columns * self.tile, at // self.columns * self.tile
+
+    def meta(self) -> dict[str, object]:
+        """What the page's hover script reads from the figure's layout.meta."""
+        return {"sheets": list(self.sheets), "tile": self.tile, "columns": self.columns}
+
+
+def _sheet(tiles: list[Image.Image], tile: int, columns: int) -> Image.Image:
+    """Tiles laid out row by row on one sheet `columns` tiles wide."""
+    sheet = Image.new("RGB", (columns * tile, -(-len(tiles) // columns) * tile), "white")
+    for i, img in enumerate(tiles):
+        sheet.paste(img, (i % columns * tile, i // columns * tile))
+    return sheet
+
+
+def build_sprite(paths: list[str], thumb: int = 64, quality: int = SPRITE_QUALITY) -> Sprite:
+    """The sprite of `paths` (tiles decoded on every core): one embedded image serves thousands of hover previews."""
+    tile = tile_size(len(paths), thumb)
+    columns = max(1, min(SPRITE_COLUMNS, int(np.ceil(np.sqrt(len(paths))))))  # a small sprite is one square sheet
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        tiles = list(pool.map(lambda p: thumbnail_tile(p, tile), paths))
+    per_sheet = columns * columns
+    sheets = tuple(_data_url(_sheet(tiles[start:start + per_sheet], tile, columns), quality)
+                   for start in range(0, len(tiles), per_sheet))
+    return Sprite(tuple(map(str, paths)), sheets, tile, columns)
+
+
+def _hover_images(tables: list[pd.DataFrame], thumb: int,
+                  sprite: bool | None) -> tuple[list[np.ndarray], Sprite | None]:
+    """Each table's per-row hover image: a tile index into one sprite shared by all tables, or a data URL.
+
+    `sprite` None chooses a sprite above SPRITE_ABOVE distinct images. Without a sprite, a table's own
+    thumbnail column is used where it has one, and each other image is encoded once however many maps show it.
+    """
+    paths = list(dict.fromkeys(p for table in tables for p in table["path"].astype(str)))
+    use_sprite = len(paths) > SPRITE_ABOVE if sprite is None else sprite
+    if use_sprite:
+        shared = build_sprite(paths, thumb)
+        index = {p: i for i, p in enumerate(paths)}
+        return [table["path"].astype(str).map(index).to_numpy(dtype=object) for table in tables], shared
+    urls: dict[str, str] = {}
+    for table in tables:
+        if THUMBNAIL_COLUMN not in table:
+            urls.update({p: thumbnail_url(p, thumb) for p in table["path"].astype(str) if p not in urls})
+    return [table[THUMBNAIL_COLUMN].to_numpy(dtype=object) if THUMBNAIL_COLUMN in table
+            else table["path"].astype(str).map(urls).to_numpy(dtype=object) for table in tables], None
+
+
+# ---- figures ----------------------------------------------------------------------------------
 def _classes(table: pd.DataFrame, color: str) -> pd.Series:
     """The colour column as display strings, missing labels shown as NO_LABEL."""
     if color not in table:
@@ -171,14 +281,12 @@ def _classes(table: pd.DataFrame, color: str) -> pd.Series:
     return table[color].map(lambda v: NO_LABEL if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
 
 
-def _hover(table: pd.DataFrame, thumbnails: bool, thumb: int) -> tuple[np.ndarray, str]:
-    """customdata (title, labels..., split[, thumbnail URL]) and the hover template that shows it."""
+def _hover(table: pd.DataFrame, images: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """customdata (title, labels..., split[, hover image: data URL or sprite tile index]) and its hover template."""
     shown = ["title", *label_columns(table), "split"]
     cells = table[shown].astype(object).where(table[shown].notna(), "").map(lambda v: html.escape(str(v)))
-    if thumbnails:
-        urls = table[THUMBNAIL_COLUMN] if THUMBNAIL_COLUMN in table else table["path"].map(
-            lambda p: thumbnail_url(p, thumb))
-        cells[THUMBNAIL_COLUMN] = urls.to_numpy()
+    if images is not None:
+        cells[THUMBNAIL_COLUMN] = images
     lines = [f"{html.escape(name)}: %{{customdata[{i}]}}" for i, name in enumerate(shown) if i > 0]
     return cells.to_numpy(dtype=object), "<b>%{customdata[0]}</b><br>" + "<br>".join(lines) + "<extra></extra>"
 
@@ -188,56 +296,93 @@ def _palette(classes: list[str]) -> dict[str, str]:
     return {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
 
 
-def _traces(table: pd.DataFrame, color: str, colours: dict[str, str], thumbnails: bool,
-            thumb: int) -> list[go.Scatter]:
-    """One scatter trace per class of `color`, with the hover customdata."""
+def _traces(table: pd.DataFrame, color: str, colours: dict[str, str],
+            images: np.ndarray | None) -> list[go.Scatter | go.Scattergl]:
+    """One scatter trace per class of `color`, with the hover customdata (WebGL and smaller markers for large maps)."""
     classes = _classes(table, color)
-    customdata, template = _hover(table, thumbnails, thumb)
+    customdata, template = _hover(table, images)
+    large = len(table) > WEBGL_ABOVE
+    scatter = go.Scattergl if large else go.Scatter
     traces = []
     for name in sorted(classes.unique()):
         rows = (classes == name).to_numpy()
-        traces.append(go.Scatter(x=table["x"][rows], y=table["y"][rows], mode="markers", name=name,
-                                 legendgroup=name, marker={"color": colours[name], "size": 7, "opacity": 0.8},
-                                 customdata=customdata[rows], hovertemplate=template))
+        traces.append(scatter(x=table["x"][rows], y=table["y"][rows], mode="markers", name=name, legendgroup=name,
+                              marker={"color": colours[name], "size": 4 if large else 7, "opacity": 0.8},
+                              customdata=customdata[rows], hovertemplate=template))
     return traces
 
 
 def map_figure(table: pd.DataFrame, color: str | None = None, title: str = "map of the collection",
-               thumbnails: bool = True, thumb: int = 64) -> go.Figure:
+               thumbnails: bool = True, thumb: int = 64, sprite: bool | None = None) -> go.Figure:
     """A scatter of a map table, one trace per class of `color`; hover shows title and labels.
 
-    With `thumbnails`, each point's customdata ends with a small JPEG data URL that the page
-    written by `write_map_html` shows beside the chart (a widget leaves them out and shows images itself).
+    With `thumbnails`, each point's customdata ends with its hover image, which the page written by
+    `write_map_html` shows beside the chart: for a small map a JPEG data URL, for one of more than
+    SPRITE_ABOVE images (or `sprite=True`) the index of its tile in a sprite kept once in
+    `layout.meta["artlab_sprite"]`, so a page of 10,000 images embeds a few images, not 10,000.
+    A widget leaves thumbnails out and shows images itself.
     """
     color = color or table.attrs.get("color") or next(iter(label_columns(table)), None)
     if color is None:
         raise KeyError("this map table has no label column to colour by")
     colours = _palette(sorted(_classes(table, color).unique()))
-    fig = go.Figure(_traces(table, color, colours, thumbnails, thumb))
+    (images,), shared = _hover_images([table], thumb, sprite) if thumbnails else ([None], None)
+    fig = go.Figure(_traces(table, color, colours, images))
     fig.update_layout(title=title, legend_title_text=color, xaxis_title="", yaxis_title="", height=650)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, scaleanchor="x")
+    return _with_sprite(fig, shared)
+
+
+def _with_sprite(fig: go.Figure, shared: Sprite | None) -> go.Figure:
+    """The figure carrying its sprite in layout.meta (where the page's hover script finds it), if it has one."""
+    if shared is not None:
+        fig.update_layout(meta={SPRITE_META: shared.meta()})
     return fig
 
 
-#: Shows the hovered point's thumbnail (the customdata entry that is an image data URL) beside the chart.
+#: Shows the hovered point's thumbnail beside the chart: a sprite tile (CSS background-position; the point's last
+#: customdata entry is its tile index) or the customdata entry that is an image data URL.
 HOVER_SCRIPT = """
 var plot = document.getElementById('{plot_id}');
+var sprite = (plot.layout.meta || {}).artlab_sprite;
+var zoom = 2;
 var box = document.createElement('figure');
 box.style.cssText = 'margin:0 0 0 12px;min-width:140px;font:12px sans-serif;visibility:hidden';
 var preview = document.createElement('img');
 preview.className = 'artlab-thumbnail';
+var tile = document.createElement('div');
+tile.className = 'artlab-tile';
 var caption = document.createElement('figcaption');
-box.appendChild(preview); box.appendChild(caption);
+box.appendChild(sprite ? tile : preview); box.appendChild(caption);
+if (sprite) {
+    var size = sprite.tile * zoom;
+    var rules = sprite.sheets.map(function (url, i) {  // one rule per sheet: each sheet is decoded once
+        return '.artlab-sheet-' + i + '{background-image:url(' + url + ')}';
+    });
+    rules.push('.artlab-tile{width:' + size + 'px;height:' + size + 'px;background-repeat:no-repeat;' +
+               'background-size:' + sprite.columns * size + 'px auto}');
+    var style = document.createElement('style');
+    style.textContent = rules.join('\\n');
+    document.head.appendChild(style);
+}
 plot.parentNode.style.display = 'flex';
 plot.parentNode.style.alignItems = 'flex-start';
 plot.parentNode.appendChild(box);
 Plotly.Plots.resize(plot);
 plot.on('plotly_hover', function (event) {
     var data = event.points[0].customdata || [];
-    var url = data.find(function (v) { return typeof v === 'string' && v.indexOf('data:image/') === 0; });
-    if (!url) { return; }
-    preview.src = url;
+    var last = data[data.length - 1];
+    if (sprite && typeof last === 'number') {
+        var perSheet = sprite.columns * sprite.columns, at = last % perSheet;
+        tile.className = 'artlab-tile artlab-sheet-' + Math.floor(last / perSheet);
+        tile.style.backgroundPosition = (-(at % sprite.columns) * size) + 'px ' +
+                                        (-Math.floor(at / sprite.columns) * size) + 'px';
+    } else {
+        var url = data.find(function (v) { return typeof v === 'string' && v.indexOf('data:image/') === 0; });
+        if (!url) { return; }
+        preview.src = url;
+    }
     caption.innerHTML = data[0];
     box.style.visibility = 'visible';
 });
@@ -254,24 +399,29 @@ def write_map_html(fig: go.Figure, path: str | Path) -> Path:
 
 
 def compare_maps(maps: dict[str, pd.DataFrame], color: str, title: str = "maps of the collection",
-                 thumbnails: bool = False, thumb: int = 64) -> go.Figure:
-    """Maps of one collection by several networks side by side, each class in the same colour everywhere."""
+                 thumbnails: bool = False, thumb: int = 64, sprite: bool | None = None) -> go.Figure:
+    """Maps of one collection by several networks side by side, each class in the same colour everywhere.
+
+    With `thumbnails`, hover images as in `map_figure`; the maps share one sprite (each image tiled once).
+    """
     if not maps:
         raise ValueError("no maps to compare")
     classes = sorted(set().union(*(_classes(t, color).unique() for t in maps.values())))
     colours = _palette(classes)
+    tables = list(maps.values())
+    images, shared = _hover_images(tables, thumb, sprite) if thumbnails else ([None] * len(tables), None)
     fig = make_subplots(rows=1, cols=len(maps), subplot_titles=[html.escape(n) for n in maps],
                         horizontal_spacing=0.03)
     shown: set[str] = set()
-    for column, table in enumerate(maps.values(), start=1):
-        for trace in _traces(table, color, colours, thumbnails, thumb):
+    for column, (table, hover) in enumerate(zip(tables, images), start=1):
+        for trace in _traces(table, color, colours, hover):
             trace.showlegend = trace.name not in shown
             shown.add(trace.name)
             fig.add_trace(trace, row=1, col=column)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     fig.update_layout(title=title, legend_title_text=color, height=550, width=max(700, 520 * len(maps)))
-    return fig
+    return _with_sprite(fig, shared)
 
 
 # ---- neighbours -------------------------------------------------------------------------------

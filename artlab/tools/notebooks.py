@@ -13,6 +13,7 @@ and starts again at the first that did not (the failed one), running every noteb
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import html
 import json
@@ -20,6 +21,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -108,18 +110,41 @@ def description(path: Path) -> str:
     return ""
 
 
-def parameters_for(path: Path, quick: bool = True, data: str | None = None) -> dict:
-    """The run's parameters that `path` declares in its `parameters` cell (others are not passed): `quick`, and
+def parameters_for(path: Path, quick: bool = True, data: str | None = None, extra: dict | None = None) -> dict:
+    """The run's parameters that `path` declares in its `parameters` cell (others are not passed): `quick`,
     `data` in the parameter that takes a collection (`experiments.settings.data_parameter`: a notebook's `data`,
-    or the `target` of double fine-tuning, where your collection is the small target)."""
+    or the `target` of double fine-tuning, where your collection is the small target), and the `extra` ones
+    (`--param NAME=VALUE`) it declares."""
     import papermill
 
     declared = papermill.inspect_notebook(str(path))
     wanted = {"quick": quick}
     collection = data_parameter(declared)
     if data is not None and collection is not None:
-        wanted[collection] = str(Path(data).resolve()) if Path(data).exists() else data
+        wanted[collection] = _collection_value(data)
+    wanted |= {name: _collection_value(value) if isinstance(value, str) else value
+               for name, value in (extra or {}).items()}
     return {name: value for name, value in wanted.items() if name in declared}
+
+
+def _collection_value(value: str) -> str:
+    """A path that exists, made absolute (the kernel works in the notebooks folder); anything else as given."""
+    return str(Path(value).resolve()) if Path(value).exists() else value
+
+
+def parse_parameters(items: list[str] | None) -> dict:
+    """`NAME=VALUE` pairs as parameters: VALUE read as a Python literal (10, [0, 1], None, 'x'), else a string."""
+    parameters = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ValueError(f"--param takes NAME=VALUE (e.g. epochs=5 or source=../shared/data/wikiart_styles), "
+                             f"not {item!r}")
+        try:
+            parameters[name.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parameters[name.strip()] = text
+    return parameters
 
 
 def settings_shown(node: dict) -> dict | None:
@@ -290,11 +315,11 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
     # absolute, so that runs land where the command line's do although the kernel works in the notebooks folder
     env = {**KERNEL_ENV, "ARTLAB_RUNS": str(Path(runs_dir or os.environ.get("ARTLAB_RUNS") or "runs").resolve()),
            "JUPYTER_PATH": own_kernel_first()}
-    start = time.perf_counter()
+    start, peak = time.perf_counter(), PeakMemory()
     failure, last_words = None, ""
     quiet, log = _Drop("Timeout waiting for execute reply", "Kernel died"), logging.getLogger("papermill")
     with atomic_path(ipynb) as partial, kernel_environment(env), warnings.catch_warnings(), \
-            tempfile.TemporaryFile() as kernel_log:
+            tempfile.TemporaryFile() as kernel_log, peak:
         warnings.filterwarnings("ignore", message=r"The specified file .* does not end in")  # the .part file
         log.addFilter(quiet)
         try:
@@ -308,6 +333,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
         finally:
             log.removeFilter(quiet)
     record["seconds"] = round(time.perf_counter() - start, 1)
+    record["peak_mib"] = peak.mib
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     executed = nbformat.read(str(ipynb), as_version=4)  # read once: for the index and for the page
     if failure is not None:
@@ -315,6 +341,49 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
     record["settings"] = settings_shown(executed)
     export_html(executed, page)
     return record
+
+
+class PeakMemory:
+    """The peak resident memory of this process's children (the kernel and any workers it starts), summed, sampled
+    every `interval` seconds while the block runs: a notebook's peak memory. Where Linux gives each process's own
+    peak (VmHWM), that is summed, so a peak between two samples is not missed."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.mib = interval, 0.0
+        self._done = threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._done.wait(self.interval):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += max(child.memory_info().rss, _high_water_mark(child.pid))
+                except psutil.Error:  # ended between the listing and the reading
+                    continue
+            self.mib = max(self.mib, round(total / 2**20, 1))
+
+
+def _high_water_mark(pid: int) -> int:
+    """A process's peak resident memory in bytes so far (Linux's VmHWM); 0 where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            line = next((line for line in status if line.startswith("VmHWM:")), "")
+    except OSError:
+        return 0
+    fields = line.split()
+    return int(fields[1]) * 1024 if len(fields) >= 2 and fields[1].isdigit() else 0
 
 
 def read_status(out_dir: Path) -> dict[str, dict]:
@@ -384,10 +453,12 @@ def write_index(out_dir: Path, notebooks: list[Path], records: dict[str, dict], 
         link = f'<a href="{html.escape(exported)}">{name}</a>' if isinstance(exported, str) else name
         files = f'<a href="{html.escape(executed)}">.ipynb</a>' if isinstance(executed, str) else ""
         seconds = f"{record['seconds']:.1f} s" if isinstance(record.get("seconds"), int | float) else ""
+        memory = f"{record['peak_mib'] / 1024:.2f} GiB" if isinstance(record.get("peak_mib"), int | float) else ""
         error = f'<div class="error">{html.escape(str(record["error"]))}</div>' if record.get("error") else ""
         rows.append(f'<tr class="{html.escape(status.replace(" ", "-"))}"><td>{link}</td>'
                     f"<td>{html.escape(description(path))}{error}</td><td>{html.escape(status)}</td>"
-                    f"<td>{html.escape(_settings(record))}</td><td class=\"time\">{seconds}</td><td>{files}</td></tr>")
+                    f"<td>{html.escape(_settings(record))}</td><td class=\"time\">{seconds}</td>"
+                    f"<td class=\"time\">{memory}</td><td>{files}</td></tr>")
     done = [r for r in map(records.get, (nb.name for nb in notebooks)) if isinstance(r, dict)]
     total = sum(r["seconds"] for r in done if isinstance(r.get("seconds"), int | float))
     succeeded = sum(r.get("status") == "succeeded" for r in done)
@@ -398,7 +469,8 @@ vertical-align:top}} tr:nth-child(even){{background:#f4f4f4}} .failed td{{color:
 .outdated td{{color:#a60}} .error{{font-family:monospace;font-size:90%}} .time{{text-align:right}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>{succeeded} of {len(notebooks)} notebooks succeeded, in {total:.0f} s of run time.</p>
-<table><tr><th>notebook</th><th>what it shows</th><th>status</th><th>settings</th><th>run time</th><th>executed</th>
+<table><tr><th>notebook</th><th>what it shows</th><th>status</th><th>settings</th><th>run time</th>
+<th>peak memory</th><th>executed</th>
 </tr>
 {chr(10).join(rows)}
 </table></body></html>
@@ -410,7 +482,8 @@ vertical-align:top}} tr:nth-child(even){{background:#f4f4f4}} .failed td{{color:
 
 def run_series(out_dir: str | Path, quick: bool = True, data: str | None = None, only: str | list[str] | None = None,
                timeout: float = DEFAULT_TIMEOUT, folder: str | Path | None = None,
-               runs_dir: str | Path | None = None, log: Callable[[str], None] | None = print) -> Series:
+               runs_dir: str | Path | None = None, log: Callable[[str], None] | None = print,
+               parameters: dict | None = None) -> Series:
     """Run the series (or the `only` ones) into `out_dir`; raise NotebookFailed at the first failing notebook.
 
     Earlier outputs are kept. The leading notebooks that already succeeded with the same parameters,
@@ -430,18 +503,18 @@ def run_series(out_dir: str | Path, quick: bool = True, data: str | None = None,
     title = "artlab notebooks"
     code, running = code_digest(), False
     for path in chosen:
-        parameters = parameters_for(path, quick, data)
-        if not running and is_current(records.get(path.name), path, parameters, out_dir, code):
+        given = parameters_for(path, quick, data, parameters)
+        if not running and is_current(records.get(path.name), path, given, out_dir, code):
             say(f"{path.stem}: unchanged since its last run ({records[path.name]['seconds']:.1f} s), kept")
             continue
         running = True
-        say(f"{path.stem}: running ({', '.join(f'{k}={v}' for k, v in parameters.items()) or 'its defaults'})")
-        record = run_notebook(path, out_dir, parameters, timeout, runs_dir)
+        say(f"{path.stem}: running ({', '.join(f'{k}={v}' for k, v in given.items()) or 'its defaults'})")
+        record = run_notebook(path, out_dir, given, timeout, runs_dir)
         records[path.name] = record
         outdate_after(path, notebooks, records)
         write_json(out_dir / STATUS_FILE, records)
         index = write_index(out_dir, notebooks, records, title)
         if record["status"] == "failed":
             raise NotebookFailed(f"{path.name} failed in {record['error']} (see {out_dir / record['html']})", index)
-        say(f"{path.stem}: succeeded in {record['seconds']:.1f} s")
+        say(f"{path.stem}: succeeded in {record['seconds']:.1f} s, peak memory {record['peak_mib'] / 1024:.2f} GiB")
     return Series(write_index(out_dir, notebooks, records, title), records)

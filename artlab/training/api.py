@@ -19,7 +19,7 @@ from artlab.features import unreadable_rows
 from artlab.runs import Run, as_run, index, load_network, run_collection, status
 from artlab.training import distributed
 from artlab.training.config import TrainConfig
-from artlab.training.holdout import KEPT_OUT, Holdout, content_hashes
+from artlab.training.holdout import KEPT, Holdout, content_hashes, shares_images
 from artlab.training.loops import fit, predict
 from artlab.training.metrics import HEADLINE_METRICS, evaluate, headline
 from artlab.training.probe import features_for, fit_probe, probe_scores
@@ -95,27 +95,22 @@ def prepare_collection(config: TrainConfig, collection: ArtCollection | None = N
 
 
 def _keep_out(collection: ArtCollection, target: TrainConfig) -> ArtCollection:
-    """`collection` without the validation and test images of a later stage's `target` (matched by content; listed
-    in `skipped`); images that only look like them (the same artwork at another size?) are counted in a warning."""
+    """`collection` without the validation and test images of a later stage's `target` and their look-alikes (the
+    same artwork at another size or quality), each listed in `skipped` with the reason."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # about the target's own collection: its runs say them
         loaded = load_collection(target)
         held = Holdout.of(prepare_collection(target.resolved(loaded.tasks), loaded))
-    kept = held.keep_out(collection)
-    alike = held.look_alike(kept)
-    if alike.any():
-        examples = kept.table["path"][alike].head(3).tolist()
-        warnings.warn(f"{collection.name}: {int(alike.sum())} image(s) look like images in the validation or test "
-                      f"split of {target.data} (the same artwork at another size or quality?), e.g. {examples}; "
-                      f"they are not the same files, so they stay in training: check them", stacklevel=3)
-    return kept
+    return held.keep_out(collection)
 
 
 def keep_apart(source: TrainConfig, targets: list[TrainConfig]) -> TrainConfig:
-    """`source` set to keep out the validation and test images of each target whose collection shares files
-    (by content) with its own; unchanged when none does, so its runs stay those trained before."""
-    mine = content_hashes(load_collection(source).table["path"])
-    sharing = [target for target in targets if mine & content_hashes(load_collection(target).table["path"])]
+    """`source` set to keep out the validation and test images of each target whose collection shares files or
+    look-alike images with its own; unchanged when none does, so its runs stay those trained before."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # about the collections themselves: their runs say them
+        mine = load_collection(source).check_images()
+        sharing = [target for target in targets if shares_images(mine, load_collection(target).check_images())]
     settings = [target.held_out_settings() for target in sharing]
     unique = [s for i, s in enumerate(settings) if s not in settings[:i]]
     return replace(source, keep_out=unique) if unique else source
@@ -126,7 +121,7 @@ def kept_out(run: Run) -> int:
     path = run.file("skipped.csv")
     if not path.is_file():
         return 0
-    return int(pd.read_csv(path, dtype=str)["reason"].str.startswith(KEPT_OUT).sum())
+    return int(pd.read_csv(path, dtype=str)["reason"].str.startswith(KEPT).sum())
 
 
 def check_earlier_stage(earlier: Run, collection: ArtCollection) -> None:

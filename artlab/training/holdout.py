@@ -1,11 +1,12 @@
 """The leak guard of every multi-stage path: a target's validation and test images never train an earlier stage.
 
 A source stage (double fine-tuning, a sweep's source classes) may draw on a collection that holds
-some of its target's images. Matched by content (the whole file's sha1: copies under other names
-and folders included), the target's held-out images are left out of the source stage and listed
-in its skipped.csv; the same artwork saved at another size cannot be matched so, and is counted
-by a perceptual hash (`data.images.difference_hash`) and warned about. An `--init-from` chain
-whose earlier run trained on the target's held-out images is refused with the count.
+some of its target's images: the same files (matched by the whole file's sha1: copies under other
+names and folders included) or the same artworks saved at another size or quality (matched by a
+perceptual hash, `data.images.difference_hash`, within LOOK_ALIKE_BITS). Either way the target's
+held-out images are left out of the source stage and listed in its skipped.csv with the reason.
+An `--init-from` chain whose earlier run trained on the target's held-out files is refused with
+the count.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ HELD_OUT = ("val", "test")
 #: Two difference hashes at most this many bits apart are taken for one picture (a 64-bit hash; copies of one
 #: artwork at two sizes differ by a few bits, different paintings by about 32).
 LOOK_ALIKE_BITS = 6
-KEPT_OUT = "kept out: the same file is in the validation or test split of"
+#: The start of every reason a source stage gives for an image it kept out (skipped.csv).
+KEPT = "kept out:"
+KEPT_OUT = f"{KEPT} the same file is in the validation or test split of"
+KEPT_LOOK_ALIKE = f"{KEPT} it looks like an image (perceptual hash within {LOOK_ALIKE_BITS} bits) in the " \
+                  f"validation or test split of"
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,15 @@ class Holdout:
         return alike
 
     def keep_out(self, collection: ArtCollection) -> ArtCollection:
-        """`collection` without the held-out images, which are listed in its `skipped` with the reason."""
+        """`collection` without the held-out images and their look-alikes, listed in its `skipped` with the reason."""
         same = self.identical(collection)
-        if not same.any():
+        alike = self.look_alike(collection) & ~same
+        if not (same | alike).any():
             return collection
-        out = collection.subset(~same)
-        gone = pd.DataFrame({"path": collection.table["path"][same], "reason": f"{KEPT_OUT} {self.target}"})
-        return replace(out, skipped=pd.concat([collection.skipped, gone], ignore_index=True))
+        reasons = np.where(same, f"{KEPT_OUT} {self.target}", f"{KEPT_LOOK_ALIKE} {self.target}")
+        gone = pd.DataFrame({"path": collection.table["path"][same | alike], "reason": reasons[same | alike]})
+        return replace(collection.subset(~(same | alike)),
+                       skipped=pd.concat([collection.skipped, gone], ignore_index=True))
 
 
 def nearest_bits(hashes: np.ndarray, others: np.ndarray, chunk: int = 2048) -> np.ndarray:
@@ -72,6 +79,14 @@ def nearest_bits(hashes: np.ndarray, others: np.ndarray, chunk: int = 2048) -> n
         block = hashes[start:start + chunk, None] ^ others[None, :]
         best[start:start + chunk] = np.bitwise_count(block).min(axis=1)
     return best
+
+
+def shares_images(source: ArtCollection, target: ArtCollection) -> bool:
+    """Whether two checked collections hold the same file or two images that look alike (by perceptual hash)."""
+    mine, theirs = _info(source), _info(target)
+    if set(mine["sha1"].dropna()) & set(theirs["sha1"].dropna()):
+        return True
+    return bool((nearest_bits(_hashes(mine["dhash"]), _hashes(theirs["dhash"])) <= LOOK_ALIKE_BITS).any())
 
 
 def content_hashes(paths: Iterable[str]) -> set[str]:

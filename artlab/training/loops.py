@@ -130,13 +130,15 @@ def network_card(config: TrainConfig, model: nn.Module, heads: Tasks, epoch: int
 def training_inputs(config: TrainConfig, model: nn.Module, train: ArtCollection, val: ArtCollection,
                     device: torch.device) -> tuple[Dataset, Dataset, nn.Module]:
     """The training and validation sets and the module that runs on them: the network on images, or, with
-    the first blocks frozen and no augmentation, its later blocks on the frozen blocks' cached output."""
+    the first blocks frozen, its later blocks on the frozen blocks' cached output (of each training image's
+    cached augmented views, or of its centre crop without augmentation)."""
     size, rows = config.image_size, np.arange(len(train))
     paths = train.table["path"].tolist(), val.table["path"].tolist()
     if config.freeze >= 1:
-        reason = prefix.why_not_cached(config, model, len(train) + len(val))
+        reason = prefix.why_not_cached(config, model, len(train), len(val))
         if reason is None:
-            return (prefix.cached_outputs(model, config.freeze, paths[0], rows, size, device),
+            return (prefix.cached_outputs(model, config.freeze, paths[0], rows, size, device,
+                                          views=config.cached_views),
                     prefix.cached_outputs(model, config.freeze, paths[1], None, size, device),
                     prefix.Suffix(model, config.freeze))
         tqdm.write(f"{config.name}: {reason}", file=sys.stderr)
