@@ -113,7 +113,11 @@ def test_default_names():
     base = TrainConfig(data="/x/wikiart", task="style", strategy="fine_tune")
     assert default_name(base) == "wikiart-style-fine_tune-mobilenet_v2-128px"
     assert default_name(TrainConfig(data="/x/wikiart", task="style", freeze=5, seed=2)) == \
-        "wikiart-style-fine_tune-mobilenet_v2-128px-freeze5-seed2"
+        "wikiart-style-fine_tune-mobilenet_v2-128px-freeze5-views4-seed2"  # 4 cached augmented views
+    assert default_name(TrainConfig(data="/x/wikiart", task="style", freeze=5, augment_views=0)) == \
+        "wikiart-style-fine_tune-mobilenet_v2-128px-freeze5"  # a new crop at every step, as before views
+    assert default_name(TrainConfig(data="/x/wikiart", task="style", freeze=5, augment=False)) == \
+        "wikiart-style-fine_tune-mobilenet_v2-128px-freeze5-noaug"
 
 
 def _folder_collection(root: Path) -> str:
