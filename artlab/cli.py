@@ -80,7 +80,7 @@ def _print_metrics(metrics: dict) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from artlab.training import evaluate_run
 
-    metrics = evaluate_run(args.run, part=args.split)
+    metrics = evaluate_run(args.run, part=args.split, data=args.data)
     print(f"run {args.run}, {args.split} split")
     _print_metrics(metrics)
     for key in ("images_missing_since_training", "images_changed_since_training", "images_unreadable_now"):
@@ -152,6 +152,26 @@ def cmd_notebooks_run(args: argparse.Namespace) -> int:
         print(f"index: {exc.index.resolve()} (run again to continue from the failed notebook)")
         return 1
     print(f"\nindex: {series.index.resolve()}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    """One zip of finished runs, the caches the notebooks read and (--images) the images: a workshop's material."""
+    from artlab.runs.pack import pack
+
+    out = pack(args.out, args.runs or None, args.runs_dir, images=args.images)
+    print(f"pack: {out} ({out.stat().st_size / 2**20:.1f} MiB); on each laptop: artlab unpack {out.name}")
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    """A pack's runs, images and caches where the notebooks find them."""
+    from artlab.runs.pack import unpack
+
+    done = unpack(args.pack, args.to, args.runs_dir)
+    print(done)
+    print(f"then, before starting JupyterLab:\n  export ARTLAB_RUNS={done.runs_dir.resolve()} "
+          f"ARTLAB_DATA={done.data_dir.resolve()}")
     return 0
 
 
@@ -298,6 +318,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="recompute a run's metrics from its saved model")
     evaluate.add_argument("run", help="a run folder")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--data", help="the run's collection at another place (moved, or copied to this machine): "
+                                         "its images are matched to the run's by their signatures")
     evaluate.set_defaults(func=cmd_eval)
 
     analyze = sub.add_parser("analyze", help="what fine-tuning changed: parameters, CKA, top-k images")
@@ -362,6 +384,19 @@ def parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     sub.add_parser("runs", parents=[runs_dir], help="list runs").set_defaults(func=cmd_runs)
+
+    packing = sub.add_parser("pack", parents=[runs_dir], help="one zip of finished runs, their analyses and the "
+                                                              "caches the notebooks read, for a workshop")
+    packing.add_argument("out", help="the zip to write, e.g. workshop.zip")
+    packing.add_argument("runs", nargs="*", help="run names or folders (default: every finished run)")
+    packing.add_argument("--images", action="store_true", help="also the images the runs used (attendees need "
+                                                               "no copy of the collections)")
+    packing.set_defaults(func=cmd_pack)
+    unpacking = sub.add_parser("unpack", parents=[runs_dir], help="a pack's runs, images and caches where the "
+                                                                  "notebooks find them")
+    unpacking.add_argument("pack", help="a zip written by artlab pack")
+    unpacking.add_argument("--to", default=".", help="where runs/ and data/ go (default: here)")
+    unpacking.set_defaults(func=cmd_unpack)
 
     notebooks = sub.add_parser("notebooks", help="the notebook series").add_subparsers(dest="notebooks_command",
                                                                                       required=True)

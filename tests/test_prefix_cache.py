@@ -60,7 +60,7 @@ def computations(monkeypatch) -> list[int]:
 
 def _parts(run: Run) -> list[int]:
     """The number of training and validation images of a run: what one computation of each covers."""
-    split = pd.read_csv(run.file("split.csv"))["split"]
+    split = run.split_table()["split"]
     return [int((split == "train").sum()), int((split == "val").sum())]
 
 
@@ -119,7 +119,7 @@ def test_the_cache_is_reused_and_a_changed_image_recomputes_its_part(tmp_path, c
     assert computations == [n_train, n_val]  # nothing recomputed
     assert second.run.history()["train_loss"].tolist() == first.run.history()["train_loss"].tolist()
 
-    split = pd.read_csv(first.run.file("split.csv"))
+    split = first.run.split_table()
     changed = split.loc[split["split"] == "val", "path"].iloc[0]
     pixels = np.asarray(Image.open(changed)).copy()
     Image.fromarray(255 - pixels).save(changed)  # same name and size, other content
@@ -130,9 +130,9 @@ def test_the_cache_is_reused_and_a_changed_image_recomputes_its_part(tmp_path, c
     assert computations == [n_train, n_val, 1, n_train, n_val] and other.run.finished
 
     reseeded = train(quick(data, name="fifth", seed=1), runs_dir=tmp_path / "runs")  # another split, same images
-    used = [set(pd.read_csv(run.file("split.csv")).query("split != 'test'")["path"]) for run in (first.run,
+    used = [set(run.split_table().query("split != 'test'")["path"]) for run in (first.run,
                                                                                                reseeded.run)]
-    new_train, new_val = [len(set(pd.read_csv(reseeded.run.file("split.csv")).query(f"split == '{part}'")["path"])
+    new_train, new_val = [len(set(reseeded.run.split_table().query(f"split == '{part}'")["path"])
                               - used[0]) for part in ("train", "val")]
     assert 0 < new_train + new_val < n_train  # only the images seed 0 did not train or validate on
     assert computations == [n_train, n_val, 1, n_train, n_val] + [n for n in (new_train, new_val) if n]

@@ -120,7 +120,7 @@ def test_eval_of_a_finished_run_writes_beside_metrics_and_warns_on_changed_image
     data = _collection(tmp_path / "c")
     run = train(quick(data, strategy="off_the_shelf"), runs_dir=tmp_path / "runs").run
     original = run.file("metrics.json").read_bytes()
-    test_image = pd.read_csv(run.file("split.csv")).query("split == 'test'")["path"].iloc[0]
+    test_image = run.split_table().query("split == 'test'")["path"].iloc[0]
     _painting(Path(test_image), seed=999)  # the same file, other content
     with pytest.warns(UserWarning, match="1 changed"):
         metrics = evaluate_run(run)
@@ -143,10 +143,10 @@ def test_resume_reuses_the_recorded_split_or_refuses_with_the_difference(tmp_pat
     with pytest.warns(UserWarning, match="6 image"):
         result = train(quick(data), runs_dir=runs, resume=True)
     assert run.file("split.csv").read_bytes() == recorded and result.metrics["n_images"] == \
-        (pd.read_csv(run.file("split.csv"))["split"] == "test").sum()
+        (run.split_table()["split"] == "test").sum()
     # an image removed from an interrupted run: refused, naming what went missing
     run2 = _interrupted(quick(data, name="r2"), runs, monkeypatch)
-    gone = pd.read_csv(run2.file("split.csv"))["path"].iloc[0]
+    gone = run2.split_table()["path"].iloc[0]
     os.remove(gone)
     with pytest.raises(ValueError, match="1 image\\(s\\) went missing"):
         train(quick(data, name="r2"), runs_dir=runs, resume=True)
@@ -159,7 +159,7 @@ def test_a_finished_run_reused_on_a_changed_collection_says_what_changed(tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the collection as it was: reused without a word
         assert train(quick(data, strategy="off_the_shelf"), runs_dir=runs, resume=True).metrics == first.metrics
-    split = pd.read_csv(first.run.file("split.csv"))
+    split, recorded = first.run.split_table(), first.run.file("split.csv").read_text()
     rows = data.read_text().splitlines()
     rows[1] = rows[1].replace("style0", "style1")  # relabelled
     rows += ["img/new0.png,style2", "img/new1.png,style0"]  # added
@@ -171,7 +171,7 @@ def test_a_finished_run_reused_on_a_changed_collection_says_what_changed(tmp_pat
     with pytest.warns(UserWarning, match=r"reused as trained.*2 image\(s\) added, 1 image\(s\) missing, "
                                          r"1 image\(s\) changed, 1 image\(s\) relabelled.*--name"):
         again = train(quick(data, strategy="off_the_shelf"), runs_dir=runs, resume=True)
-    assert again.metrics == first.metrics and again.run.file("split.csv").read_text() == split.to_csv(index=False)
+    assert again.metrics == first.metrics and again.run.file("split.csv").read_text() == recorded
 
 
 def test_a_damaged_split_is_never_trusted(tmp_path, monkeypatch):
@@ -215,7 +215,7 @@ def test_duplicated_manifest_rows_never_cross_train_and_test(tmp_path):
     lines = data.read_text().splitlines()
     data.write_text("\n".join(lines + lines[1:]) + "\n")  # every row twice
     result = train(quick(data, strategy="off_the_shelf"), runs_dir=tmp_path / "runs")
-    split = pd.read_csv(result.run.file("split.csv"))
+    split = result.run.split_table()
     assert not split["path"].duplicated().any()
     skipped = pd.read_csv(result.run.file("skipped.csv"))
     assert skipped["reason"].str.contains("repeats row").sum() == 60
@@ -310,7 +310,7 @@ def test_unlabelled_rows_and_vanished_images_are_counted(tmp_path):
     run = train(quick(data, strategy="off_the_shelf"), runs_dir=tmp_path / "runs").run
     skipped = pd.read_csv(run.file("skipped.csv"))
     assert skipped["reason"].tolist() == ["no style label"]
-    os.remove(pd.read_csv(run.file("split.csv")).query("split == 'test'")["path"].iloc[0])
+    os.remove(run.split_table().query("split == 'test'")["path"].iloc[0])
     with pytest.warns(UserWarning, match="1 of its 36 images are missing"):
         metrics = evaluate_run(run)
     assert metrics["images_missing_since_training"] == 1
@@ -417,7 +417,7 @@ def test_an_image_unreadable_during_training_is_skipped_and_reported(tmp_path, m
     result = train(quick(data, epochs=1), runs_dir=tmp_path / "runs")
     skipped = pd.read_csv(result.run.file("skipped.csv"))
     assert skipped["path"].tolist() == [victim] and "during training" in skipped["reason"].iloc[0]
-    split = pd.read_csv(result.run.file("split.csv")).set_index("path")["split"]
+    split = result.run.split_table().set_index("path")["split"]
     assert result.metrics["images_unreadable_now"] == int(split[victim] == "test")
 
 
@@ -499,7 +499,7 @@ def test_damaged_cache_entries_are_recomputed_not_trusted(tmp_path):
 
     data = _collection(tmp_path / "c", classes=2, per_class=10)
     first = train(quick(data, strategy="off_the_shelf", name="one"), runs_dir=tmp_path / "runs")
-    paths = pd.read_csv(first.run.file("split.csv"))["path"].tolist()
+    paths = first.run.split_table()["path"].tolist()
     for entry in list((cache_dir() / "features").glob("*.safetensors")) + list((cache_dir() / "scans").glob("*.csv")):
         entry.write_bytes(entry.read_bytes()[:40])  # truncated behind artlab's back
     assert scan(paths)["error"].isna().all()
@@ -520,7 +520,7 @@ def test_analysis_reports_images_missing_since_training(tmp_path):
 
     data = _collection(tmp_path / "c", classes=2, per_class=12)
     run = train(quick(data, epochs=1), runs_dir=tmp_path / "runs").run
-    os.remove(pd.read_csv(run.file("split.csv"))["path"].iloc[0])
+    os.remove(run.split_table()["path"].iloc[0])
     with pytest.warns(UserWarning, match="1 of its 24 images are missing"):
         result = analyze(Comparison(run.path, what=("cka",), image_size=32))
     assert len(result.tables["skipped_images"]) == 1
@@ -632,7 +632,7 @@ def test_a_source_stage_keeps_the_targets_validation_and_test_images_out(tmp_pat
     guarded = keep_apart(source, [target])
     assert guarded.keep_out == [target.held_out_settings()]
     result = train(guarded, runs_dir=tmp_path / "runs")
-    trained = _sha1s(pd.read_csv(result.run.file("split.csv"))["path"])
+    trained = _sha1s(result.run.split_table()["path"])
     held = _held_out(target)
     assert held and not trained & held  # no held-out target image in any part of the source stage
     skipped = pd.read_csv(result.run.file("skipped.csv"))
@@ -641,7 +641,7 @@ def test_a_source_stage_keeps_the_targets_validation_and_test_images_out(tmp_pat
     # the target continues from the guarded source; from an unguarded one it is refused with the count
     assert train(replace_config(target, init_from=str(result.run.path)), runs_dir=tmp_path / "runs").run.finished
     leaky = train(replace_config(source, name="leaky"), runs_dir=tmp_path / "runs")
-    split = pd.read_csv(leaky.run.file("split.csv"))
+    split = leaky.run.split_table()
     leaked = len(held & _sha1s(split.loc[split["split"] == "train", "path"]))  # what it trained on
     with pytest.raises(ValueError, match=rf"trained on {leaked} image\(s\) of this run's validation or test"):
         train(replace_config(target, name="after-leaky", init_from=str(leaky.run.path)), runs_dir=tmp_path / "runs")
@@ -685,7 +685,7 @@ def test_double_fine_tuning_and_sweeps_keep_the_target_test_split_out_of_their_s
     study = double_finetune(source, target, seeds=(0,), runs_dir=tmp_path / "runs")
     first = Run(study.run("source stage", 0))
     assert first.name.endswith("-apart-source-seed0") or "-apart-" in first.name
-    assert not _sha1s(pd.read_csv(first.file("split.csv"))["path"]) & _held_out(target)
+    assert not _sha1s(first.split_table()["path"]) & _held_out(target)
     kept = int(study.cells.loc[study.cells["route"] == "source stage", "kept out"].iloc[0])
     assert kept == len(_held_out(target)) and f"{kept} (seed 0)" in study.report.read_text()
     # a sweep whose source is its own collection (the N largest classes first) keeps each seed's held-out images out
@@ -694,7 +694,7 @@ def test_double_fine_tuning_and_sweeps_keep_the_target_test_split_out_of_their_s
     source_run = Run(tmp_path / "runs" / next(n for n in os.listdir(tmp_path / "runs") if "-source-top2-seed1" in n))
     assert source_run.config()["keep_out"] == [target.held_out_settings()]
     held = _held_out(replace_config(target, seed=1))
-    assert held and not _sha1s(pd.read_csv(source_run.file("split.csv"))["path"]) & held
+    assert held and not _sha1s(source_run.split_table()["path"]) & held
     assert (result.cells["status"] == "finished").all()
     spec = yaml.safe_load(result.files[2].read_text())
     skipped = pd.read_csv(source_run.file("skipped.csv"))

@@ -27,6 +27,8 @@ class ArtCollection:
     `skipped` lists the files and rows that could not be used, with the reason. `split_origin`
     says where an existing split came from (e.g. the split folders found), empty when there is none.
     `changed` lists files whose content differs from what a run recorded (see `Run.read_split`).
+    `root` is the folder the collection was loaded from (a manifest's image folder): a run records its
+    images relative to it, so the run still finds them when the collection moves.
     """
 
     table: pd.DataFrame
@@ -36,6 +38,7 @@ class ArtCollection:
     image_info: pd.DataFrame | None = None
     split_origin: str = ""
     changed: list[str] = field(default_factory=list)  # files whose content differs from a run's record
+    root: Path | None = None
 
     @property
     def tasks(self) -> list[str]:

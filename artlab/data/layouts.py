@@ -208,8 +208,17 @@ def from_peopleart(root: str | Path) -> ArtCollection:
     keys = table["path"].map(lambda p: str(Path(p).resolve()))
     table["person"] = keys.map(person)
     table["split"] = keys.map(split)
-    return replace(collection, multi_label={"style": False, "artist": False, "person": False},
+    return replace(collection, multi_label={"style": False, "artist": False, "person": False}, root=root,
                    split_origin="People-Art person lists (annotations/person_{train,val,test}.txt)")
+
+
+def collection_root(source: str | Path) -> Path:
+    """The folder `load(source)` records its images under: the collection folder, a manifest's folder, or the
+    embedded synthetic collection's (generated if needed). Runs store image paths relative to it."""
+    if str(source) == "synthetic":
+        return synthetic_manifest().parent.resolve()
+    path = Path(source).expanduser()
+    return (path.parent if path.is_file() else path).resolve()
 
 
 def _existing_dir(root: str | Path) -> Path:
@@ -224,7 +233,7 @@ def _build(rows: list[dict], multi_label: dict[str, bool], name: str, root: Path
         raise ValueError(f"no images found under {root} (looked for {sorted(IMAGE_SUFFIXES)} files "
                          f"in class folders)")
     table = pd.DataFrame(rows, columns=["path", "split", *multi_label])
-    return ArtCollection(table=table, multi_label=multi_label, name=name)
+    return ArtCollection(table=table, multi_label=multi_label, name=name, root=Path(root).resolve())
 
 
 def load_synthetic(per_artist: int = 20, size: int = 160, seed: int = 0,

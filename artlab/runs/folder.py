@@ -220,17 +220,27 @@ class Run:
         """Refuse a split.csv that is not the one written (truncated or edited)."""
         split.check_split(self.path)
 
-    def read_split(self, multi_label: dict[str, bool], quiet: bool = False) -> ArtCollection:
-        """The exact images, labels and split the run recorded (missing images in `skipped`, changed in `changed`)."""
-        return split.read_split(self.path, multi_label, self.name, quiet)
+    def read_split(self, multi_label: dict[str, bool], quiet: bool = False,
+                   data: str | Path | None = None) -> ArtCollection:
+        """The exact images, labels and split the run recorded (missing images in `skipped`, changed in `changed`),
+        found in `data` when given, else where the collection is now (`split.locate`)."""
+        return split.read_split(self.path, multi_label, self.name, quiet, data, self._data_then())
 
-    def split_table(self) -> pd.DataFrame:
-        """split.csv as recorded, every column as text (after checking it is the file the run wrote)."""
-        return split.recorded_frame(self.path)
+    def split_table(self, data: str | Path | None = None) -> pd.DataFrame:
+        """split.csv as recorded, every column as text, its paths where the images are now (after checking it is
+        the file the run wrote)."""
+        return split.recorded_frame(self.path, data, self._data_then())
+
+    def content_key(self, tasks: tuple[str, ...] | list[str]) -> str:
+        """What the run trained on, wherever its collection lies now (`split.content_key`): its images, their
+        `tasks` labels and split."""
+        frame = split.recorded_text(self.path)
+        return split.content_key(frame, split.recorded_root(self.path, self._data_then()), tuple(tasks))
 
     def changes_since(self, collection: ArtCollection, tasks: tuple[str, ...]) -> str:
         """How `collection`, prepared now, differs from what the run recorded, in words ("" when it does not)."""
-        recorded = self.read_split({task: collection.multi_label[task] for task in tasks}, quiet=True)
+        recorded = self.read_split({task: collection.multi_label[task] for task in tasks}, quiet=True,
+                                   data=self._moved_to(collection))
         return split.changes(recorded, collection, tasks)
 
     def warn_if_changed(self, collection: ArtCollection, tasks: tuple[str, ...]) -> None:
@@ -243,12 +253,26 @@ class Run:
 
     def exact_split(self, collection: ArtCollection, tasks: tuple[str, ...]) -> ArtCollection:
         """On resume, the recorded split exactly: refused if any of its images is missing or changed."""
-        recorded = self.read_split({task: collection.multi_label[task] for task in tasks}, quiet=True)
+        recorded = self.read_split({task: collection.multi_label[task] for task in tasks}, quiet=True,
+                                   data=self._moved_to(collection))
         return split.exact(recorded, collection, tuple(tasks), str(self.path))
 
     def split_like(self, collection: ArtCollection) -> ArtCollection:
         """`collection` split image by image as this run recorded it (images it did not use left out)."""
-        return split.split_like(collection, self.path)
+        return split.split_like(collection, self.path, self._data_then())
+
+    def _data_then(self) -> str | None:
+        """The `data` the run was trained with (its config's), or None when unreadable."""
+        try:
+            data = self.config().get("data")
+        except (OSError, ValueError):
+            return None
+        return str(data) if data is not None else None
+
+    def _moved_to(self, collection: ArtCollection) -> Path | None:
+        """`collection`'s folder when it is not where the run recorded its images, else None."""
+        then = split.recorded_root(self.path, self._data_then())
+        return collection.root if collection.root is not None and collection.root != then else None
 
     # ---- model and checkpoint --------------------------------------------------------------------
     def card(self) -> ModelCard:

@@ -120,9 +120,11 @@ def load_network(run: Run | str | Path) -> nn.Module:
     return models.attach_card(model, card).eval()
 
 
-def run_collection(run: Run | str | Path, card: ModelCard | None = None) -> ArtCollection:
-    """The exact images, labels and split a run used (from its split.csv); images missing since are left out and
-    listed in `skipped`, changed ones listed in `changed` (and both warned about)."""
+def run_collection(run: Run | str | Path, card: ModelCard | None = None,
+                   data: str | Path | None = None) -> ArtCollection:
+    """The exact images, labels and split a run used (from its split.csv), found in `data` if given (the collection
+    moved), else where it is now (`split.locate`); images missing since are left out and listed in `skipped`,
+    changed ones listed in `changed` (and both warned about)."""
     run = as_run(run)
     card = card or run.card()
-    return run.read_split({t: card.multi_label[t] for t in card.tasks})
+    return run.read_split({t: card.multi_label[t] for t in card.tasks}, data=data)

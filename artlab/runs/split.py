@@ -2,6 +2,9 @@
 
 split.csv keeps each file's signature, and split.json its row count and sha256, so a run can tell
 later whether its images went missing, changed or were relabelled, and refuse a split edited by hand.
+Paths are recorded relative to the collection's folder (split.json keeps where it was), so a run
+finds its images again when the collection moves: to a `data` given, to where this process found it
+(`remember_move`), or to a folder of the same name under $ARTLAB_DATA; their signatures vouch for them.
 These functions work on a run folder's path; `Run` (folder.py) offers them as methods.
 """
 
@@ -19,20 +22,91 @@ import pandas as pd
 
 from artlab.cache import file_signature
 from artlab.data.collection import ArtCollection
+from artlab.data.layouts import collection_root
 from artlab.io import DamagedFile, read_json, write_json
 
 SPLIT_FILE = "split.csv"
 SPLIT_RECORD = "split.json"
 #: Separator of multi-label cells in split.csv files written by artlab 0.1 (JSON lists since).
 LEGACY_LABEL_SEPARATOR = "|"
+#: Folders where collections may have moved since their runs were trained (os.pathsep-separated), e.g. a workshop's
+#: ~/workshop/data: a run trained on .../genres looks for ~/workshop/data/genres when its own folder is gone.
+DATA_ENV = "ARTLAB_DATA"
+#: Recorded collection folder -> where this process found that collection (see `remember_move`).
+_MOVED: dict[str, Path] = {}
 
 
 def write_split(folder: Path, collection: ArtCollection) -> None:
-    """split.csv (with each file's signature) and split.json (its row count and sha256), atomically."""
+    """split.csv (paths relative to the collection's folder, each file's signature) and split.json (its row count,
+    sha256 and the collection's folder), atomically."""
     table = collection.table.assign(signature=[signature_or_none(p) for p in collection.table["path"]])
+    table["path"] = [_relative(p, collection.root) for p in table["path"]]
     ArtCollection(table, collection.multi_label, collection.name).to_csv(folder / SPLIT_FILE)
     digest = hashlib.sha256((folder / SPLIT_FILE).read_bytes()).hexdigest()
-    write_json(folder / SPLIT_RECORD, {"rows": len(table), "sha256": digest})
+    root = str(collection.root) if collection.root is not None else None
+    write_json(folder / SPLIT_RECORD, {"rows": len(table), "sha256": digest, "root": root})
+
+
+def remember_move(recorded: str | Path, now: str | Path) -> None:
+    """Runs whose collection was recorded at `recorded` find it at `now` for the rest of this process (set when a
+    run is reused on the same images at another place)."""
+    _MOVED[str(recorded)] = Path(now)
+
+
+def recorded_root(folder: Path, data_then: str | None = None) -> Path | None:
+    """Where the run's collection was when it recorded its split: split.json's root, or for runs written before
+    artlab recorded it, the folder of the config's `data` (`data_then`)."""
+    record = read_json(folder / SPLIT_RECORD) if (folder / SPLIT_RECORD).is_file() else {}
+    if record.get("root"):
+        return Path(record["root"])
+    if data_then and data_then != "synthetic":
+        return collection_root(data_then)
+    return None
+
+
+def locate(root_then: Path | None, data: str | Path | None = None, data_then: str | None = None) -> Path | None:
+    """Where a run's collection is now: `data` if given; else where this process found it (`remember_move`); else
+    where it was, if still there; else its config's `data` (the synthetic collection is made anew); else a folder
+    of its name under $ARTLAB_DATA. None for a run that recorded absolute paths and was given no `data`."""
+    if data is not None:
+        return collection_root(data)
+    if root_then is None:
+        return None
+    if str(root_then) in _MOVED:
+        return _MOVED[str(root_then)]
+    if root_then.is_dir():
+        return root_then
+    if data_then == "synthetic" or data_then and collection_root(data_then).is_dir():
+        return collection_root(data_then)
+    for base in filter(None, os.environ.get(DATA_ENV, "").split(os.pathsep)):
+        candidate = Path(base).expanduser() / root_then.name
+        if candidate.is_dir():
+            return candidate.resolve()
+    return root_then
+
+
+def absolute_paths(paths: pd.Series, root_then: Path | None, root_now: Path | None) -> pd.Series:
+    """Recorded paths as paths on this machine: relative ones under `root_now`, and absolute ones under `root_then`
+    (runs written before paths were relative) moved there too."""
+    def where(path: str) -> str:
+        if not os.path.isabs(path):
+            return str((root_now or Path()) / path)
+        if root_now is not None and root_then is not None and root_now != root_then:
+            relative = _relative(path, root_then)
+            if not os.path.isabs(relative):
+                return str(root_now / relative)
+        return path
+    return paths.map(where)
+
+
+def _relative(path: str, root: Path | None) -> str:
+    """`path` relative to `root` (with /), or as it is when outside it."""
+    if root is None:
+        return path
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return path
 
 
 def check_split(folder: Path) -> None:
@@ -47,8 +121,8 @@ def check_split(folder: Path) -> None:
                               f"({expected.get('rows')} rows); the run cannot be trusted or resumed")
 
 
-def recorded_frame(folder: Path) -> pd.DataFrame:
-    """split.csv as text cells, after checking it is the one the run wrote."""
+def recorded_text(folder: Path) -> pd.DataFrame:
+    """split.csv as text cells, its paths as recorded, after checking it is the one the run wrote."""
     check_split(folder)
     try:
         return pd.read_csv(folder / SPLIT_FILE, dtype=str, keep_default_na=False)
@@ -56,13 +130,25 @@ def recorded_frame(folder: Path) -> pd.DataFrame:
         raise DamagedFile(f"{folder / SPLIT_FILE} is damaged ({exc})") from None
 
 
-def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: bool = False) -> ArtCollection:
-    """The exact images, labels and split recorded in a run's split.csv.
+def recorded_frame(folder: Path, data: str | Path | None = None, data_then: str | None = None) -> pd.DataFrame:
+    """split.csv as text cells, its paths where the images are now (see `locate`)."""
+    frame = recorded_text(folder)
+    if "path" in frame:
+        root_then = recorded_root(folder, data_then)
+        frame["path"] = absolute_paths(frame["path"], root_then, locate(root_then, data, data_then))
+    return frame
+
+
+def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: bool = False,
+               data: str | Path | None = None, data_then: str | None = None) -> ArtCollection:
+    """The exact images, labels and split recorded in a run's split.csv, found where they are now (`data` if
+    given, see `locate`; `data_then` is the run's config's `data`).
 
     Images missing since the run was written are left out and listed in `skipped`; images whose
     content changed are kept and listed in `changed`; either case is also warned about (unless `quiet`).
+    A collection given as `data` in which none of the run's images is found, or none unchanged, is refused.
     """
-    frame = recorded_frame(folder)
+    frame = recorded_frame(folder, data, data_then)
     missing_columns = [c for c in ("path", "split", *multi_label) if c not in frame]
     if missing_columns:
         raise DamagedFile(f"{folder / SPLIT_FILE} has no column(s) {missing_columns}")
@@ -70,18 +156,46 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
     table = pd.DataFrame({"path": frame["path"], "split": frame["split"].replace("", None)})
     for task, multi in multi_label.items():
         table[task] = frame[task].map(_labels) if multi else frame[task].replace("", None)
-    collection = ArtCollection(table[exists].reset_index(drop=True), dict(multi_label), name)
+    collection = ArtCollection(table[exists].reset_index(drop=True), dict(multi_label), name,
+                               root=locate(recorded_root(folder, data_then), data, data_then))
     collection.skipped = pd.DataFrame({"path": frame["path"][~exists],
                                        "reason": "missing since the run recorded its split"})
     if "signature" in frame:
         recorded = frame["signature"][exists].tolist()
         collection.changed = [p for p, s in zip(collection.table["path"], recorded)
                               if s and not _same_content(s, signature_or_none(p))]
+    hint = "" if data is not None else f" (moved? give the collection's new folder as `data`, or set {DATA_ENV})"
+    if data is not None and len(frame) and len(collection.changed) == len(collection):
+        raise ValueError(f"{data} is not the collection run {name} trained on: none of its {len(frame)} images is "
+                         f"there unchanged (found {len(collection)}, {len(collection.changed)} of them different)")
+    if not quiet and len(frame) and not exists.any():
+        raise FileNotFoundError(f"run {name}: none of its {len(frame)} images is where it recorded them "
+                                f"({collection.root}){hint}")
     if not quiet and ((~exists).any() or collection.changed):
         warnings.warn(f"run {name}: {int((~exists).sum())} of its {len(frame)} images are missing and "
-                      f"{len(collection.changed)} changed since it recorded its split; results on them differ "
+                      f"{len(collection.changed)} changed since it recorded its split{hint}; results on them differ "
                       f"from the run's", stacklevel=3)
     return collection
+
+
+def content_key(frame: pd.DataFrame, root: Path | None, tasks: tuple[str, ...]) -> str:
+    """What a split holds, wherever its collection lies: each image's path under `root`, split, labels and
+    content (size and the hash of its ends, not its time), in path order. `frame` has a `signature` column, or
+    the files are read."""
+    signatures = frame["signature"] if "signature" in frame else frame["path"].map(signature_or_none)
+    rows = sorted("\0".join([_relative(str(path), root), str(split or ""), *(_comparable(frame[t].iloc[i])
+                                                                           for t in tasks),
+                             _content(signature)])
+                  for i, (path, split, signature) in enumerate(zip(frame["path"], frame["split"], signatures)))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def _content(signature: str | None) -> str:
+    """A file signature without its modification time (a copy to another machine keeps the content, not the time)."""
+    if not signature:
+        return ""
+    size, _, digest = signature.split(":")
+    return f"{size}:{digest}"
 
 
 def changes(recorded: ArtCollection, collection: ArtCollection, tasks: tuple[str, ...]) -> str:
@@ -120,9 +234,9 @@ def exact(recorded: ArtCollection, collection: ArtCollection, tasks: tuple[str, 
     return replace(recorded, skipped=collection.skipped)
 
 
-def split_like(collection: ArtCollection, folder: Path) -> ArtCollection:
+def split_like(collection: ArtCollection, folder: Path, data_then: str | None = None) -> ArtCollection:
     """The split another run recorded, image by image; images it did not use are left out (and listed)."""
-    recorded = recorded_frame(folder)
+    recorded = recorded_frame(folder, collection.root, data_then)
     split_of = dict(zip(recorded["path"], recorded["split"]))
     known = collection.table["path"].isin(split_of).to_numpy()
     if not known.any():

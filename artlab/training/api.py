@@ -17,8 +17,9 @@ from artlab.data.layouts import load
 from artlab.data.loading import ImageDataset
 from artlab.features import unreadable_rows
 from artlab.runs import Run, as_run, index, load_network, run_collection, status
+from artlab.runs.split import content_key, recorded_root, remember_move
 from artlab.training import distributed
-from artlab.training.config import TrainConfig
+from artlab.training.config import TrainConfig, check_device
 from artlab.training.holdout import KEPT, Holdout, content_hashes, shares_images
 from artlab.training.loops import fit, predict
 from artlab.training.metrics import HEADLINE_METRICS, evaluate, headline
@@ -174,17 +175,54 @@ class Reuse:
         return self.run.changes_since(collection, self.config.tasks)
 
 
-def reusable(config: TrainConfig, runs_dir: str | Path | None = None) -> Reuse | None:
-    """The finished run that `train(config)` would reuse as it is, else None (train decides: resume or refuse)."""
+def reusable(config: TrainConfig, runs_dir: str | Path | None = None,
+             collection: ArtCollection | None = None) -> Reuse | None:
+    """The finished run that `train(config)` would reuse as it is, else None (train decides: resume or refuse).
+
+    A run trained on the same images elsewhere (its collection moved, or copied from another machine) is
+    reused when its images, labels and split match by content (`collection`: `config`'s, prepared, if at hand).
+    """
     run = Run.named(config.name, runs_dir)
     if not run.finished:
         return None
     try:
         saved = TrainConfig.from_dict(run.config())
         wanted = config if config.task is not None else replace(config, task=saved.task)
-        return Reuse(run, saved) if saved.to_dict() == wanted.to_dict() else None
-    except (OSError, ValueError, TypeError):  # a damaged folder: train() says what is wrong with it
+        if saved.to_dict() == wanted.to_dict():
+            return Reuse(run, saved)
+        if not only_places_differ(saved, wanted):
+            return None
+        if collection is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # about the collection itself: train() says them
+                loaded = load_collection(wanted)
+                collection = prepare_collection(wanted.resolved(loaded.tasks), loaded)
+        if run.content_key(saved.tasks) != content_key(collection.table, collection.root, saved.tasks):
+            return None
+        remember_move(recorded_root(run.path, saved.data), collection.root)  # its analyses find the images here
+        return Reuse(run, replace(saved, **{f: getattr(wanted, f) for f in PLACE_FIELDS}))
+    except (OSError, ValueError, TypeError, KeyError):  # a damaged folder: train() says what is wrong with it
         return None
+
+
+#: Config fields that say where rather than what: a run's collection, earlier runs, held-out targets' collections.
+PLACE_FIELDS = ("data", "init_from", "split_from", "keep_out")
+
+
+def only_places_differ(saved: TrainConfig, wanted: TrainConfig) -> bool:
+    """Whether two configs differ at most in where things are: collections (to be matched by content), and earlier
+    runs or held-out collections of the same folder names."""
+    then, now = saved.to_dict(), wanted.to_dict()
+    differing = {k for k in then.keys() | now.keys() if then.get(k) != now.get(k)}
+    if differing - set(PLACE_FIELDS):
+        return False
+    named = [_folder_name(then.get(k)) == _folder_name(now.get(k)) for k in ("init_from", "split_from")]
+    held = [[{**s, "data": _folder_name(s.get("data"))} for s in (c.get("keep_out") or [])] for c in (then, now)]
+    return all(named) and held[0] == held[1]
+
+
+def _folder_name(path: object) -> str | None:
+    return Path(str(path).rstrip("/")).name if path else None
 
 
 #: The config fields the run index shows for each run.
@@ -231,6 +269,10 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
         if where.active:
             return _train_together(config, run, collection, distributed.process_device(device, where), where,
                                    resume)
+    reused = reusable(config, runs_dir, collection) if resume else None
+    if reused is not None:  # read, never written: the folder may be a read-only copy from another machine
+        run.warn_if_changed(collection, config.tasks)
+        return RunResult(run, run.metrics(), run.history().to_dict("records"))
     with run.lock():
         run.open(config.to_dict(), resume, as_saved_today)
         if run.finished:
@@ -294,15 +336,17 @@ def _train_together(config: TrainConfig, run: Run, collection: ArtCollection, de
     return RunResult(run, run.metrics(), history)
 
 
-def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None) -> dict:
+def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None,
+                 data: str | Path | None = None) -> dict:
     """Recompute a run's metrics on one split from its saved model.
 
     Never touches the training-time metrics.json: an evaluation of a finished run is written to
     `evaluations/<time>-<split>.json`; an unfinished run's is only returned. Images missing or
-    changed since training are counted in the result (and warned about).
+    changed since training are counted in the result (and warned about). `data`: the run's collection
+    at another place (moved, or copied to another machine); its files' signatures must match the run's.
     """
     run = as_run(run)
-    metrics = _evaluate(run, part, device)
+    metrics = _evaluate(run, part, device, data)
     if run.finished:
         metrics["file"] = str(run.write_evaluation(metrics))
     return metrics
@@ -326,25 +370,25 @@ class Predictions:
 
 
 def predictions(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None,
-                task: str | None = None) -> Predictions:
+                task: str | None = None, data: str | Path | None = None) -> Predictions:
     """Recompute a run's per-image scores on one split from its saved model (the ground of every metric).
 
-    `task` picks one task of a multi-task run (default: its first).
+    `task` picks one task of a multi-task run (default: its first); `data`: its collection moved elsewhere.
     """
-    return _predict_tasks(run, part, device, [task] if task else None)[0]  # all tasks in order: the first
+    return _predict_tasks(run, part, device, [task] if task else None, data)[0]  # all tasks in order: the first
 
 
 def _predict_tasks(run: Run | str | Path, part: str, device: torch.device | str | None,
-                   tasks: list[str] | None = None) -> list[Predictions]:
+                   tasks: list[str] | None = None, data: str | Path | None = None) -> list[Predictions]:
     """One forward pass over a split, read out per task (`tasks`, default all of the run's, in its order)."""
     run = as_run(run)
     config = TrainConfig.from_dict(run.config())
-    device = models.resolve_device(config.device if device is None else device)
+    device = models.resolve_device(_here(config.device) if device is None else device)
     card = run.card()
     for task in tasks or ():
         if task not in card.tasks:
             raise KeyError(f"{run.name} has no task {task!r}; it was trained on {list(card.tasks)}")
-    collection = run_collection(run, card)
+    collection = run_collection(run, card, data)
     subset = collection.part(part)
     if card.kind == "linear_probe":  # features of the whole collection: the set the training run cached
         in_part = (collection.table["split"] == part).to_numpy()
@@ -372,9 +416,18 @@ def _predict_tasks(run: Run | str | Path, part: str, device: torch.device | str 
     return out
 
 
-def _evaluate(run: Run, part: str, device: torch.device | str | None) -> dict:
+def _here(device: str) -> str:
+    """A saved run's device if this machine has it, else "auto" (a run trained on a GPU opens on a laptop)."""
+    try:
+        check_device(device)
+    except ValueError:
+        return "auto"
+    return device
+
+
+def _evaluate(run: Run, part: str, device: torch.device | str | None, data: str | Path | None = None) -> dict:
     """Test (or any split's) metrics of every task of a run: flat for one task, under "tasks" for several."""
-    scored = _predict_tasks(run, part, device)
+    scored = _predict_tasks(run, part, device, data=data)
     per_task = {p.task: evaluate(p.scores, p.targets, p.classes, p.multi_label) for p in scored}
     first = scored[0]
     metrics = per_task[first.task] if len(per_task) == 1 else {

@@ -1,0 +1,204 @@
+"""Workshop packs: prepare once, explore anywhere.
+
+A teacher packs finished runs, with their analyses (inside the run folders), the caches the notebooks
+read (features, renders, maps) and optionally the images they used, into one zip; attendees unpack it
+and the notebooks show the prepared results without training or a forward pass.
+
+    artlab pack workshop.zip --images            # every finished run under runs/
+    artlab unpack workshop.zip                   # ./runs, ./data and the cache; says what to export
+
+Inside the zip: `pack.json` (artlab version, format, runs, collections), `runs/<name>/...`,
+`cache/<kind>/...` and `data/<collection>/...` (images at their recorded paths, relative to the
+collection's folder). Nothing is unpickled, members are extracted only under their destination, an
+existing file is never replaced by a different one, and a pack from a newer artlab is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from artlab.cache import cache_dir
+from artlab.io import atomic_path
+from artlab.runs.folder import Run, runs_root
+from artlab.runs.split import locate, recorded_root
+from artlab.version import __version__
+
+PACK_FILE = "pack.json"
+#: The layout of a pack; a pack of a later format is refused by this artlab.
+PACK_FORMAT = 1
+#: Cache folders that hold results the notebooks show (decoded images, frozen-block outputs and scans are recomputed
+#: cheaply, or are specific to the machine that made them).
+PACKED_CACHES = ("features", "renders", "maps")
+#: Members stored as they are (already compressed, or binary tensors that deflate little).
+STORED_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".safetensors", ".zip"}
+
+
+class PackError(ValueError):
+    """A pack that cannot be unpacked here (another artlab, a damaged or unsafe archive)."""
+
+
+@dataclass
+class Pack:
+    """What a pack holds (its pack.json): the artlab that made it, its runs and its collections."""
+
+    artlab: str
+    runs: list[str]
+    collections: dict[str, dict] = field(default_factory=dict)  # folder name -> {"root": ..., "images": n}
+    caches: list[str] = field(default_factory=list)
+    format: int = PACK_FORMAT
+
+    def check_compatible(self, source: str | Path) -> None:
+        """Refuse a pack this artlab cannot read: a later pack format, or another major version of artlab."""
+        if self.format > PACK_FORMAT or _major(self.artlab) != _major(__version__) or \
+                _version(self.artlab) > _version(__version__):
+            raise PackError(f"{source} was packed by artlab {self.artlab} (pack format {self.format}); this is "
+                            f"artlab {__version__} (format {PACK_FORMAT}): install artlab {self.artlab} to unpack it")
+
+
+def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | Path | None = None,
+         images: bool = False, caches: tuple[str, ...] = PACKED_CACHES) -> Path:
+    """Write one zip holding `runs` (names or folders; default every finished run under `runs_dir`), the cache
+    folders `caches`, and with `images` the image files the runs used. Returns the zip's path."""
+    chosen = [_run(r, runs_dir) for r in runs] if runs else _finished(runs_dir)
+    if not chosen:
+        raise ValueError(f"no finished run to pack under {runs_root(runs_dir)}")
+    unfinished = [run.name for run in chosen if not run.finished]
+    if unfinished:
+        raise ValueError(f"runs not finished (no metrics.json): {unfinished}; finish them (--resume) or leave them out")
+    collections: dict[str, dict] = {}
+    members: dict[str, Path] = {}
+    for run in chosen:
+        for path in sorted(p for p in run.path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            members[f"runs/{run.name}/{path.relative_to(run.path).as_posix()}"] = path
+        data = str(run.config().get("data"))
+        root = recorded_root(run.path, data)
+        if root is None or data == "synthetic":  # the synthetic collection is made anew where it is needed
+            continue
+        entry = collections.setdefault(root.name, {"root": str(root), "images": 0})
+        if entry["root"] != str(root):
+            raise ValueError(f"two collections named {root.name!r} ({entry['root']} and {root}): rename one folder")
+        if images:
+            manifest = [data] if Path(data).is_file() else []  # a manifest collection travels with its table
+            here = locate(root, data_then=data)  # where the images are now
+            for path in [*run.split_table()["path"], *manifest]:
+                path = Path(path).resolve()
+                if path.is_file() and _under(path, here):
+                    members[f"data/{root.name}/{path.relative_to(here).as_posix()}"] = path
+    for kind in caches:
+        folder = cache_dir() / kind
+        for path in sorted(folder.rglob("*") if folder.is_dir() else []):
+            if path.is_file() and not path.name.startswith("."):
+                members[f"cache/{kind}/{path.relative_to(folder).as_posix()}"] = path
+    for name in collections:
+        collections[name]["images"] = sum(m.startswith(f"data/{name}/") for m in members)
+        collections[name]["packed"] = images
+    manifest = Pack(__version__, [run.name for run in chosen], collections, list(caches))
+    out = Path(out)
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+        archive.writestr(PACK_FILE, json.dumps(manifest.__dict__, indent=2))
+        for name, path in members.items():
+            stored = path.suffix.lower() in STORED_SUFFIXES
+            archive.write(path, name, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    return out
+
+
+def read_pack(source: str | Path) -> Pack:
+    """A pack's pack.json, checked against this artlab."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            manifest = Pack(**json.loads(archive.read(PACK_FILE)))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, TypeError) as exc:
+        raise PackError(f"{source} is not an artlab pack or is damaged ({exc})") from None
+    manifest.check_compatible(source)
+    return manifest
+
+
+@dataclass
+class Unpacked:
+    """Where a pack went: its runs folder, its collections' folder, and how many files were new."""
+
+    runs_dir: Path
+    data_dir: Path
+    pack: Pack
+    written: int
+    kept: int
+
+    def __str__(self) -> str:
+        return (f"{len(self.pack.runs)} run(s) in {self.runs_dir}, {len(self.pack.collections)} collection(s) "
+                f"looked for in {self.data_dir}; {self.written} file(s) written, {self.kept} already here")
+
+
+def unpack(source: str | Path, to: str | Path = ".", runs_dir: str | Path | None = None) -> Unpacked:
+    """Extract a pack under `to`: runs to `runs_dir` (default `to`/runs), images to `to`/data/<collection>, caches
+    into this machine's cache. Nothing is replaced: a file already there must be identical, else PackError."""
+    manifest = read_pack(source)
+    to = Path(to)
+    runs_dir, data_dir = Path(runs_dir) if runs_dir is not None else to / "runs", to / "data"
+    places = {"runs": runs_dir, "data": data_dir, "cache": cache_dir()}
+    written = kept = 0
+    with zipfile.ZipFile(source) as archive:
+        targets = [(info, _destination(info.filename, places, source)) for info in archive.infolist()
+                   if info.filename != PACK_FILE and not info.is_dir()]
+        clashes = [str(target) for info, target in targets if target.is_file() and not _same(archive, info, target)]
+        if clashes:
+            raise PackError(f"{len(clashes)} file(s) of {source} differ from those already here (e.g. {clashes[0]}); "
+                            f"nothing was unpacked: unpack elsewhere (--to) or move them away")
+        for info, target in targets:
+            if target.is_file():
+                kept += 1
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as member, tempfile.NamedTemporaryFile(dir=target.parent, delete=False,
+                                                                          prefix=f".{target.name}.") as tmp:
+                shutil.copyfileobj(member, tmp)
+            os.replace(tmp.name, target)
+            written += 1
+    return Unpacked(runs_dir, data_dir, manifest, written, kept)
+
+
+def _destination(name: str, places: dict[str, Path], source: str | Path) -> Path:
+    """Where a member goes: under its place's folder, never outside it (absolute names and `..` refused)."""
+    top, _, rest = name.partition("/")
+    parts = Path(rest).parts
+    if top not in places or not rest or Path(rest).is_absolute() or ".." in parts or name.startswith("/"):
+        raise PackError(f"{source}: member {name!r} is not where a pack keeps files; the pack is damaged or unsafe")
+    return places[top].joinpath(*parts)
+
+
+def _same(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> bool:
+    if target.stat().st_size != info.file_size:
+        return False
+    with archive.open(info) as member, open(target, "rb") as here:
+        return member.read() == here.read()
+
+
+def _run(run: str | Path, runs_dir: str | Path | None) -> Run:
+    path = Path(run)
+    return Run(path) if path.is_dir() else Run.named(str(run), runs_dir)
+
+
+def _finished(runs_dir: str | Path | None) -> list[Run]:
+    root = runs_root(runs_dir)
+    return [Run(p) for p in sorted(root.iterdir()) if Run(p).finished] if root.is_dir() else []
+
+
+def _under(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else 0 for part in text.split(".")[:3])
+
+
+def _major(text: str) -> int:
+    return _version(text)[0]

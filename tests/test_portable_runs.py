@@ -1,0 +1,235 @@
+"""Portable runs: a finished run and its collection moved together (to another place or machine) are evaluated,
+reused and analysed where they are now, found by their signatures, without training again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+import artlab.training.api as api
+from artlab.analysis import Comparison, analyze
+from artlab.cli import main
+from artlab.runs import Run, run_collection
+from artlab.runs import split as splits
+from artlab.training import TrainConfig, evaluate_run, train
+
+
+def _painting(path: Path, seed: int, size: int = 40) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+
+
+def _folders(root: Path, seed: int = 0) -> Path:
+    """A collection of class folders: 3 styles x 10 distinct images."""
+    for c in range(3):
+        for i in range(10):
+            _painting(root / f"style{c}" / f"p{i}.png", seed + 100 * c + i)
+    return root
+
+
+def _config(data: Path, strategy: str = "fine_tune", **overrides) -> TrainConfig:
+    return TrainConfig(**{"data": str(data), "task": "label", "strategy": strategy, "image_size": 32, "epochs": 1,
+                          "batch_size": 8, "device": "cpu", "freeze": 15, "name": strategy} | overrides)
+
+
+def _copy(source: Path, target: Path) -> None:
+    """As another machine receives it: new modification times (shutil.copy keeps none)."""
+    shutil.copytree(source, target, copy_function=shutil.copy)
+
+
+@pytest.fixture(scope="module")
+def moved(tmp_path_factory):
+    """Two finished runs (fine-tuned, off the shelf) trained in one place, then moved with their collection to
+    another (the first place removed); with the metrics they had."""
+    here, there = tmp_path_factory.mktemp("here"), tmp_path_factory.mktemp("there")
+    data = _folders(here / "data" / "mini")
+    before = {s: train(_config(data, s), runs_dir=here / "runs").metrics for s in ("fine_tune", "off_the_shelf")}
+    _copy(here / "data", there / "data")
+    _copy(here / "runs", there / "runs")
+    shutil.rmtree(here)
+    return there, before
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("computed again")
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Training of any kind fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained again")
+    monkeypatch.setattr(api, "fit", refuse)
+    monkeypatch.setattr(api, "fit_probe", refuse)
+
+
+def test_split_records_paths_relative_to_the_collection(moved):
+    there, _ = moved
+    run = Run(there / "runs" / "fine_tune")
+    recorded = pd.read_csv(run.file("split.csv"))
+    assert sorted(recorded["path"])[:2] == ["style0/p0.png", "style0/p1.png"]
+    assert json.loads(run.file("split.json").read_text())["root"].endswith("/data/mini")
+
+
+@pytest.mark.parametrize("strategy", ["fine_tune", "off_the_shelf"])
+def test_a_moved_run_evaluates_on_its_collection_at_the_new_place(moved, strategy, no_training, monkeypatch):
+    there, before = moved
+    run, data = there / "runs" / strategy, there / "data" / "mini"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every image found, unchanged: not a word
+        again = evaluate_run(run, data=data)
+    assert again["accuracy"] == before[strategy]["accuracy"] and again["n_images"] == before[strategy]["n_images"]
+    assert again["images_missing_since_training"] == again["images_changed_since_training"] == 0
+
+    monkeypatch.setenv("ARTLAB_DATA", str(there / "data"))  # a workshop's folder of collections
+    assert evaluate_run(run)["accuracy"] == before[strategy]["accuracy"]
+    monkeypatch.delenv("ARTLAB_DATA")
+    with pytest.raises(FileNotFoundError, match=r"none of its 30 images is where it recorded them .*moved\? give "
+                                                 r"the collection's new folder as `data`, or set ARTLAB_DATA"):
+        evaluate_run(run)
+    (there / "data" / "mini" / "style0" / "p0.png").rename(there / "p0.png")  # one image lost in the move
+    try:
+        with pytest.warns(UserWarning, match=r"1 of its 30 images are missing"):
+            assert evaluate_run(run, data=there / "data" / "mini")["images_missing_since_training"] == 1
+    finally:
+        (there / "p0.png").rename(there / "data" / "mini" / "style0" / "p0.png")
+
+
+def test_artlab_eval_takes_the_collection_at_its_new_place(moved, no_training, capsys):
+    there, before = moved
+    assert main(["eval", str(there / "runs" / "fine_tune"), "--data", str(there / "data" / "mini")]) == 0
+    assert f"accuracy: {before['fine_tune']['accuracy']:.4f}" in capsys.readouterr().out
+
+
+def test_a_moved_run_is_reused_by_content_and_analysed_where_it_is(moved, no_training):
+    there, before = moved
+    run = Run(there / "runs" / "fine_tune")
+    config_file = run.file("config.yaml").read_bytes()
+    reused = train(_config(there / "data" / "mini"), runs_dir=there / "runs", resume=True)  # a notebook's `data`
+    assert reused.run.path == run.path and reused.metrics == before["fine_tune"]
+    assert run.file("config.yaml").read_bytes() == config_file  # read, never written
+    assert run_collection(run).table["path"].str.startswith(str((there / "data" / "mini").resolve())).all()
+    analysis = analyze(Comparison(run.path, what=("params", "topk"), k=3), out_dir=there / "analysis")
+    assert (there / "analysis").is_dir() and len(analysis.tables["params_blocks"])
+
+
+def test_a_different_collection_at_the_new_place_is_refused_not_reused(moved, tmp_path, no_training):
+    there, _ = moved
+    other = _folders(tmp_path / "mini", seed=5000)  # the same file names, other paintings
+    with pytest.raises(ValueError, match=r"is not the collection run fine_tune trained on: none of its 30 images"):
+        evaluate_run(there / "runs" / "fine_tune", data=other)
+    with pytest.raises(ValueError, match=r"different config \(differs in \['data'\]\)"):
+        train(_config(other), runs_dir=there / "runs", resume=True)
+
+
+def test_a_run_written_with_absolute_paths_still_reads_and_moves(tmp_path, no_training):
+    """Runs recorded before paths were relative (absolute paths, no root in split.json) read where they are, and
+    at a new place given as `data`."""
+    data = _folders(tmp_path / "a" / "mini")
+    result = _train_unpatched(_config(data), tmp_path / "a" / "runs")
+    run = result.run
+    table = pd.read_csv(run.file("split.csv"), dtype=str, keep_default_na=False)
+    table["path"] = [str(data.resolve() / p) for p in table["path"]]
+    table.to_csv(run.file("split.csv"), index=False)
+    digest = hashlib.sha256(run.file("split.csv").read_bytes()).hexdigest()
+    run.file("split.json").write_text(json.dumps({"rows": len(table), "sha256": digest}))
+    assert evaluate_run(run)["accuracy"] == result.metrics["accuracy"]
+    _copy(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(data)
+    moved = evaluate_run(tmp_path / "b" / "runs" / "fine_tune", data=tmp_path / "b" / "mini")
+    assert moved["accuracy"] == result.metrics["accuracy"] and moved["images_missing_since_training"] == 0
+
+
+def test_a_run_trained_on_a_gpu_opens_on_a_cpu_only_machine(moved, no_training, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    there, before = moved
+    _copy(there / "runs" / "fine_tune", tmp_path / "gpu")
+    config = yaml.safe_load((tmp_path / "gpu" / "config.yaml").read_text().split("# end")[0])
+    text = (tmp_path / "gpu" / "config.yaml").read_text().replace("device: cpu", "device: cuda")
+    assert config["device"] == "cpu" and "device: cuda" in text
+    (tmp_path / "gpu" / "config.yaml").write_text(text)
+    assert evaluate_run(tmp_path / "gpu", data=there / "data" / "mini")["accuracy"] == before["fine_tune"]["accuracy"]
+
+
+def _train_unpatched(config: TrainConfig, runs: Path):
+    """Train with the real loop although `no_training` is active for the rest of the test."""
+    import artlab.training.loops as loops
+
+    saved = api.fit
+    api.fit = loops.fit
+    try:
+        return train(config, runs_dir=runs)
+    finally:
+        api.fit = saved
+
+
+def test_locate_prefers_the_given_then_the_moved_then_the_recorded_folder(tmp_path, monkeypatch):
+    then, now, elsewhere = tmp_path / "then" / "c", tmp_path / "now" / "c", tmp_path / "env" / "c"
+    for folder in (now, elsewhere):
+        folder.mkdir(parents=True)
+    monkeypatch.setenv("ARTLAB_DATA", str(tmp_path / "env"))
+    assert splits.locate(then) == elsewhere.resolve()  # gone: found by name under $ARTLAB_DATA
+    monkeypatch.setitem(splits._MOVED, str(then), now)
+    assert splits.locate(then) == now  # where this process found it
+    assert splits.locate(then, data=elsewhere) == elsewhere.resolve()  # given
+
+
+# ---- workshop packs ---------------------------------------------------------------------------------------
+def test_a_pack_round_trip_brings_runs_images_and_caches_and_trains_nothing(moved, tmp_path, monkeypatch,
+                                                                              no_training, capsys):
+    from artlab.cache import cache_dir
+
+    there, before = moved
+    assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(there / "runs"), "--images"]) == 0
+    assert "pack: " in capsys.readouterr().out
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "laptop-cache"))  # an attendee's machine: nothing cached
+    laptop = tmp_path / "laptop"
+    assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(laptop)]) == 0
+    printed = capsys.readouterr().out
+    assert f"ARTLAB_DATA={(laptop / 'data').resolve()}" in printed and "2 run(s)" in printed
+    assert sorted(p.name for p in (laptop / "data" / "mini").iterdir()) == ["style0", "style1", "style2"]
+    assert (cache_dir() / "features").is_dir()  # the off-the-shelf run's features came along
+    monkeypatch.setenv("ARTLAB_DATA", str(laptop / "data"))
+    assert evaluate_run(laptop / "runs" / "fine_tune")["accuracy"] == before["fine_tune"]["accuracy"]
+    with monkeypatch.context() as patch:  # the probe's features come from the pack's cache: no forward pass
+        patch.setattr("artlab.features.forward_pass", _refuse)
+        assert evaluate_run(laptop / "runs" / "off_the_shelf")["accuracy"] == before["off_the_shelf"]["accuracy"]
+    # unpacking again adds nothing and replaces nothing; a different file in the way is refused, nothing written
+    assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(laptop)]) == 0
+    assert "0 file(s) written" in capsys.readouterr().out
+    (laptop / "runs" / "fine_tune" / "history.csv").write_text("edited\n")
+    assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(laptop)]) == 2
+    assert "differ from those already here" in capsys.readouterr().err
+
+
+def test_a_pack_from_a_newer_artlab_or_an_unsafe_one_is_refused(moved, tmp_path):
+    import zipfile
+
+    from artlab.runs.pack import PackError, pack, unpack
+
+    there, _ = moved
+    made = pack(tmp_path / "w.zip", ["fine_tune"], there / "runs")
+    with zipfile.ZipFile(made) as archive:
+        manifest = json.loads(archive.read("pack.json"))
+    for name, members in {"newer.zip": {"pack.json": json.dumps(manifest | {"artlab": "9.0.0"})},
+                          "unsafe.zip": {"pack.json": json.dumps(manifest), "runs/../../evil.txt": "x"}}.items():
+        with zipfile.ZipFile(tmp_path / name, "w") as archive:
+            for member, text in members.items():
+                archive.writestr(member, text)
+    with pytest.raises(PackError, match=r"packed by artlab 9.0.0 .* install artlab 9.0.0 to unpack it"):
+        unpack(tmp_path / "newer.zip", tmp_path / "x")
+    with pytest.raises(PackError, match=r"member 'runs/../../evil.txt' is not where a pack keeps files"):
+        unpack(tmp_path / "unsafe.zip", tmp_path / "x")
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "x").exists()
