@@ -83,11 +83,25 @@ def file_signature(path: str | os.PathLike) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:{hasher.hexdigest()[:16]}"
 
 
+#: A file's signature (path, size, time, ends) -> the sha1 of its bytes, for this process (see `content_id`).
+_CONTENT: dict[str, str] = {}
+
+
+def content_id(path: str | os.PathLike) -> str:
+    """What a file holds, wherever it lies: the sha1 of its bytes. A file seen again in this process with the same
+    signature is not read again; an edited one is."""
+    signature = f"{os.fspath(path)}\0{file_signature(path)}"
+    if signature not in _CONTENT:
+        _CONTENT[signature] = file_digest(path, "sha1")
+    return _CONTENT[signature]
+
+
 def fingerprint(paths: list[str]) -> str:
-    """Identifies a list of files by path and signature: an edited, replaced or truncated file changes it."""
+    """Identifies a list of files by content and order, wherever they lie: the same images moved to another folder
+    or machine keep it (a cache made there serves here); an edited, replaced or truncated file changes it."""
     hasher = hashlib.sha256()
     for path in paths:
-        hasher.update(f"{path}\0{file_signature(path)}\n".encode())
+        hasher.update(f"{content_id(path)}\n".encode())
     return hasher.hexdigest()
 
 

@@ -1,7 +1,8 @@
 """Pooled activations of named layers, with an on-disk cache (off-the-shelf probes, collection maps).
 
 The cache key is (weights, layer, image size, pooling, image set); an image set is identified by
-each file's path, size and modification time, so an edited image invalidates its entry. Each entry
+its files' contents in order (`artlab.cache.fingerprint`), so an edited image invalidates its entry
+and a collection moved to another folder or machine keeps it. Each entry
 carries a checksum of its values, checked on every read (a damaged entry is computed again).
 `forward_pass` is the one loop every forward-only pass runs (features here, CKA and top-k in
 artlab.analysis): images decoded once per batch (or read from the decoded-image cache), each

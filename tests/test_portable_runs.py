@@ -118,8 +118,15 @@ def test_a_moved_run_is_reused_by_content_and_analysed_where_it_is(moved, no_tra
     assert reused.run.path == run.path and reused.metrics == before["fine_tune"]
     assert run.file("config.yaml").read_bytes() == config_file  # read, never written
     assert run_collection(run).table["path"].str.startswith(str((there / "data" / "mini").resolve())).all()
-    analysis = analyze(Comparison(run.path, what=("params", "topk"), k=3), out_dir=there / "analysis")
+    analysis = analyze(Comparison(run.path, what=("params", "cka", "topk"), k=3), out_dir=there / "analysis")
     assert (there / "analysis").is_dir() and len(analysis.tables["params_blocks"])
+    with pytest.MonkeyPatch.context() as patch:  # the same analyses again: from the cache, no forward pass
+        patch.setattr("artlab.analysis.onepass.forward_pass", _refuse)
+        again = analyze(Comparison(run.path, what=("params", "cka", "topk"), k=3), out_dir=there / "again")
+    for table in ("cka", "cka_matrix", "topk_overlap", "topk_entropy"):
+        pd.testing.assert_frame_equal(again.tables[table], analysis.tables[table])
+    assert again.tops[again.comparison and "ImageNet"].images("features.18", 0) == \
+        analysis.tops["ImageNet"].images("features.18", 0)
 
 
 def test_a_different_collection_at_the_new_place_is_refused_not_reused(moved, tmp_path, no_training):
@@ -202,10 +209,15 @@ def test_a_pack_round_trip_brings_runs_images_and_caches_and_trains_nothing(move
     assert sorted(p.name for p in (laptop / "data" / "mini").iterdir()) == ["style0", "style1", "style2"]
     assert (cache_dir() / "features").is_dir()  # the off-the-shelf run's features came along
     monkeypatch.setenv("ARTLAB_DATA", str(laptop / "data"))
+    monkeypatch.setattr(splits, "_MOVED", {})  # a new process on the laptop: nothing found elsewhere yet
     assert evaluate_run(laptop / "runs" / "fine_tune")["accuracy"] == before["fine_tune"]["accuracy"]
     with monkeypatch.context() as patch:  # the probe's features come from the pack's cache: no forward pass
         patch.setattr("artlab.features.forward_pass", _refuse)
         assert evaluate_run(laptop / "runs" / "off_the_shelf")["accuracy"] == before["off_the_shelf"]["accuracy"]
+    with monkeypatch.context() as patch:  # the teacher's analyses too
+        patch.setattr("artlab.analysis.onepass.forward_pass", _refuse)
+        shown = analyze(Comparison(laptop / "runs" / "fine_tune", what=("cka", "topk"), k=3), out_dir=tmp_path / "a")
+    assert shown.tops["ImageNet"].paths[0].startswith(str((laptop / "data" / "mini").resolve()))
     # unpacking again adds nothing and replaces nothing; a different file in the way is refused, nothing written
     assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(laptop)]) == 0
     assert "0 file(s) written" in capsys.readouterr().out

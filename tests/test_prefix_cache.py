@@ -45,8 +45,10 @@ def quick(data: Path, **overrides) -> TrainConfig:
 
 
 @pytest.fixture
-def computations(monkeypatch) -> list[int]:
-    """How many images each computation of the frozen blocks' output covered (one entry per computation)."""
+def computations(monkeypatch, tmp_path) -> list[int]:
+    """How many images each computation of the frozen blocks' output covered (one entry per computation), from an
+    empty cache (the store is keyed by content: another test's images of the same seeds would be found there)."""
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "cache"))
     calls: list[int] = []
     real = prefix.compute_outputs
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from artlab import models, plots
-from artlab.analysis.onepass import OnePass, one_pass
+from artlab.analysis.onepass import OnePass, cached_pass, one_pass
 from artlab.analysis.options import CkaOptions, PassOptions
 from artlab.analysis.params import block_changes, filter_changes, layer_changes, most_changed
 from artlab.analysis.topk import TopK, class_entropy, collection_entropy, dead_kernels, overlap, per_layer
@@ -116,6 +116,7 @@ class Context:
         if comparison.data is None and self.task not in self.card.tasks:
             raise ValueError(f"run {self.run.name} has no task {self.task!r}; its tasks are {list(self.card.tasks)}")
         tuned, base = Network.of(self.run, self.card.arch), Network.of(comparison.pretrained, self.card.arch)
+        self.weights = {"base": base.weights_id, "tuned": tuned.weights_id}
         self.tuned, self.tuned_name = tuned.build(), tuned.name
         self.base, self.base_name = base.build(), base.name
         self.layers = list(comparison.layers or self.spec.layers)
@@ -153,11 +154,14 @@ class Context:
         """One pass over the images feeding `needs` ('cka': with the random-network baseline; 'topk')."""
         c = self.comparison
         paths, _ = self.images
-        random_net = Network.of(RANDOM, self.spec.name).build() if "cka" in needs else None
-        return one_pass(self.base, self.tuned, paths, self.layers,
-                        cka=CkaOptions(c.cka_pool, c.cka_grid) if "cka" in needs else False,
-                        k=c.k if "topk" in needs else None, random=random_net,
-                        options=PassOptions(compile=c.compile, **self.forward_options))
+        random = Network.of(RANDOM, self.spec.name) if "cka" in needs else None
+        cka = CkaOptions(c.cka_pool, c.cka_grid) if "cka" in needs else False
+        k = c.k if "topk" in needs else None
+        spec = self.weights | {"random": random and random.weights_id, "layers": self.layers, "k": k,
+                               "cka": cka and asdict(cka), "size": self.image_size}
+        return cached_pass(spec, paths, lambda: one_pass(
+            self.base, self.tuned, paths, self.layers, cka=cka, k=k, random=random and random.build(),
+            options=PassOptions(compile=c.compile, **self.forward_options)))
 
     def measured(self, need: str) -> OnePass:
         """The shared pass when it covers `need`, else a pass for `need` alone (an analysis called on its own)."""

@@ -9,7 +9,10 @@ k per channel.
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -20,7 +23,12 @@ from artlab import models
 from artlab.analysis.cka import MIN_IMAGES, CKAFeed
 from artlab.analysis.options import CkaOptions, PassOptions
 from artlab.analysis.topk import TopK, TopKStream, check_k
+from artlab.cache import cache_dir, digest, fingerprint, load_checked, save_checked
 from artlab.features import Feed, Outputs, forward_pass
+from artlab.io import load_tensors, save_tensors
+
+#: Bumped when what a pass measures changes, so older cached passes are not served.
+PASS_VERSION = 1
 
 
 @dataclass
@@ -85,3 +93,44 @@ def one_pass(base: nn.Module, tuned: nn.Module, paths: list[str], layers: list[s
             baseline = table[table["depth_b"] >= n]
             result.cka_random = baseline.assign(depth_b=baseline["depth_b"] - n).reset_index(drop=True)
     return result
+
+
+def cached_pass(spec: dict, paths: list[str], measure: Callable[[], OnePass]) -> OnePass:
+    """The pass described by `spec` (the networks' weights ids, layers, CKA options, k, image size) over `paths`,
+    from the cache (`<cache>/analyses/`, keyed by `spec` and the images' contents, checked on read) or measured
+    and stored. A pass that could not read every image is not stored (the image may be readable later)."""
+    path = cache_dir() / "analyses" / f"{digest(spec | {'images': fingerprint(paths), 'version': PASS_VERSION})}" \
+                                      f".safetensors"
+    stored = load_checked(path, "analyses", load_tensors)
+    if stored is not None:
+        return _from_tensors(stored, paths)
+    result = measure()
+    if not result.failures:
+        save_checked(path, _to_tensors(result), {}, "analyses", save_tensors)
+    return result
+
+
+def _to_tensors(result: OnePass) -> dict[str, torch.Tensor]:
+    """A pass as tensors: every top-k list, and the CKA tables and list layouts as JSON bytes (so the entry's
+    checksum covers them too)."""
+    tensors, layout = {}, {"tops": {}, "cka": None, "cka_random": None}
+    for name, top in result.tops.items():
+        layout["tops"][name] = {"k": top.k, "layers": top.layers}
+        for i, layer in enumerate(top.layers):
+            tensors[f"{name}.{i}.scores"], tensors[f"{name}.{i}.indices"] = top.scores[layer], top.indices[layer]
+    for table in ("cka", "cka_random"):
+        frame = getattr(result, table)
+        layout[table] = frame.to_json(orient="split") if frame is not None else None
+    tensors["layout"] = torch.frombuffer(bytearray(json.dumps(layout).encode()), dtype=torch.uint8)
+    return tensors
+
+
+def _from_tensors(tensors: dict[str, torch.Tensor], paths: list[str]) -> OnePass:
+    layout = json.loads(bytes(tensors["layout"].tolist()).decode())
+    tops = {name: TopK(list(paths), top["k"], {layer: tensors[f"{name}.{i}.scores"] for i, layer in
+                                               enumerate(top["layers"])},
+                       {layer: tensors[f"{name}.{i}.indices"] for i, layer in enumerate(top["layers"])})
+            for name, top in layout["tops"].items()}
+    tables = {t: pd.read_json(io.StringIO(layout[t]), orient="split") if layout[t] else None
+              for t in ("cka", "cka_random")}
+    return OnePass(tables["cka"], tables["cka_random"], tops)

@@ -5,8 +5,8 @@ again, and decoding plus shrinking is a large part of a small network's forward 
 Their decoded uint8 copies (shorter side = the working size, exactly what `ImageDataset.image`
 returns) are packed into files under `<cache>/decoded/<size>px/`:
 
-- each image is keyed by its file fingerprint (path, size, time and the bytes at both ends) and
-  the working size, so a changed file is decoded again;
+- each image is keyed by its content (`artlab.cache.content_id`, wherever the file lies) and
+  the working size, so a changed file is decoded again and a moved one is not;
 - packs are written atomically (artlab.io), so a half-written pack is never read;
 - each image carries a CRC-32 of its pixel bytes, checked on every read, and the pack's index (keys,
   offsets, shapes, CRCs) carries `artlab.cache.payload_checksum`, checked when the pack is opened: a
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artlab.cache import CHECKSUM_FIELD, cache_dir, damaged_entry, fingerprint, payload_checksum, sealed
+from artlab.cache import CHECKSUM_FIELD, cache_dir, content_id, damaged_entry, payload_checksum, sealed
 from artlab.io import save_tensors
 
 #: Bumped whenever the decoding itself changes, so older packs are never mixed with newer decodes.
@@ -58,9 +58,9 @@ def decoded_dir(side: int) -> Path:
 
 
 def image_key(path: str, side: int) -> bytes | None:
-    """16 bytes naming (file fingerprint, working size, decoder version); None for a file that cannot be read."""
+    """16 bytes naming (the file's content, working size, decoder version); None for a file that cannot be read."""
     try:
-        file_print = fingerprint([path])
+        file_print = content_id(path)
     except OSError:
         return None
     return hashlib.sha256(f"{file_print}\0{side}\0{DECODE_VERSION}".encode()).digest()[:16]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from artlab.cache import cache_dir, file_digest, fingerprint
+from artlab.cache import cache_dir, content_id, fingerprint
 from artlab.io import write_csv
 from artlab.progress import progress
 
@@ -127,7 +127,7 @@ def inspect(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
 
 def content_hash(path: str | Path) -> str:
     """sha1 of the whole file: byte-identical images under two names share it."""
-    return file_digest(path, "sha1")
+    return content_id(path)
 
 
 SCAN_COLUMNS = ["path", "format", "width", "height", "mode", "sha1", "dhash", "error"]
@@ -137,7 +137,7 @@ def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
     """Inspect every file; one row per path with format, width, height, mode and `error` (None if usable).
 
     `sha1` is the whole file's hash (to find byte-identical duplicates). The result is cached per
-    set of files (path and `file_signature`: size, time and the bytes at both ends), so checking
+    set of files (their content, `artlab.cache.fingerprint`; the paths must match too), so checking
     the same collection again, e.g. for another run, reads one CSV instead of decoding every image.
     """
     stored = cache_dir() / "scans" / f"{fingerprint(paths)[:32]}.csv"

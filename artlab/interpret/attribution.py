@@ -16,8 +16,9 @@ from __future__ import annotations
 import copy
 import difflib
 import html
+import json
 import operator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +31,9 @@ from PIL import Image
 from torch import nn
 
 from artlab import models, plots
+from artlab.cache import cache_dir, content_id, digest, load_checked, save_checked
 from artlab.data.images import load_rgb, to_rgb
+from artlab.io import load_tensors, save_tensors
 
 Method = Literal["gradcam", "ig", "occlusion"]
 METHODS: tuple[str, ...] = ("gradcam", "ig", "occlusion")
@@ -244,9 +247,44 @@ def attribute(model: nn.Module, image: ImageLike, method: Method = "gradcam", ta
     (default: `occlusion_window(image_size)`). `image_size` defaults to the card's size, else 224.
     """
     check_method(method)
+    entry = _entry("attribution", model, image, {"method": method, "target": target, "layer": layer,
+                                                 "size": image_size, "n_steps": n_steps, "window": window,
+                                                 "stride": stride})
+    stored = load_checked(entry, "attribution map", load_tensors) if entry else None
+    if stored is not None:
+        return Attribution(**_about(stored), map=stored["map"].numpy(), image=stored["image"].numpy())
     subject = _prepare(model, image, image_size)
     index = _default_target(subject) if target is None else resolve_target(subject.names, target)
-    return _attribute(subject, method, index, layer, n_steps, window, stride)
+    result = _attribute(subject, method, index, layer, n_steps, window, stride)
+    if entry:
+        about = {k: v for k, v in asdict(result).items() if k not in ("map", "image")}
+        save_checked(entry, {"map": torch.from_numpy(np.ascontiguousarray(result.map)),
+                             "image": torch.from_numpy(np.ascontiguousarray(result.image)), "about": _json(about)},
+                     {}, "attribution map", save_tensors)
+    return result
+
+
+def _entry(kind: str, model: nn.Module, image: ImageLike, spec: dict) -> Path | None:
+    """Where a result over an image file is cached (`<cache>/attributions/`), keyed by the network's weights, the
+    file's content and `spec`; None for an image given in memory (not cached)."""
+    if not isinstance(image, str | Path):
+        return None
+    try:
+        content = content_id(image)
+    except OSError:
+        return None  # unreadable: computing says why
+    key = digest({"kind": kind, "weights": models.model_digest(model), "image": content, **spec, "version": 1})
+    return cache_dir() / "attributions" / f"{kind}-{key}.safetensors"
+
+
+def _json(data: object) -> torch.Tensor:
+    """`data` as JSON bytes in a tensor, so a cache entry's checksum covers it."""
+    text = json.dumps(data, default=lambda value: value.item() if hasattr(value, "item") else str(value))
+    return torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
+
+
+def _about(tensors: dict[str, torch.Tensor]) -> dict:
+    return json.loads(bytes(tensors["about"].tolist()).decode())
 
 
 def attribute_positive_labels(model: nn.Module, image: ImageLike, method: Method = "gradcam",
@@ -266,11 +304,19 @@ def attribute_positive_labels(model: nn.Module, image: ImageLike, method: Method
 
 def top_predictions(model: nn.Module, image: ImageLike, k: int = 5, image_size: int | None = None) -> pd.DataFrame:
     """The network's k most probable classes on the image (softmax, or sigmoid when multi-label), as a table."""
+    entry = _entry("predictions", model, image, {"k": k, "size": image_size})
+    stored = load_checked(entry, "predictions", load_tensors) if entry else None
+    if stored is not None:
+        return pd.DataFrame({"class": _about(stored), "probability": stored["probability"].numpy(),
+                             "index": stored["index"].numpy()})
     subject = _prepare(model, image, image_size)
     k = min(k, len(subject.names))
     values, indices = subject.probabilities.topk(k)
-    return pd.DataFrame({"class": [subject.names[i] for i in indices.tolist()],
-                         "probability": values.numpy().astype(float), "index": indices.numpy()})
+    names = [subject.names[i] for i in indices.tolist()]
+    if entry:
+        save_checked(entry, {"probability": values.double(), "index": indices, "about": _json(names)}, {},
+                     "predictions", save_tensors)
+    return pd.DataFrame({"class": names, "probability": values.numpy().astype(float), "index": indices.numpy()})
 
 
 def _style(attribution: Attribution) -> dict:

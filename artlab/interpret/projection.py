@@ -10,6 +10,7 @@ a projection, so the map's Euclidean distances agree with `neighbours` and `sepa
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import os
@@ -28,9 +29,10 @@ from plotly.subplots import make_subplots
 
 import artlab.features as store
 from artlab import models
+from artlab.cache import cache_dir, digest, load_checked, save_checked
 from artlab.data.collection import ArtCollection
 from artlab.data.images import ImageError, load_rgb
-from artlab.io import write_text
+from artlab.io import load_tensors, save_tensors, write_text
 from artlab.plots import gallery, write_plotlyjs
 from artlab.runs import Network, Run
 
@@ -117,10 +119,18 @@ def project(features: np.ndarray, method: str = "pca", seed: int = 0, perplexity
     x = normalize(_checked(features, 3))
     if method == "pca":
         return PCA(n_components=2, random_state=seed).fit_transform(x)
+    key = digest({"features": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(), "shape": x.shape,
+                  "seed": seed, "perplexity": perplexity, "pcs": TSNE_DIMENSIONS, "version": 1})
+    entry = cache_dir() / "maps" / f"tsne-{key}.safetensors"  # t-SNE takes a minute at 10,000 images: kept
+    stored = load_checked(entry, "map coordinates", load_tensors)
+    if stored is not None:
+        return stored["xy"].numpy().astype(np.float64)
     if x.shape[1] > TSNE_DIMENSIONS and len(x) > TSNE_DIMENSIONS:
         x = PCA(n_components=TSNE_DIMENSIONS, random_state=seed).fit_transform(x)
-    return TSNE(n_components=2, perplexity=min(perplexity, len(x) - 1), init="pca", random_state=seed,
-                n_jobs=-1).fit_transform(x)
+    xy = TSNE(n_components=2, perplexity=min(perplexity, len(x) - 1), init="pca", random_state=seed,
+              n_jobs=-1).fit_transform(x)
+    save_checked(entry, {"xy": torch.from_numpy(np.ascontiguousarray(xy))}, {}, "map coordinates", save_tensors)
+    return xy
 
 
 # ---- map tables -------------------------------------------------------------------------------

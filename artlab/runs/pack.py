@@ -34,7 +34,7 @@ PACK_FILE = "pack.json"
 PACK_FORMAT = 1
 #: Cache folders that hold results the notebooks show (decoded images, frozen-block outputs and scans are recomputed
 #: cheaply, or are specific to the machine that made them).
-PACKED_CACHES = ("features", "renders", "maps")
+PACKED_CACHES = ("features", "analyses", "renders", "attributions", "maps")
 #: Members stored as they are (already compressed, or binary tensors that deflate little).
 STORED_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".safetensors", ".zip"}
 

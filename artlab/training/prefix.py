@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from artlab import models
-from artlab.cache import cache_dir, digest, file_signature, load_checked, save_checked, tensors_digest
+from artlab.cache import cache_dir, content_id, digest, load_checked, save_checked, tensors_digest
 from artlab.data import decoded
 from artlab.data.images import ImageError
 from artlab.data.loading import ImageDataset, loader
@@ -150,14 +150,15 @@ VIEW_CROPS = "random-resized-crop(0.5-1)+hflip, margin 1.15"
 
 
 def image_keys(paths: list[str]) -> list[bytes]:
-    """Each image's key in a store: its path and file signature (an edited file gets a new key)."""
+    """Each image's key in a store: its content (`cache.content_id`), wherever it lies; an edited file gets a new
+    key, a moved or copied one keeps its own."""
     keys = []
     for path in paths:
         try:
-            signature = file_signature(path)
+            content = content_id(path)
         except OSError:
-            signature = "unreadable"
-        keys.append(hashlib.sha1(f"{path}\0{signature}".encode()).digest())
+            content = f"unreadable\0{path}"
+        keys.append(hashlib.sha1(content.encode()).digest())
     return keys
 
 

@@ -1,0 +1,61 @@
+"""A workshop pack round trip: notebooks 03-06 run on a teacher's machine, are packed, unpacked into an empty
+place with an empty cache, and run again there computing nothing (training, forward passes over images, renders,
+attributions and t-SNE raise in the kernels, see tests/no_compute/sitecustomize.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from artlab.cli import main
+from artlab.tools.notebooks import run_series
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = "03,04,05,06"
+
+
+def test_notebooks_03_to_06_show_an_unpacked_pack_without_computing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "teacher-cache"))
+    run_series(tmp_path / "teacher", quick=True, only=NOTEBOOKS, runs_dir=tmp_path / "teacher-runs", log=None)
+    assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(tmp_path / "teacher-runs"), "--images"]) == 0
+
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "laptop-cache"))  # nothing cached on the laptop
+    assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(tmp_path / "laptop")]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "tests" / "no_compute"), str(ROOT),
+                                                                  os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("ARTLAB_REFUSE_COMPUTING", "1")
+    series = run_series(tmp_path / "laptop-pages", quick=True, only=NOTEBOOKS, log=None,
+                        runs_dir=tmp_path / "laptop" / "runs")
+    assert [r["error"] for r in series.records.values()] == [None] * 4
+
+
+def test_the_kernels_refuse_to_compute_when_told(tmp_path, monkeypatch):
+    """The guard itself: a notebook that trains fails under it (so the test above cannot pass vacuously)."""
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "tests" / "no_compute"), str(ROOT),
+                                                                  os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("ARTLAB_REFUSE_COMPUTING", "1")
+    from artlab.tools.notebooks import NotebookFailed
+
+    with pytest.raises(NotebookFailed, match="computed in a notebook shown from a pack: training"):
+        run_series(tmp_path / "pages", quick=True, only="03", log=None, runs_dir=tmp_path / "runs")
+
+
+def test_the_guard_reaches_every_way_of_computing():
+    """Each computation the guard refuses, as the modules that run it see it."""
+    import subprocess
+    import sys
+
+    env = os.environ | {"ARTLAB_REFUSE_COMPUTING": "1", "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(ROOT / "tests" / "no_compute"), str(ROOT), os.environ.get("PYTHONPATH")]))}
+    calls = {"a forward pass": "import artlab.analysis.onepass as m; m.forward_pass()",
+             "training": "import artlab.training.api as m; m.fit()",
+             "an attribution": "import artlab.interpret.attribution as m; m.attribute(None, 'x.png')",
+             "a feature visualisation": "import artlab.interpret.featurevis as m; m.optimise()",
+             "t-SNE": "import sklearn.manifold as m; m.TSNE().fit_transform(None)"}
+    for what, code in calls.items():
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert f"computed in a notebook shown from a pack: {what}" in done.stderr, (what, done.stderr[-300:])
