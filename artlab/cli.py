@@ -146,7 +146,8 @@ def cmd_notebooks_run(args: argparse.Namespace) -> int:
     try:
         series = run_series(args.out, quick=args.quick, data=args.data, only=args.only, timeout=args.timeout,
                             folder=args.notebooks, runs_dir=args.runs_dir,
-                            parameters=parse_parameters(getattr(args, "param", None)))
+                            parameters=parse_parameters(getattr(args, "param", None)),
+                            interactive=getattr(args, "interactive", False))
     except NotebookFailed as exc:
         print(f"artlab: error: {exc}", file=sys.stderr)
         print(f"index: {exc.index.resolve()} (run again to continue from the failed notebook)")
@@ -412,6 +413,9 @@ def parser() -> argparse.ArgumentParser:
                          help="set a parameter of every notebook that declares it, e.g. --param "
                               "source=../shared/data/wikiart_styles --param seeds=[0,1] (repeatable)")
     run_nbs.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 04,05")
+    run_nbs.add_argument("--interactive", action="store_true",
+                         help="pages whose explorers keep working offline, over choices computed ahead (larger "
+                              "pages, longer runs)")
     run_nbs.add_argument("--out", default="reports/notebooks", help="output folder (default reports/notebooks)")
     run_nbs.add_argument("--timeout", type=float, default=900, help="seconds any one cell may run (default 900)")
     run_nbs.add_argument("--notebooks", help="the notebooks folder (default: ./notebooks)")

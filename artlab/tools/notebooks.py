@@ -43,6 +43,8 @@ DEFAULT_TIMEOUT = 900
 KERNEL_ENV = {"ARTLAB_STATIC": "1", "PLOTLY_RENDERER": "plotly_mimetype"}
 STATUS_FILE = "status.json"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+#: The output metadata of an explorer drawn for a page without a kernel (artlab.widgets.offline.MARK).
+OFFLINE_MARK = "artlab_offline_explorer"
 #: JupyterLab's page template without what it would fetch from a CDN: MathJax and mermaid (the series has no
 #: formulas or diagrams) and require.js, which only a notebook with saved widget state needs (static explorers
 #: save none).
@@ -192,6 +194,11 @@ def draw_plotly_figures(node: dict) -> None:
     figures = 0
     for c, cell in enumerate(node.get("cells", [])):
         for o, output in enumerate(cell.get("outputs", [])):
+            if output.get("metadata", {}).get(OFFLINE_MARK) and figures == 0:  # its script draws with plotly.js
+                from plotly.offline import get_plotlyjs
+
+                output["data"]["text/html"] = f"<script>{get_plotlyjs()}</script>{output['data']['text/html']}"
+                figures += 1
             figure = output.get("data", {}).get(PLOTLY_MIME)
             if not isinstance(figure, dict):
                 continue
@@ -302,8 +309,9 @@ def _failure(exc: Exception, timeout: float, cell: str = "?", last_words: str = 
 
 
 def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = DEFAULT_TIMEOUT,
-                 runs_dir: str | Path | None = None) -> dict:
-    """Execute one notebook into `out_dir` (executed .ipynb and .html, also when it fails); its record."""
+                 runs_dir: str | Path | None = None, interactive: bool = False) -> dict:
+    """Execute one notebook into `out_dir` (executed .ipynb and .html, also when it fails); its record.
+    `interactive`: the page's explorers keep working offline over states computed ahead (artlab.widgets.offline)."""
     import nbformat
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -311,10 +319,11 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
 
     ipynb, page = out_dir / path.name, out_dir / f"{path.stem}.html"
     record = {"notebook": path.name, "parameters": parameters, "source_sha256": source_digest(path),
-              "artlab_code": code_digest(), "ipynb": ipynb.name, "html": page.name, "error": None}
+              "artlab_code": code_digest(), "ipynb": ipynb.name, "html": page.name, "error": None,
+              "interactive": interactive}
     # absolute, so that runs land where the command line's do although the kernel works in the notebooks folder
     env = {**KERNEL_ENV, "ARTLAB_RUNS": str(Path(runs_dir or os.environ.get("ARTLAB_RUNS") or "runs").resolve()),
-           "JUPYTER_PATH": own_kernel_first()}
+           "JUPYTER_PATH": own_kernel_first(), "ARTLAB_INTERACTIVE": "1" if interactive else "0"}
     start, peak = time.perf_counter(), PeakMemory()
     failure, last_words = None, ""
     quiet, log = _Drop("Timeout waiting for execute reply", "Kernel died"), logging.getLogger("papermill")
@@ -340,6 +349,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
         record["error"] = _failure(failure, timeout, _running_cell(executed), last_words)
     record["settings"] = settings_shown(executed)
     export_html(executed, page)
+    record["page_mib"] = round(page.stat().st_size / 2**20, 2)
     return record
 
 
@@ -395,10 +405,13 @@ def read_status(out_dir: Path) -> dict[str, dict]:
     return records if isinstance(records, dict) else {}
 
 
-def is_current(record: dict | None, path: Path, parameters: dict, out_dir: Path, code: str | None = None) -> bool:
+def is_current(record: dict | None, path: Path, parameters: dict, out_dir: Path, code: str | None = None,
+               interactive: bool = False) -> bool:
     """Whether an earlier run of `path` succeeded with these parameters, this source and this artlab code
-    (`code_digest()` unless given), its files still there. A record missing any of these is not current."""
-    if not isinstance(record, dict) or record.get("status") != "succeeded":
+    (`code_digest()` unless given), its page made the same way (`interactive`), its files still there. A record
+    missing any of these is not current."""
+    if not isinstance(record, dict) or record.get("status") != "succeeded" or \
+            bool(record.get("interactive")) != interactive:
         return False
     files = [record.get("ipynb"), record.get("html")]
     return record.get("parameters") == parameters and record.get("source_sha256") == source_digest(path) \
@@ -454,11 +467,12 @@ def write_index(out_dir: Path, notebooks: list[Path], records: dict[str, dict], 
         files = f'<a href="{html.escape(executed)}">.ipynb</a>' if isinstance(executed, str) else ""
         seconds = f"{record['seconds']:.1f} s" if isinstance(record.get("seconds"), int | float) else ""
         memory = f"{record['peak_mib'] / 1024:.2f} GiB" if isinstance(record.get("peak_mib"), int | float) else ""
+        size = f"{record['page_mib']:.1f} MiB" if isinstance(record.get("page_mib"), int | float) else ""
         error = f'<div class="error">{html.escape(str(record["error"]))}</div>' if record.get("error") else ""
         rows.append(f'<tr class="{html.escape(status.replace(" ", "-"))}"><td>{link}</td>'
                     f"<td>{html.escape(description(path))}{error}</td><td>{html.escape(status)}</td>"
                     f"<td>{html.escape(_settings(record))}</td><td class=\"time\">{seconds}</td>"
-                    f"<td class=\"time\">{memory}</td><td>{files}</td></tr>")
+                    f"<td class=\"time\">{memory}</td><td class=\"time\">{size}</td><td>{files}</td></tr>")
     done = [r for r in map(records.get, (nb.name for nb in notebooks)) if isinstance(r, dict)]
     total = sum(r["seconds"] for r in done if isinstance(r.get("seconds"), int | float))
     succeeded = sum(r.get("status") == "succeeded" for r in done)
@@ -470,7 +484,7 @@ vertical-align:top}} tr:nth-child(even){{background:#f4f4f4}} .failed td{{color:
 <body><h1>{html.escape(title)}</h1>
 <p>{succeeded} of {len(notebooks)} notebooks succeeded, in {total:.0f} s of run time.</p>
 <table><tr><th>notebook</th><th>what it shows</th><th>status</th><th>settings</th><th>run time</th>
-<th>peak memory</th><th>executed</th>
+<th>peak memory</th><th>page</th><th>executed</th>
 </tr>
 {chr(10).join(rows)}
 </table></body></html>
@@ -483,7 +497,7 @@ vertical-align:top}} tr:nth-child(even){{background:#f4f4f4}} .failed td{{color:
 def run_series(out_dir: str | Path, quick: bool = True, data: str | None = None, only: str | list[str] | None = None,
                timeout: float = DEFAULT_TIMEOUT, folder: str | Path | None = None,
                runs_dir: str | Path | None = None, log: Callable[[str], None] | None = print,
-               parameters: dict | None = None) -> Series:
+               parameters: dict | None = None, interactive: bool = False) -> Series:
     """Run the series (or the `only` ones) into `out_dir`; raise NotebookFailed at the first failing notebook.
 
     Earlier outputs are kept. The leading notebooks that already succeeded with the same parameters,
@@ -504,12 +518,12 @@ def run_series(out_dir: str | Path, quick: bool = True, data: str | None = None,
     code, running = code_digest(), False
     for path in chosen:
         given = parameters_for(path, quick, data, parameters)
-        if not running and is_current(records.get(path.name), path, given, out_dir, code):
+        if not running and is_current(records.get(path.name), path, given, out_dir, code, interactive):
             say(f"{path.stem}: unchanged since its last run ({records[path.name]['seconds']:.1f} s), kept")
             continue
         running = True
         say(f"{path.stem}: running ({', '.join(f'{k}={v}' for k, v in given.items()) or 'its defaults'})")
-        record = run_notebook(path, out_dir, given, timeout, runs_dir)
+        record = run_notebook(path, out_dir, given, timeout, runs_dir, interactive)
         records[path.name] = record
         outdate_after(path, notebooks, records)
         write_json(out_dir / STATUS_FILE, records)

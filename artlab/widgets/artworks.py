@@ -14,6 +14,7 @@ from torch import nn
 from artlab.interpret import attribution as attr
 from artlab.runs import IMAGENET, Network, Run, as_run, run_collection
 from artlab.widgets.base import Explorer, expect
+from artlab.widgets.offline import Part
 
 
 class ArtworkInspector(Explorer):
@@ -74,6 +75,13 @@ class ArtworkInspector(Explorer):
         label = f" ({self.labels[self.index]})" if self.labels[self.index] else ""
         title = f"{Path(self.paths[self.index]).name}{label}: {self.method}"
         return [attr.compare_figure(self.attributions(), opacity=self.opacity, title=title), self.predictions()]
+
+    def offline_parts(self) -> list[Part]:
+        """Every artwork with every attribution method (each map computed now, or read from the cache)."""
+        options = [(f"{Path(p).stem}{' - ' + lab if lab else ''}", i)
+                   for i, (p, lab) in enumerate(zip(self.paths, self.labels))]
+        return [Part({"artwork": options, "method": list(attr.METHODS)},
+                     lambda index, method: self.at(self.view, index=index, method=method))]
 
     def controls(self) -> list[object]:
         import ipywidgets as widgets

@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from artlab.plots import readable_title
+from artlab.widgets.offline import Part, display_offline, interactive_pages
 
 T = TypeVar("T")
 
@@ -62,6 +63,22 @@ class Explorer:
     def controls(self) -> list[object]:
         """The ipywidgets controls, wired to update the state and call `refresh`."""
         raise NotImplementedError
+
+    def offline_parts(self) -> list[Part]:
+        """The controls and states a page without a kernel offers (`artlab.widgets.offline`); none by default:
+        such a page shows the current view."""
+        return []
+
+    def at(self, draw: Callable[[], list[object]], **state: object) -> list[object]:
+        """What `draw()` shows with the state attributes set to `state` (restored after): an offline state."""
+        kept = {name: getattr(self, name) for name in state}
+        try:
+            for name, value in state.items():
+                setattr(self, name, value)
+            return draw()
+        finally:
+            for name, value in kept.items():
+                setattr(self, name, value)
 
     def linked_dropdowns(self, outer: tuple[str, str, list], inner: tuple[str, str, Callable[[], list]]) -> list:
         """Two dropdowns over state attributes, the inner one's options following the outer one's value.
@@ -122,11 +139,14 @@ class Explorer:
         return self._widget
 
     def show(self) -> None:
-        """Display the live widget, or the static view when no front end is attached."""
+        """Display the live widget; with no front end attached, the static view, or on a page made with
+        --interactive (ARTLAB_INTERACTIVE=1) the offline block of `offline_parts()`."""
         from IPython.display import display
 
         if live_front_end():
             display(self.widget())
+        elif interactive_pages() and (parts := self.offline_parts()):
+            display_offline(self.title, parts)
         else:
             display_all(self.view())
 

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 from artlab.analysis import Analysis
 from artlab.widgets.base import Explorer, expect, small_table
+from artlab.widgets.offline import Part
 
 
 class ChangeExplorer(Explorer):
@@ -93,6 +94,12 @@ class ChangeExplorer(Explorer):
 
     def view(self) -> list[object]:
         return [self.analysis.figure(self.figure_id), self.facts(), *self.layer_figures()]
+
+    def offline_parts(self) -> list[Part]:
+        """Every figure of the analysis, and every layer's numbers and figures."""
+        return [Part({"figure": self.figure_ids}, lambda figure_id: [self.analysis.figure(figure_id)]),
+                Part({"layer": self.layers}, lambda layer: self.at(
+                    lambda: [self.facts(), *self.layer_figures()], layer=layer))]
 
     def controls(self) -> list[object]:
         import ipywidgets as widgets

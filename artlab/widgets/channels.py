@@ -17,6 +17,7 @@ from artlab.analysis import Analysis
 from artlab.interpret import featurevis as fv
 from artlab.runs import Network, Run
 from artlab.widgets.base import Explorer, expect, small_table
+from artlab.widgets.offline import Part
 from artlab.widgets.topk import topk_gallery
 
 #: Renders that take a few seconds per channel on a laptop CPU (the disk cache keeps them).
@@ -122,6 +123,13 @@ class ChannelExplorer(Explorer):
             title = f"{name}: the artworks that excite {self.layer} channel {self.channel} most"
             shown.append(topk_gallery(top, self.analysis.labels, self.layer, self.channel, n=10, title=title))
         return shown
+
+    def offline_parts(self, per_layer: int = 3) -> list[Part]:
+        """The `per_layer` most changed channels of every layer (rendered now: seconds each on a CPU)."""
+        states = [(layer, channel) for layer in self.layers for channel in self.most_changed(layer)[:per_layer]]
+        channels = sorted({channel for _, channel in states})
+        return [Part({"layer": self.layers, "channel (most changed)": channels},
+                     lambda layer, channel: self.at(self.view, layer=layer, channel=channel), states)]
 
     def controls(self) -> list[object]:
         return self.linked_dropdowns(("layer", "layer", self.layers), ("channel", "channel", self._channel_options))

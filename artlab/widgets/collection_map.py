@@ -17,6 +17,7 @@ from artlab.features import unreadable_rows
 from artlab.interpret import projection
 from artlab.runs import IMAGENET
 from artlab.widgets.base import Explorer, expect
+from artlab.widgets.offline import Part
 
 
 def _aligned(table: pd.DataFrame, features: np.ndarray) -> np.ndarray:
@@ -97,6 +98,17 @@ class CollectionMap(Explorer):
     def view(self) -> list[object]:
         query = self.maps[self.network]["path"].iloc[self.selected]
         return [self.figure(), projection.neighbours_figure(self.neighbours(), query, self.color), self.separation()]
+
+    def offline_parts(self, artworks: int = 10) -> list[Part]:
+        """Every network's map in every colouring, and the neighbours of the first `artworks` artworks."""
+        table = self.maps[self.network]
+        options = [(Path(p).stem, i) for i, p in enumerate(table["path"])]
+        shown = [(name, i) for name in self.maps for i in range(min(artworks, len(table)))]
+        return [Part({"network": list(self.maps), "colour by": self.columns}, lambda network, color: self.at(
+                    lambda: [self.figure(), self.separation()], network=network, color=color)),
+                Part({"network": list(self.maps), "artwork": options}, lambda network, index: self.at(
+                    lambda: [projection.neighbours_figure(self.neighbours(), table["path"].iloc[index], self.color)],
+                    network=network, selected=index), shown)]
 
     def controls(self) -> list[object]:
         import ipywidgets as widgets
