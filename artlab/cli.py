@@ -1,25 +1,36 @@
-"""The `artlab` command line: data summaries, model registry, training, evaluation, run index, notebooks, demo."""
+"""The `artlab` command line: data summaries, model registry, training, evaluation, run index, notebooks, demo.
+
+Only the standard library and the training config's options load before the arguments are parsed: each
+command imports what it uses (torch, pandas, scikit-learn), so `artlab --help` and a mistyped option answer
+at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import typing
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import torch
+from artlab.training.config import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    Layout,
+    add_arguments,
+    check_device,
+    from_arguments,
+)
 
-from artlab.data.images import ImageError
-from artlab.data.layouts import LAYOUTS
-from artlab.models import WeightsUnavailable
-from artlab.runs import RunBusy, runs_root
-from artlab.training.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, add_arguments, check_device, from_arguments
-from artlab.training.metrics import HEADLINE_METRICS
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _print_table(frame: pd.DataFrame, index: bool = True) -> None:
+    import pandas as pd
+
     with pd.option_context("display.max_rows", 200, "display.max_columns", 20, "display.width", 160):
         print(frame.to_string(index=index))
 
@@ -51,6 +62,8 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(_args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from artlab.models import describe
 
     _print_table(pd.DataFrame(describe()), index=False)
@@ -68,6 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_metrics(metrics: dict) -> None:
+    from artlab.training.metrics import HEADLINE_METRICS
+
     for task, task_metrics in metrics.get("tasks", {}).items():  # a multi-task run: a block per task
         print(f"  task {task}")
         _print_metrics(task_metrics)
@@ -92,6 +107,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from artlab.runs import runs_root
     from artlab.training import list_runs
 
     table = list_runs(args.runs_dir)
@@ -302,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="art collections").add_subparsers(dest="data_command", required=True)
     summary = data.add_parser("summary", help="counts per class and split, image formats, class chart")
     summary.add_argument("source", help="a collection folder, a CSV/TSV manifest, or 'synthetic'")
-    summary.add_argument("--layout", default="auto", choices=LAYOUTS)
+    summary.add_argument("--layout", default="auto", choices=typing.get_args(Layout))
     summary.add_argument("--task", help="only this task")
     summary.add_argument("--separator", help="manifests: separator of multi-label cells, e.g. ';'")
     summary.add_argument("--html", help="also write the class chart as an HTML page here (plotly.min.js beside it)")
@@ -435,9 +451,17 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-#: Users' mistakes and broken files: one line naming the file or option, never a traceback.
-USER_ERRORS = (OSError, KeyError, ValueError, WeightsUnavailable, RunBusy, FloatingPointError, ImageError,
-               MemoryError, torch.OutOfMemoryError)
+#: Users' mistakes and broken files (one line naming the file or option, never a traceback): built-in errors,
+#: and (module, name) of artlab's and torch's, looked up only in modules the command imported (`user_errors`).
+USER_ERRORS = (OSError, KeyError, ValueError, FloatingPointError, MemoryError)
+IMPORTED_USER_ERRORS = (("artlab.models.weights", "WeightsUnavailable"), ("artlab.runs.folder", "RunBusy"),
+                        ("artlab.data.images", "ImageError"), ("torch", "OutOfMemoryError"))
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The error types to report in one line: an error of a module the command never imported cannot occur."""
+    return USER_ERRORS + tuple(getattr(sys.modules[module], name) for module, name in IMPORTED_USER_ERRORS
+                               if module in sys.modules)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -445,7 +469,7 @@ def _one_line(exc: BaseException) -> str:
         return str(exc.args[0])
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or exc} (is the folder read-only? choose another with --runs-dir)"
-    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's, on a GPU
         return "out of memory: lower --image-size or --batch-size"
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.strerror or exc}: {exc.filename}"
@@ -462,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     shown, warnings.showwarning = warnings.showwarning, _warn_in_one_line
     try:
         return args.func(args)
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
         print(f"artlab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: runs stopped mid-way resume with the same command (--resume for train)

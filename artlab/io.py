@@ -3,7 +3,7 @@
 Every writer goes through `atomic_path`: the content lands in a temporary file beside the target,
 is flushed to disk, and only then replaces the target. A process killed mid-write leaves the old
 file (or none) plus a `.<name>.*.part` file that no reader ever opens. This module imports
-nothing else from artlab: every layer may use it.
+nothing else from artlab: every layer may use it (and neither pandas nor torch until asked).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import torch
 import yaml
+
+if TYPE_CHECKING:  # pandas and torch load with the first table or tensor written: the command line starts at once
+    import pandas as pd
+    import torch
 
 
 class DamagedFile(ValueError):

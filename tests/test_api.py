@@ -154,3 +154,16 @@ def test_random_baseline_leaves_the_callers_random_state_alone():
     assert torch.equal(torch.rand(3), expected)
     second = Network.of(RANDOM, "mobilenet_v2").build()
     assert torch.equal(first.features[0][0].weight, second.features[0][0].weight)  # the baseline is reproducible
+
+
+def test_the_command_line_parses_without_torch_pandas_or_scikit_learn():
+    """`artlab --help` and a mistyped option answer at once: nothing heavy is imported before a command runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom artlab.cli import main\nfor argv in (['--help'], ['train', '--epochs', 'x'], "
+            "['eval']):\n    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'pandas', 'sklearn', 'numpy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:] + done.stderr[-500:]
+    assert "argument --epochs: invalid int value: 'x'" in done.stderr

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "artlab"
 #: Bottom to top. A module may import its own area and any lower rank, never a higher or a sibling area
 #: of the same rank (data and models are independent; training and analysis never import each other).
 RANKS = {
-    "artlab.version": 0, "artlab.io": 0, "artlab.cache": 0, "artlab.progress": 0,
+    "artlab.version": 0, "artlab.io": 0, "artlab.cache": 0, "artlab.progress": 0, "artlab.lazy": 0,
     "artlab.data": 1, "artlab.models": 1,
     "artlab.plots": 2,  # drawing kit over tables and image files
     "artlab.runs": 3, "artlab.features": 3,  # the run store; pooled features with their disk cache

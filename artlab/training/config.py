@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from artlab.io import DamagedFile
-from artlab.runs import check_name
 
 Strategy = Literal["off_the_shelf", "fine_tune", "scratch"]
 Layout = Literal["auto", "folders", "wikiart", "manifest", "peopleart", "synthetic"]
@@ -146,6 +145,8 @@ class TrainConfig:
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 (decode in the training process) or more, not {self.num_workers}")
         if self.name:
+            from artlab.runs.folder import check_name  # the run store loads torch: only when a name is given
+
             check_name(self.name)
         self.keep_out = _keep_out(self.keep_out)
 
