@@ -92,7 +92,10 @@ def content_id(path: str | os.PathLike) -> str:
     signature is not read again; an edited one is."""
     signature = f"{os.fspath(path)}\0{file_signature(path)}"
     if signature not in _CONTENT:
-        _CONTENT[signature] = file_digest(path, "sha1")
+        try:
+            _CONTENT[signature] = file_digest(path, "sha1")
+        except PermissionError:  # named by where it is until it can be read (the image check says why)
+            return f"unreadable\0{signature}"
     return _CONTENT[signature]
 
 

@@ -129,11 +129,15 @@ def test_a_moved_run_is_reused_by_content_and_analysed_where_it_is(moved, no_tra
         analysis.tops["ImageNet"].images("features.18", 0)
 
 
-def test_a_different_collection_at_the_new_place_is_refused_not_reused(moved, tmp_path, no_training):
+def test_a_different_collection_at_the_new_place_is_refused_not_reused(moved, tmp_path, no_training, monkeypatch):
     there, _ = moved
     other = _folders(tmp_path / "mini", seed=5000)  # the same file names, other paintings
     with pytest.raises(ValueError, match=r"is not the collection run fine_tune trained on: none of its 30 images"):
         evaluate_run(there / "runs" / "fine_tune", data=other)
+    monkeypatch.setattr(splits, "_MOVED", {})
+    monkeypatch.setenv("ARTLAB_DATA", str(tmp_path))  # found by its folder's name alone: refused all the same
+    with pytest.raises(ValueError, match=r"is not the collection run fine_tune trained on"):
+        evaluate_run(there / "runs" / "fine_tune")
     with pytest.raises(ValueError, match=r"different config \(differs in \['data'\]\)"):
         train(_config(other), runs_dir=there / "runs", resume=True)
 
@@ -245,3 +249,12 @@ def test_a_pack_from_a_newer_artlab_or_an_unsafe_one_is_refused(moved, tmp_path)
     with pytest.raises(PackError, match=r"member 'runs/../../evil.txt' is not where a pack keeps files"):
         unpack(tmp_path / "unsafe.zip", tmp_path / "x")
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "x").exists()
+
+
+def test_content_keys_read_multi_label_cells_as_split_csv_writes_them():
+    table = pd.DataFrame({"path": ["/a/x.png"], "split": ["train"], "tags": [("b", "a")], "signature": ["3:9:ab"]})
+    text = pd.DataFrame({"path": ["x.png"], "split": ["train"], "tags": ['["b", "a"]'], "signature": ["3:1:ab"]})
+    key = splits.content_key(table, Path("/a"), {"tags": True})
+    assert key == splits.content_key(text, Path("/a"), {"tags": True})  # another time, the same content
+    assert key != splits.content_key(text.assign(tags='["a"]'), Path("/a"), {"tags": True})
+    assert key != splits.content_key(text.assign(split="test"), Path("/a"), {"tags": True})

@@ -273,7 +273,10 @@ def _entry(kind: str, model: nn.Module, image: ImageLike, spec: dict) -> Path | 
         content = content_id(image)
     except OSError:
         return None  # unreadable: computing says why
-    key = digest({"kind": kind, "weights": models.model_digest(model), "image": content, **spec, "version": 1})
+    card = models.card_of(model)  # its classes, size and sigmoid or softmax decide the result as the weights do
+    key = digest({"kind": kind, "weights": models.model_digest(model), "image": content, **spec,
+                  "resolved_size": spec.get("size") or default_image_size(model),
+                  "card": card.to_metadata() if card is not None else None, "version": 1})
     return cache_dir() / "attributions" / f"{kind}-{key}.safetensors"
 
 

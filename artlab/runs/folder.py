@@ -231,11 +231,11 @@ class Run:
         the file the run wrote)."""
         return split.recorded_frame(self.path, data, self._data_then())
 
-    def content_key(self, tasks: tuple[str, ...] | list[str]) -> str:
+    def content_key(self, tasks: dict[str, bool]) -> str:
         """What the run trained on, wherever its collection lies now (`split.content_key`): its images, their
-        `tasks` labels and split."""
+        labels for `tasks` (task -> multi-label) and split."""
         frame = split.recorded_text(self.path)
-        return split.content_key(frame, split.recorded_root(self.path, self._data_then()), tuple(tasks))
+        return split.content_key(frame, split.recorded_root(self.path, self._data_then()), tasks)
 
     def changes_since(self, collection: ArtCollection, tasks: tuple[str, ...]) -> str:
         """How `collection`, prepared now, differs from what the run recorded, in words ("" when it does not)."""

@@ -16,16 +16,15 @@ existing file is never replaced by a different one, and a pack from a newer artl
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from artlab.cache import cache_dir
 from artlab.io import atomic_path
-from artlab.runs.folder import Run, runs_root
+from artlab.runs.folder import LOCK_FILE, Run, runs_root
 from artlab.runs.split import locate, recorded_root
 from artlab.version import __version__
 
@@ -73,8 +72,10 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
         raise ValueError(f"runs not finished (no metrics.json): {unfinished}; finish them (--resume) or leave them out")
     collections: dict[str, dict] = {}
     members: dict[str, Path] = {}
+    left_out: set[str] = set()
     for run in chosen:
-        for path in sorted(p for p in run.path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        for path in sorted(p for p in run.path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                           and p.name != LOCK_FILE):
             members[f"runs/{run.name}/{path.relative_to(run.path).as_posix()}"] = path
         data = str(run.config().get("data"))
         root = recorded_root(run.path, data)
@@ -87,9 +88,11 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
             manifest = [data] if Path(data).is_file() else []  # a manifest collection travels with its table
             here = locate(root, data_then=data)  # where the images are now
             for path in [*run.split_table()["path"], *manifest]:
-                path = Path(path).resolve()
+                path = Path(path).absolute()
                 if path.is_file() and _under(path, here):
                     members[f"data/{root.name}/{path.relative_to(here).as_posix()}"] = path
+                else:
+                    left_out.add(str(path))
     for kind in caches:
         folder = cache_dir() / kind
         for path in sorted(folder.rglob("*") if folder.is_dir() else []):
@@ -98,6 +101,10 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
     for name in collections:
         collections[name]["images"] = sum(m.startswith(f"data/{name}/") for m in members)
         collections[name]["packed"] = images
+    if left_out:
+        warnings.warn(f"{len(left_out)} image(s) of the runs are not packed (missing, or outside their collection's "
+                      f"folder, e.g. {sorted(left_out)[0]}): attendees need them where ARTLAB_DATA points",
+                      stacklevel=2)
     manifest = Pack(__version__, [run.name for run in chosen], collections, list(caches))
     out = Path(out)
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
@@ -145,7 +152,8 @@ def unpack(source: str | Path, to: str | Path = ".", runs_dir: str | Path | None
     with zipfile.ZipFile(source) as archive:
         targets = [(info, _destination(info.filename, places, source)) for info in archive.infolist()
                    if info.filename != PACK_FILE and not info.is_dir()]
-        clashes = [str(target) for info, target in targets if target.is_file() and not _same(archive, info, target)]
+        clashes = [str(target) for info, target in targets if target.is_file() and not info.filename.startswith(
+            "cache/") and not _same(archive, info, target)]  # a cache entry here is checked on read: kept
         if clashes:
             raise PackError(f"{len(clashes)} file(s) of {source} differ from those already here (e.g. {clashes[0]}); "
                             f"nothing was unpacked: unpack elsewhere (--to) or move them away")
@@ -154,10 +162,8 @@ def unpack(source: str | Path, to: str | Path = ".", runs_dir: str | Path | None
                 kept += 1
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as member, tempfile.NamedTemporaryFile(dir=target.parent, delete=False,
-                                                                          prefix=f".{target.name}.") as tmp:
-                shutil.copyfileobj(member, tmp)
-            os.replace(tmp.name, target)
+            with atomic_path(target) as tmp, archive.open(info) as member, open(tmp, "wb") as out:
+                shutil.copyfileobj(member, out)
             written += 1
     return Unpacked(runs_dir, data_dir, manifest, written, kept)
 

@@ -65,17 +65,17 @@ def recorded_root(folder: Path, data_then: str | None = None) -> Path | None:
 
 
 def locate(root_then: Path | None, data: str | Path | None = None, data_then: str | None = None) -> Path | None:
-    """Where a run's collection is now: `data` if given; else where this process found it (`remember_move`); else
-    where it was, if still there; else its config's `data` (the synthetic collection is made anew); else a folder
+    """Where a run's collection is now: `data` if given; else where it was, if still there; else where this process
+    found it (`remember_move`); else its config's `data` (the synthetic collection is made anew); else a folder
     of its name under $ARTLAB_DATA. None for a run that recorded absolute paths and was given no `data`."""
     if data is not None:
         return collection_root(data)
     if root_then is None:
         return None
-    if str(root_then) in _MOVED:
-        return _MOVED[str(root_then)]
     if root_then.is_dir():
         return root_then
+    if str(root_then) in _MOVED:
+        return _MOVED[str(root_then)]
     if data_then == "synthetic" or data_then and collection_root(data_then).is_dir():
         return collection_root(data_then)
     for base in filter(None, os.environ.get(DATA_ENV, "").split(os.pathsep)):
@@ -165,9 +165,14 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
         collection.changed = [p for p, s in zip(collection.table["path"], recorded)
                               if s and not _same_content(s, signature_or_none(p))]
     hint = "" if data is not None else f" (moved? give the collection's new folder as `data`, or set {DATA_ENV})"
-    if data is not None and len(frame) and len(collection.changed) == len(collection):
+    elsewhere = data is not None or collection.root != recorded_root(folder, data_then)
+    if elsewhere and len(frame) and len(collection.changed) == len(collection) and len(collection):
+        raise ValueError(f"{collection.root} is not the collection run {name} trained on: none of its {len(frame)} "
+                         f"images is there unchanged (found {len(collection)}, {len(collection.changed)} of them "
+                         f"different)")
+    if data is not None and not len(collection) and len(frame):
         raise ValueError(f"{data} is not the collection run {name} trained on: none of its {len(frame)} images is "
-                         f"there unchanged (found {len(collection)}, {len(collection.changed)} of them different)")
+                         f"there")
     if not quiet and len(frame) and not exists.any():
         raise FileNotFoundError(f"run {name}: none of its {len(frame)} images is where it recorded them "
                                 f"({collection.root}){hint}")
@@ -178,13 +183,18 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
     return collection
 
 
-def content_key(frame: pd.DataFrame, root: Path | None, tasks: tuple[str, ...]) -> str:
-    """What a split holds, wherever its collection lies: each image's path under `root`, split, labels and
-    content (size and the hash of its ends, not its time), in path order. `frame` has a `signature` column, or
-    the files are read."""
+def content_key(frame: pd.DataFrame, root: Path | None, tasks: dict[str, bool]) -> str:
+    """What a split holds, wherever its collection lies: each image's path under `root`, split, labels of `tasks`
+    (task -> multi-label) and content (size and the hash of its ends, not its time), in path order. `frame` is a
+    collection's table or split.csv as text (multi-label cells as written); with no `signature` column the files
+    are read."""
     signatures = frame["signature"] if "signature" in frame else frame["path"].map(signature_or_none)
-    rows = sorted("\0".join([_relative(str(path), root), str(split or ""), *(_comparable(frame[t].iloc[i])
-                                                                           for t in tasks),
+
+    def label(task: str, i: int) -> str:
+        cell = frame[task].iloc[i]
+        return _comparable(_labels(cell) if tasks[task] and isinstance(cell, str) else cell)
+
+    rows = sorted("\0".join([_relative(str(path), root), str(split or ""), *(label(t, i) for t in tasks),
                              _content(signature)])
                   for i, (path, split, signature) in enumerate(zip(frame["path"], frame["split"], signatures)))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()

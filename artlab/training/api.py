@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -129,7 +130,13 @@ def check_earlier_stage(earlier: Run, collection: ArtCollection) -> None:
     """Refuse to start from a run that trained on images of this run's validation or test split: matched by
     content, from the split the earlier run recorded."""
     recorded = earlier.split_table()
-    trained = content_hashes(recorded.loc[recorded["split"] == "train", "path"])
+    paths = recorded.loc[recorded["split"] == "train", "path"]
+    missing = int((~paths.map(os.path.isfile)).sum())
+    if missing:
+        raise ValueError(f"--init-from {earlier.path}: {missing} of its {len(paths)} training images cannot be found "
+                         f"(moved? set ARTLAB_DATA to the folder holding its collection), so nothing shows it never "
+                         f"trained on this run's validation or test images")
+    trained = content_hashes(paths)
     leaked = Holdout.of(collection).sha1 & trained
     if leaked:
         raise ValueError(f"--init-from {earlier.path} trained on {len(leaked)} image(s) of this run's validation or "
@@ -197,7 +204,8 @@ def reusable(config: TrainConfig, runs_dir: str | Path | None = None,
                 warnings.simplefilter("ignore")  # about the collection itself: train() says them
                 loaded = load_collection(wanted)
                 collection = prepare_collection(wanted.resolved(loaded.tasks), loaded)
-        if run.content_key(saved.tasks) != content_key(collection.table, collection.root, saved.tasks):
+        multi = {task: collection.multi_label[task] for task in saved.tasks}
+        if run.content_key(multi) != content_key(collection.table, collection.root, multi):
             return None
         remember_move(recorded_root(run.path, saved.data), collection.root)  # its analyses find the images here
         return Reuse(run, replace(saved, **{f: getattr(wanted, f) for f in PLACE_FIELDS}))
@@ -261,7 +269,11 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
     config = config.resolved(loaded.tasks)
     run = Run.named(config.name, runs_dir)  # a bad name is refused before the images are checked
     collection = prepare_collection(config, loaded)
-    if config.init_from:
+    reused = reusable(config, runs_dir, collection) if resume else None
+    if reused is not None:  # read, never written: the folder may be a read-only copy from another machine
+        run.warn_if_changed(collection, config.tasks)
+        return RunResult(run, run.metrics(), run.history().to_dict("records"))
+    if config.init_from:  # a run to train (a finished one was checked when it trained)
         check_earlier_stage(Run(config.init_from), collection)
     device = models.resolve_device(config.device)
     if config.strategy != "off_the_shelf":
@@ -269,10 +281,6 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
         if where.active:
             return _train_together(config, run, collection, distributed.process_device(device, where), where,
                                    resume)
-    reused = reusable(config, runs_dir, collection) if resume else None
-    if reused is not None:  # read, never written: the folder may be a read-only copy from another machine
-        run.warn_if_changed(collection, config.tasks)
-        return RunResult(run, run.metrics(), run.history().to_dict("records"))
     with run.lock():
         run.open(config.to_dict(), resume, as_saved_today)
         if run.finished:

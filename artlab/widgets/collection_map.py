@@ -107,8 +107,8 @@ class CollectionMap(Explorer):
         return [Part({"network": list(self.maps), "colour by": self.columns}, lambda network, color: self.at(
                     lambda: [self.figure(), self.separation()], network=network, color=color)),
                 Part({"network": list(self.maps), "artwork": options}, lambda network, index: self.at(
-                    lambda: [projection.neighbours_figure(self.neighbours(), table["path"].iloc[index], self.color)],
-                    network=network, selected=index), shown)]
+                    lambda: [projection.neighbours_figure(self.neighbours(), self.maps[network]["path"].iloc[index],
+                                                          self.color)], network=network, selected=index), shown)]
 
     def controls(self) -> list[object]:
         import ipywidgets as widgets

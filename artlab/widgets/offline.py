@@ -42,6 +42,12 @@ class Part:
     draw: Callable[..., list[object]]
     states: list[tuple] | None = None
 
+    def first(self) -> tuple:
+        """The state the page opens on: the first drawn ahead."""
+        if self.states:
+            return tuple(self.states[0])
+        return tuple(options[0][1] for options in self.options().values())
+
     def options(self) -> dict[str, list[tuple[str, object]]]:
         return {label: [o if isinstance(o, tuple) else (str(o), o) for o in options]
                 for label, options in self.controls.items()}
@@ -85,7 +91,10 @@ def _quantised(figure: go.Figure) -> go.Figure:
             z = np.asarray(trace.z, dtype=np.float64)
             if z.ndim == 2 and np.isfinite(z).all() and trace.zmax > trace.zmin:
                 scaled = np.clip((z - trace.zmin) / (trace.zmax - trace.zmin), 0, 1) * 254
-                trace.update(z=np.rint(scaled).astype(np.uint8), zmin=0, zmax=254, zmid=None, hoverinfo="skip")
+                ticks = np.linspace(trace.zmin, trace.zmax, 5)  # the colour bar keeps the real range
+                trace.update(z=np.rint(scaled).astype(np.uint8), zmin=0, zmax=254, zmid=None, hoverinfo="skip",
+                             colorbar={"tickvals": np.linspace(0, 254, 5).tolist(),
+                                       "ticktext": [f"{t:g}" for t in ticks]})
     return figure
 
 
@@ -115,7 +124,7 @@ SCRIPT = """
     for (const item of items) {
       const div = document.createElement("div"); view.appendChild(div);
       if (item.figure) { const f = whole(item.figure); Plotly.newPlot(div, f.data, f.layout, {responsive: true}); }
-      else { div.innerHTML = item.html; }
+      else { div.innerHTML = whole(item.html); }
     }
   }
   selects.forEach(s => s.addEventListener("change", show));
@@ -131,11 +140,13 @@ def offline_block(title: str, parts: list[Part]) -> str:
     pool_id = f"artlab-pool-{uuid.uuid4().hex[:12]}"
     for part in parts:
         block_id = f"artlab-{uuid.uuid4().hex[:12]}"
+        opening = part.first()
         selects = "".join(
             f"<label style='margin-right:1em'>{html.escape(label)} <select>"
-            + "".join(f"<option value='{html.escape(str(value), quote=True)}'>{html.escape(text)}</option>"
+            + "".join(f"<option value='{html.escape(str(value), quote=True)}'"
+                      f"{' selected' if str(value) == str(opening[c]) else ''}>{html.escape(text)}</option>"
                       for text, value in options) + "</select></label>"
-            for label, options in part.options().items())
+            for c, (label, options) in enumerate(part.options().items()))
         states = _script_json(pooled(part.drawn(), pool, index))
         script = {"id": block_id, "pool": pool_id, "missing": json.dumps(NOT_COMPUTED)}
         blocks.append(f"<div id='{block_id}' class='artlab-offline'><div>{selects}</div>"
@@ -147,7 +158,7 @@ def offline_block(title: str, parts: list[Part]) -> str:
 
 def _script_json(value: object) -> str:
     """JSON to sit inside a <script> element (a table's </td> must not end it)."""
-    return json.dumps(value).replace("</", "<\\/")
+    return json.dumps(value).replace("<", "\\u003c")
 
 
 def display_offline(title: str, parts: list[Part]) -> None:
