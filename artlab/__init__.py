@@ -8,9 +8,9 @@ The names a notebook needs, importable from the top (each loads its module on fi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from artlab.lazy import exports
 from artlab.version import __version__
 
 #: public name -> (module, attribute in that module)
@@ -54,17 +54,7 @@ __all__ = ["ArtCollection", "Comparison", "Network", "Run", "TrainConfig", "__ve
            "notebook_settings", "run_strategies", "several", "sweep", "topk_browser", "train"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _API:
-        raise AttributeError(f"module 'artlab' has no attribute {name!r}")
-    module, attribute = _API[name]
-    value = getattr(importlib.import_module(module), attribute)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+__getattr__, __dir__ = exports(__name__, {name: f"{module}:{attribute}" for name, (module, attribute) in _API.items()})
 
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time the names load lazily

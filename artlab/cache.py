@@ -115,6 +115,17 @@ def payload_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
     return tensors_digest({name: tensors[name] for name in sorted(tensors)})
 
 
+def json_tensor(data: Any) -> torch.Tensor:
+    """`data` as JSON bytes in a uint8 tensor, so that a cache entry's checksum covers it too."""
+    text = json.dumps(data, default=lambda value: value.item() if hasattr(value, "item") else str(value))
+    return torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
+
+
+def tensor_json(tensor: torch.Tensor) -> Any:
+    """What `json_tensor` stored."""
+    return json.loads(bytes(tensor.tolist()).decode())
+
+
 def non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
     """The names of the floating-point tensors that hold a NaN or an infinity."""
     return [name for name, tensor in tensors.items()

@@ -125,7 +125,7 @@ def test_a_moved_run_is_reused_by_content_and_analysed_where_it_is(moved, no_tra
         again = analyze(Comparison(run.path, what=("params", "cka", "topk"), k=3), out_dir=there / "again")
     for table in ("cka", "cka_matrix", "topk_overlap", "topk_entropy"):
         pd.testing.assert_frame_equal(again.tables[table], analysis.tables[table])
-    assert again.tops[again.comparison and "ImageNet"].images("features.18", 0) == \
+    assert again.tops["ImageNet"].images("features.18", 0) == \
         analysis.tops["ImageNet"].images("features.18", 0)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ from artlab import models
 from artlab.analysis.cka import MIN_IMAGES, CKAFeed
 from artlab.analysis.options import CkaOptions, PassOptions
 from artlab.analysis.topk import TopK, TopKStream, check_k
-from artlab.cache import cache_dir, digest, fingerprint, load_checked, save_checked
+from artlab.cache import cache_dir, digest, fingerprint, json_tensor, load_checked, save_checked, tensor_json
 from artlab.features import Feed, Outputs, forward_pass
 from artlab.io import load_tensors, save_tensors
 
@@ -121,12 +120,12 @@ def _to_tensors(result: OnePass) -> dict[str, torch.Tensor]:
     for table in ("cka", "cka_random"):
         frame = getattr(result, table)
         layout[table] = frame.to_json(orient="split") if frame is not None else None
-    tensors["layout"] = torch.frombuffer(bytearray(json.dumps(layout).encode()), dtype=torch.uint8)
+    tensors["layout"] = json_tensor(layout)
     return tensors
 
 
 def _from_tensors(tensors: dict[str, torch.Tensor], paths: list[str]) -> OnePass:
-    layout = json.loads(bytes(tensors["layout"].tolist()).decode())
+    layout = tensor_json(tensors["layout"])
     tops = {name: TopK(list(paths), top["k"], {layer: tensors[f"{name}.{i}.scores"] for i, layer in
                                                enumerate(top["layers"])},
                        {layer: tensors[f"{name}.{i}.indices"] for i, layer in enumerate(top["layers"])})

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import difflib
 import html
-import json
 import operator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from PIL import Image
 from torch import nn
 
 from artlab import models, plots
-from artlab.cache import cache_dir, content_id, digest, load_checked, save_checked
+from artlab.cache import cache_dir, content_id, digest, json_tensor, load_checked, save_checked, tensor_json
 from artlab.data.images import load_rgb, to_rgb
 from artlab.io import load_tensors, save_tensors
 
@@ -252,15 +251,15 @@ def attribute(model: nn.Module, image: ImageLike, method: Method = "gradcam", ta
                                                  "stride": stride})
     stored = load_checked(entry, "attribution map", load_tensors) if entry else None
     if stored is not None:
-        return Attribution(**_about(stored), map=stored["map"].numpy(), image=stored["image"].numpy())
+        return Attribution(**tensor_json(stored["about"]), map=stored["map"].numpy(), image=stored["image"].numpy())
     subject = _prepare(model, image, image_size)
     index = _default_target(subject) if target is None else resolve_target(subject.names, target)
     result = _attribute(subject, method, index, layer, n_steps, window, stride)
     if entry:
         about = {k: v for k, v in asdict(result).items() if k not in ("map", "image")}
-        save_checked(entry, {"map": torch.from_numpy(np.ascontiguousarray(result.map)),
-                             "image": torch.from_numpy(np.ascontiguousarray(result.image)), "about": _json(about)},
-                     {}, "attribution map", save_tensors)
+        tensors = {"map": torch.from_numpy(np.ascontiguousarray(result.map)), "about": json_tensor(about),
+                   "image": torch.from_numpy(np.ascontiguousarray(result.image))}
+        save_checked(entry, tensors, {}, "attribution map", save_tensors)
     return result
 
 
@@ -280,14 +279,6 @@ def _entry(kind: str, model: nn.Module, image: ImageLike, spec: dict) -> Path | 
     return cache_dir() / "attributions" / f"{kind}-{key}.safetensors"
 
 
-def _json(data: object) -> torch.Tensor:
-    """`data` as JSON bytes in a tensor, so a cache entry's checksum covers it."""
-    text = json.dumps(data, default=lambda value: value.item() if hasattr(value, "item") else str(value))
-    return torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
-
-
-def _about(tensors: dict[str, torch.Tensor]) -> dict:
-    return json.loads(bytes(tensors["about"].tolist()).decode())
 
 
 def attribute_positive_labels(model: nn.Module, image: ImageLike, method: Method = "gradcam",
@@ -310,14 +301,14 @@ def top_predictions(model: nn.Module, image: ImageLike, k: int = 5, image_size: 
     entry = _entry("predictions", model, image, {"k": k, "size": image_size})
     stored = load_checked(entry, "predictions", load_tensors) if entry else None
     if stored is not None:
-        return pd.DataFrame({"class": _about(stored), "probability": stored["probability"].numpy(),
+        return pd.DataFrame({"class": tensor_json(stored["about"]), "probability": stored["probability"].numpy(),
                              "index": stored["index"].numpy()})
     subject = _prepare(model, image, image_size)
     k = min(k, len(subject.names))
     values, indices = subject.probabilities.topk(k)
     names = [subject.names[i] for i in indices.tolist()]
     if entry:
-        save_checked(entry, {"probability": values.double(), "index": indices, "about": _json(names)}, {},
+        save_checked(entry, {"probability": values.double(), "index": indices, "about": json_tensor(names)}, {},
                      "predictions", save_tensors)
     return pd.DataFrame({"class": names, "probability": values.numpy().astype(float), "index": indices.numpy()})
 

@@ -89,7 +89,7 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
             here = locate(root, data_then=data)  # where the images are now
             for path in [*run.split_table()["path"], *manifest]:
                 path = Path(path).absolute()
-                if path.is_file() and _under(path, here):
+                if path.is_file() and path.is_relative_to(here):
                     members[f"data/{root.name}/{path.relative_to(here).as_posix()}"] = path
                 else:
                     left_out.add(str(path))
@@ -192,14 +192,6 @@ def _run(run: str | Path, runs_dir: str | Path | None) -> Run:
 def _finished(runs_dir: str | Path | None) -> list[Run]:
     root = runs_root(runs_dir)
     return [Run(p) for p in sorted(root.iterdir()) if Run(p).finished] if root.is_dir() else []
-
-
-def _under(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -132,11 +132,18 @@ def recorded_text(folder: Path) -> pd.DataFrame:
 
 def recorded_frame(folder: Path, data: str | Path | None = None, data_then: str | None = None) -> pd.DataFrame:
     """split.csv as text cells, its paths where the images are now (see `locate`)."""
+    return _located(folder, data, data_then)[0]
+
+
+def _located(folder: Path, data: str | Path | None, data_then: str | None) -> tuple[pd.DataFrame, Path | None,
+                                                                                 Path | None]:
+    """split.csv with its paths where the images are now, the collection's folder then and now."""
     frame = recorded_text(folder)
+    root_then = recorded_root(folder, data_then)
+    root_now = locate(root_then, data, data_then)
     if "path" in frame:
-        root_then = recorded_root(folder, data_then)
-        frame["path"] = absolute_paths(frame["path"], root_then, locate(root_then, data, data_then))
-    return frame
+        frame["path"] = absolute_paths(frame["path"], root_then, root_now)
+    return frame, root_then, root_now
 
 
 def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: bool = False,
@@ -148,7 +155,7 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
     content changed are kept and listed in `changed`; either case is also warned about (unless `quiet`).
     A collection given as `data` in which none of the run's images is found, or none unchanged, is refused.
     """
-    frame = recorded_frame(folder, data, data_then)
+    frame, root_then, root_now = _located(folder, data, data_then)
     missing_columns = [c for c in ("path", "split", *multi_label) if c not in frame]
     if missing_columns:
         raise DamagedFile(f"{folder / SPLIT_FILE} has no column(s) {missing_columns}")
@@ -156,8 +163,7 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
     table = pd.DataFrame({"path": frame["path"], "split": frame["split"].replace("", None)})
     for task, multi in multi_label.items():
         table[task] = frame[task].map(_labels) if multi else frame[task].replace("", None)
-    collection = ArtCollection(table[exists].reset_index(drop=True), dict(multi_label), name,
-                               root=locate(recorded_root(folder, data_then), data, data_then))
+    collection = ArtCollection(table[exists].reset_index(drop=True), dict(multi_label), name, root=root_now)
     collection.skipped = pd.DataFrame({"path": frame["path"][~exists],
                                        "reason": "missing since the run recorded its split"})
     if "signature" in frame:
@@ -165,7 +171,7 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
         collection.changed = [p for p, s in zip(collection.table["path"], recorded)
                               if s and not _same_content(s, signature_or_none(p))]
     hint = "" if data is not None else f" (moved? give the collection's new folder as `data`, or set {DATA_ENV})"
-    elsewhere = data is not None or collection.root != recorded_root(folder, data_then)
+    elsewhere = data is not None or root_now != root_then
     if elsewhere and len(frame) and len(collection.changed) == len(collection) and len(collection):
         raise ValueError(f"{collection.root} is not the collection run {name} trained on: none of its {len(frame)} "
                          f"images is there unchanged (found {len(collection)}, {len(collection.changed)} of them "
@@ -266,11 +272,7 @@ def signature_or_none(path: str) -> str | None:
 
 def _same_content(recorded: str, current: str | None) -> bool:
     """Two file signatures agree on size and end bytes (a touch or a copy that resets the time is no change)."""
-    if current is None:
-        return False
-    size, _, digest = recorded.split(":")
-    now_size, _, now_digest = current.split(":")
-    return size == now_size and digest == now_digest
+    return current is not None and _content(recorded) == _content(current)
 
 
 def _labels(cell: str) -> tuple[str, ...]:
