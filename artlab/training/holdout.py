@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from artlab.cache import file_digest
+from artlab.cache import content_id
 from artlab.data.collection import ArtCollection
 
 HELD_OUT = ("val", "test")
@@ -90,13 +90,16 @@ def shares_images(source: ArtCollection, target: ArtCollection) -> bool:
 
 
 def content_hashes(paths: Iterable[str]) -> set[str]:
-    """The sha1 of each file that can be read (the content key of `Holdout.sha1` and of image scans)."""
+    """The sha1 of each file that can be read (the content key of `Holdout.sha1` and of image scans; a file already
+    hashed in this process, by its image check, is not read again)."""
     found = set()
     for path in paths:
         try:
-            found.add(file_digest(path, "sha1"))
+            content = content_id(path)
         except OSError:
             continue
+        if not content.startswith("unreadable"):
+            found.add(content)
     return found
 
 
