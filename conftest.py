@@ -3,6 +3,11 @@
 Each session gets its own generated data, feature cache and default runs folder (the notebooks'
 kernels inherit them, so no run outlives the data it points to), progress bars off and explorers
 static (no browser is attached); nbval compares the notebooks' cells with tests/notebook_outputs.json.
+
+With pytest-xdist (`make test` runs `-n 2`), each worker has its own folders and its share of
+the cores as torch threads (its notebooks' kernels too), so two workers on 2 cores do not slow each other
+down; each test file runs on one worker (its module fixtures made once), and the browser test, which trains
+the runs that nbval's notebooks then reuse, goes first with those notebooks on one worker.
 """
 
 from __future__ import annotations
@@ -11,12 +16,25 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 from tests.notebook_outputs import KERNEL_ENV, use_record
 
 _SCRATCH: list[str] = []
 
 
+#: The browser test and nbval's notebooks: one worker, first (the longest group), in this order.
+NOTEBOOKS_GROUP = "notebooks"
+
+
 def pytest_configure(config):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # a worker of pytest-xdist: its share of the cores, for itself and the processes it starts
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
     scratch = tempfile.mkdtemp(prefix="artlab-pytest-")
     _SCRATCH.append(scratch)
     os.environ["ARTLAB_CACHE"] = os.path.join(scratch, "cache")
@@ -32,3 +50,26 @@ def pytest_unconfigure(config):
 
 def pytest_collection_modifyitems(config, items):
     use_record(items)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest group first
+        items.sort(key=lambda item: _group(item) != NOTEBOOKS_GROUP)  # stable: the browser test before nbval
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Each test file on one worker (its module fixtures made once), the browser test and the notebooks together."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group_of(nodeid.split("::", 1)[0])
+
+    return ByFile(config, log)
+
+
+def _group(item) -> str:
+    return _group_of(item.path.relative_to(item.config.rootpath).as_posix())
+
+
+def _group_of(path: str) -> str:
+    """The worker group of a test file (its path from the repository root)."""
+    return NOTEBOOKS_GROUP if path.startswith("notebooks/") or path == "tests/test_browser.py" else path

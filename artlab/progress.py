@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress", "progress_off", "tqdm"]
+__all__ = ["Cancelled", "progress", "progress_off", "tqdm"]
 
 
 def progress_off() -> bool:
@@ -27,3 +27,7 @@ def progress(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
     if progress_off():
         kwargs["disable"] = True
     return tqdm(iterable, **kwargs)
+
+
+class Cancelled(Exception):
+    """Long work abandoned on request, between two of its steps (a render ahead of the user's next click)."""

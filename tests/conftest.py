@@ -57,3 +57,13 @@ def one_task(small_synthetic, tmp_path_factory) -> Path:
         for source in small_synthetic.table.query("style == @style")["path"][:3]:
             shutil.copy(source, root / style / Path(source).name)
     return root
+
+
+@pytest.fixture(scope="session")
+def tuned_run(small_synthetic, tmp_path_factory):
+    """A one-epoch fine-tuned run on the small synthetic collection (64 px), shared by the explorers' tests."""
+    from artlab.training import TrainConfig, train
+
+    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    return train(TrainConfig(name="ft", data=manifest, task="style", image_size=64, epochs=1, device="cpu", lr=0.05,
+                             backbone_lr_mult=1.0), runs_dir=tmp_path_factory.mktemp("runs")).run

@@ -174,16 +174,13 @@ def test_a_task_with_many_classes_gets_a_row_each_with_the_same_gaps(small_synth
 
 # ---- what fine-tuning changed -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def changed(small_synthetic, tmp_path_factory):
+def changed(tuned_run):
     """A one-epoch fine-tuned run and its params + CKA analysis on two layers."""
     from artlab.analysis import Comparison, analyze
-    from artlab.training import TrainConfig, train
 
-    run = train(TrainConfig(name="ft", data=_manifest(small_synthetic), task="style", image_size=64, epochs=1,
-                            device="cpu", lr=0.05, backbone_lr_mult=1.0), runs_dir=tmp_path_factory.mktemp("runs")).run
-    analysis = analyze(Comparison(run.path, what=("params", "cka"), max_images=32,
-                                  layers=["features.10", "features.17"]))
-    return run, analysis
+    analysis = analyze(Comparison(tuned_run.path, what=("params", "cka"), max_images=32,
+                                  layers=["features.10", "features.17"]), out_dir=tuned_run.path / "analysis-cka")
+    return tuned_run, analysis
 
 
 def _convs(model: nn.Module, block: str) -> dict[str, nn.Conv2d]:

@@ -63,7 +63,8 @@ def pages(tmp_path_factory):
     from artlab.tools.notebooks import run_series
 
     out = tmp_path_factory.mktemp("interactive")
-    series = run_series(out, quick=True, only="03,06", log=None, interactive=True, runs_dir=out / "runs")
+    series = run_series(out, quick=True, only="03,06", log=None, interactive=True, runs_dir=out / "runs",
+                        parameters={"artworks": 3})  # the inspector's every state still has 2+ choices per select
     return out, series
 
 

@@ -46,6 +46,14 @@ def _copy(source: Path, target: Path) -> None:
     shutil.copytree(source, target, copy_function=shutil.copy)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory):
+    """This module's cache: its packs hold this module's entries, not everything the session cached before."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARTLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def moved(tmp_path_factory):
     """Two finished runs (fine-tuned, off the shelf) trained in one place, then moved with their collection to

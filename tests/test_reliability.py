@@ -493,10 +493,11 @@ def test_no_warning_escapes_a_clean_run(tmp_path):
     assert torch.isfinite(run.load_model()[0]["weight"]).all()
 
 
-def test_damaged_cache_entries_are_recomputed_not_trusted(tmp_path):
+def test_damaged_cache_entries_are_recomputed_not_trusted(tmp_path, monkeypatch):
     from artlab.cache import cache_dir
     from artlab.data import scan
 
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "cache"))  # damage only this test's entries, not the session's
     data = _collection(tmp_path / "c", classes=2, per_class=10)
     first = train(quick(data, strategy="off_the_shelf", name="one"), runs_dir=tmp_path / "runs")
     paths = first.run.split_table()["path"].tolist()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,18 +13,13 @@ from artlab.widgets.topk import EVERY_NETWORK
 
 
 @pytest.fixture(scope="module")
-def analysed(small_synthetic, tmp_path_factory):
+def analysed(tuned_run):
     """A one-epoch fine-tuned run on the small synthetic collection and its top-k analysis."""
     from artlab.analysis import Comparison, analyze
-    from artlab.training import TrainConfig, train
 
-    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
-    runs = tmp_path_factory.mktemp("runs")
-    run = train(TrainConfig(name="ft", data=manifest, task="style", image_size=64, epochs=1, device="cpu", lr=0.05,
-                            backbone_lr_mult=1.0), runs_dir=runs).run
-    analysis = analyze(Comparison(run.path, what=("topk",), k=5, max_images=32,
-                                  layers=["features.10", "features.17"]))
-    return run, analysis
+    analysis = analyze(Comparison(tuned_run.path, what=("topk",), k=5, max_images=32,
+                                  layers=["features.10", "features.17"]), out_dir=tuned_run.path / "analysis-topk")
+    return tuned_run, analysis
 
 
 def _control(explorer, description: str):
@@ -151,3 +144,82 @@ def test_static_views_show_table_cells_whole(capsys):
     folder = "/home/someone/collections/" + "a-long-folder-name/" * 6 + "runs/sweeps/freeze-lr"
     display_all([small_table({"files": folder, "cells": 4})])
     assert folder in capsys.readouterr().out
+
+
+def test_the_channel_explorer_renders_the_next_channels_ahead_and_the_user_comes_first(analysed, monkeypatch):
+    """Prefetched renders are the very renders the user then gets (from the disk cache, computed once); a click
+    on another channel stops the render in progress between two steps, and nothing runs after `settle`."""
+    from artlab.interpret import featurevis as fv
+
+    run, analysis = analysed
+    settings = RenderSettings(steps=3, size=32, seed=7)
+    explorer = ChannelExplorer(analysis, settings=settings)
+    order = explorer.most_changed()
+    explorer.view()
+    guessed = [g.key for g in explorer.guesses(channels=2)]
+    assert guessed == [("render", (name, explorer.layer, c)) for c in order[1:3] for name in explorer.names]
+    explorer.prefetch()
+    explorer.view()  # the view shown, drawn again, leaves the renders ahead alone
+    explorer.prefetcher.wait()
+    assert explorer.prefetcher.done[:4] == guessed, "computed ahead in the order of the channel list"
+    optimised = []
+    monkeypatch.setattr(fv, "optimise", lambda *a, **k: optimised.append(a))
+    explorer.select(channel=order[1])
+    shown = explorer.renders()
+    assert not optimised, "a prefetched render is read from the disk cache, not computed again"
+    monkeypatch.undo()
+    for name, model in explorer.networks.items():  # the same pixels as a render made in the foreground
+        alone = fv.render_channels(model, explorer.layer, [order[1]], settings=settings, cache=False)[0]
+        assert np.array_equal(shown[name], alone)
+
+    import threading
+    started, steps = threading.Event(), []
+
+    def slow(self, model, layer, channel, stop):  # a guess that takes long, step by step, until told to stop
+        started.set()
+        while not stop.is_set():
+            steps.append(channel)
+            stop.wait(0.01)
+        raise fv.Cancelled("stopped")
+
+    monkeypatch.setattr(ChannelExplorer, "_render_ahead", slow)
+    explorer.prefetch()
+    assert started.wait(5)
+    explorer.select(layer="features.10")  # computing the new layer's changes settles the background first
+    count = len(steps)
+    assert not explorer.prefetcher.busy, "the background is idle once the user's view computes"
+    threading.Event().wait(0.05)
+    assert len(steps) == count
+
+
+def test_a_slow_view_says_at_once_that_it_computes_and_a_fast_one_does_not_flicker(analysed):
+    import time
+
+    from artlab.widgets.base import NOTICE_AFTER_S, Explorer
+
+    class Slow(Explorer):
+        title = "test explorer"
+        delay = 0.0
+
+        def controls(self):
+            return []
+
+        def view(self):
+            time.sleep(self.delay)
+            return []
+
+    explorer = Slow()
+    box = explorer.widget()
+    seen = []
+    explorer._output.observe(lambda change: seen.append((time.perf_counter(), change["new"])), names="outputs")
+    explorer.delay, start = 0.6, time.perf_counter()
+    explorer.refresh()
+    shown = [(t - start, outputs) for t, outputs in seen if outputs]
+    assert shown and NOTICE_AFTER_S - 0.05 < shown[0][0] < 0.2, "the notice shows within 0.2 s"
+    assert "Computing the test explorer's new view" in shown[0][1][0]["text"]
+    assert seen[-1][1] == (), "and is gone with the view"
+    seen.clear()
+    explorer.delay = 0.0
+    explorer.refresh()
+    time.sleep(NOTICE_AFTER_S + 0.1)
+    assert not seen and box is explorer.widget(), "a view drawn at once shows no notice"

@@ -19,6 +19,7 @@ of its pixels checked on every read (a damaged render is rendered again).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from torch import nn
 from artlab import models
 from artlab.cache import cache_dir, digest, load_checked, save_checked
 from artlab.io import load_tensors, save_tensors
+from artlab.progress import Cancelled
 from artlab.progress import progress as progress_bar
 
 #: Square root of ImageNet's colour covariance (from its SVD), as measured for lucid; maps decorrelated
@@ -250,11 +252,12 @@ def _normalise(images: torch.Tensor, spec: models.Arch) -> torch.Tensor:
 
 def optimise(model: nn.Module, objective: Objective, batch: int, settings: RenderSettings = RenderSettings(),
              device: torch.device | str = "cpu", progress: bool = True,
-             image_keys: list[int] | None = None) -> torch.Tensor:
+             image_keys: list[int] | None = None, stop: threading.Event | None = None) -> torch.Tensor:
     """Optimise `batch` images to maximise `objective`; returns them as float (batch, 3, size, size) in [0, 1].
 
     Image i starts from noise drawn from (settings.seed, image_keys[i]) (default: its position), and
     the random transforms from settings.seed alone, so an image is the same whatever else is in the batch.
+    Setting `stop` (from another thread) abandons the render between two steps: `Cancelled` is raised.
     """
     spec = models.arch_of(model)
     models.check_layers(spec, list(objective.layers))
@@ -269,6 +272,8 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
             models.Taps(model, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
         for _ in progress_bar(range(settings.steps), desc=f"render {objective.describe}", leave=False,
                               disable=not progress):
+            if stop is not None and stop.is_set():
+                raise Cancelled(f"render {objective.describe} stopped")
             optimizer.zero_grad(set_to_none=True)
             x = _normalise(settings.robustness.apply(image(), generator), spec)
             acts, logits = taps.run(x)
@@ -292,11 +297,13 @@ def _cache_path(weights: str, layer: str, channel_index: int, kind: str, setting
 
 def render_channels(model: nn.Module, layer: str, channels: list[int], kind: str = "channel",
                     settings: RenderSettings = RenderSettings(), device: torch.device | str = "cpu",
-                    cache: bool = True, weights: str | None = None) -> np.ndarray:
+                    cache: bool = True, weights: str | None = None, progress: bool = True,
+                    stop: threading.Event | None = None) -> np.ndarray:
     """One image per channel of `layer` (objective `kind`: "channel" or "neuron"), rendered in one batch.
 
     Channels already rendered with these weights and settings come from the disk cache; the
-    others are optimised together. Returns (len(channels), size, size, 3) uint8.
+    others are optimised together. Returns (len(channels), size, size, 3) uint8. `progress` and `stop` are
+    `optimise`'s (a render ahead of the user's click runs without a bar and stops when the user asks for another).
     """
     if kind not in ("channel", "neuron"):
         raise ValueError(f"kind must be 'channel' or 'neuron', not {kind!r}")
@@ -314,7 +321,8 @@ def render_channels(model: nn.Module, layer: str, channels: list[int], kind: str
     todo = [c for c in dict.fromkeys(channels) if c not in out]
     if todo:
         objective = (channel if kind == "channel" else neuron)(layer, todo)
-        images = to_uint8(optimise(model, objective, len(todo), settings, device, image_keys=todo))
+        images = to_uint8(optimise(model, objective, len(todo), settings, device, progress, image_keys=todo,
+                                     stop=stop))
         for c, image in zip(todo, images):
             out[c] = image
             if cache:

@@ -10,6 +10,7 @@ never waits on widget messages.
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import TypeVar
@@ -19,8 +20,12 @@ import plotly.graph_objects as go
 
 from artlab.plots import readable_title
 from artlab.widgets.offline import Part, display_offline, interactive_pages
+from artlab.widgets.prefetch import Guess, Prefetcher
 
 T = TypeVar("T")
+
+#: A view not drawn within this many seconds says that it is computing (its progress bars follow).
+NOTICE_AFTER_S = 0.15
 
 
 def live_front_end() -> bool:
@@ -46,15 +51,31 @@ class Explorer:
         self._cache: dict[str, dict[Hashable, object]] = {}
         self._widget = None
         self._output = None
+        self.prefetcher = Prefetcher()
 
     def cached(self, kind: str, key: Hashable, compute: Callable[[], T]) -> T:
         """What `compute()` gives, computed once per (`kind`, `key`) and counted in `computed[kind]`; later
-        calls return the kept value (a figure, a table, a render: whatever the state shows)."""
+        calls return the kept value (a figure, a table, a render: whatever the state shows). Work computing ahead
+        in the background finishes if it is this value, else stops, before `compute` runs."""
         kept = self._cache.setdefault(kind, {})
         if key not in kept:
+            self.prefetcher.settle({(kind, key)})
             self.computed[kind] += 1
             kept[key] = compute()
         return kept[key]  # type: ignore[return-value]
+
+    def is_cached(self, kind: str, key: Hashable) -> bool:
+        """Whether (`kind`, `key`) is already kept in memory."""
+        return key in self._cache.get(kind, {})
+
+    def guesses(self) -> list[Guess]:
+        """The views the user will likely ask for next, most likely first, keyed as `cached` keys them (none by
+        default); `prefetch` computes them into the disk cache while the user looks at the current view."""
+        return []
+
+    def prefetch(self) -> None:
+        """Start computing `guesses()` in the background (the live widget does so after each view)."""
+        self.prefetcher.start(self.guesses())
 
     def view(self) -> list[object]:
         """The figures and tables for the current state."""
@@ -110,19 +131,24 @@ class Explorer:
         """Redraw the view in the widget's output area (a no-op before the widget exists).
 
         The view is computed inside the output, so its progress bars show under the controls while it
-        computes; once done it replaces everything there. A finished bar that tqdm closes (leave=False) is
-        gone from the front end, but an output keeps what was displayed in it: left there, its entry finds
-        no widget ("Loading widget...", then "Error displaying widget: model not found").
+        computes, after a line saying it computes when it takes longer than NOTICE_AFTER_S; once done it
+        replaces everything there. Then the likely next views are computed ahead (`prefetch`). A finished bar
+        that tqdm closes (leave=False) is gone from the front end, but an output keeps what was displayed in
+        it: left there, its entry finds no widget ("Loading widget...", then "Error displaying widget: model
+        not found").
         """
         if self._output is None:
             return
         with self._output:
             self._output.clear_output(wait=True)  # the old view stays until the next output: a bar or the new view
+            notice = Notice(self._output, f"Computing the {self.title}'s new view...")
             try:
                 items = self.view()
             finally:
+                notice.cancel()
                 self._output.clear_output(wait=True)  # the bars (and their closed widgets) go with the next output
             display_all(items)
+        self.prefetch()
 
     def widget(self):
         """The controls above the view, as one ipywidgets box (built once)."""
@@ -152,6 +178,31 @@ class Explorer:
 
     def _ipython_display_(self) -> None:
         self.show()
+
+
+class Notice:
+    """A line in `output` saying that work goes on, shown only if not cancelled within `after` seconds: a view
+    drawn at once does not flicker, a slow one answers the click at once."""
+
+    def __init__(self, output, text: str, after: float = NOTICE_AFTER_S):
+        self._output, self._lock, self._shown, self._cancelled = output, threading.Lock(), False, False
+        self._line = {"output_type": "stream", "name": "stdout", "text": text + "\n"}
+        self._timer = threading.Timer(after, self._show)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _show(self) -> None:
+        with self._lock:
+            if not self._cancelled:  # an Output widget's outputs may be set from another thread (ipywidgets' advice)
+                self._output.outputs, self._shown = (self._line,), True  # it replaces the old view
+
+    def cancel(self) -> None:
+        """Never show the line; if shown, remove it (the view that follows replaces it on the page)."""
+        with self._lock:
+            self._cancelled = True
+            if self._shown:
+                self._output.outputs = ()
+        self._timer.cancel()
 
 
 def display_all(items: list[object]) -> None:

@@ -8,6 +8,9 @@ concentrated the classes among them are.
 
 from __future__ import annotations
 
+import threading
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import torch
@@ -18,6 +21,7 @@ from artlab.interpret import featurevis as fv
 from artlab.runs import Network, Run
 from artlab.widgets.base import Explorer, expect, small_table
 from artlab.widgets.offline import Part
+from artlab.widgets.prefetch import Guess
 from artlab.widgets.topk import topk_gallery
 
 #: Renders that take a few seconds per channel on a laptop CPU (the disk cache keeps them).
@@ -85,11 +89,27 @@ class ChannelExplorer(Explorer):
     # ---- what is shown ------------------------------------------------------------------------------
     def renders(self) -> dict[str, np.ndarray]:
         """Each network's render of the current channel (rendered once, then from memory or the disk cache)."""
+        wanted = {("render", (name, self.layer, self.channel)) for name in self.networks}
+        if not all(self.is_cached(*key) for key in wanted):  # the renders ahead go on while a shown view is redrawn
+            self.prefetcher.settle(wanted)
         out = {}
         for name, model in self.networks.items():
             out[name] = self.cached("render", (name, self.layer, self.channel), lambda model=model: fv.render_channels(
                 model, self.layer, [self.channel], settings=self.settings, device=self.device)[0])
         return out
+
+    def guesses(self, channels: int = 3) -> list[Guess]:
+        """Renders of the next `channels` channels of the layer's list (most changed first) after the current one:
+        where the user goes next from the dropdown."""
+        order = self.most_changed()
+        ahead = order[order.index(self.channel) + 1:] if self.channel in order else order
+        return [Guess(("render", (name, self.layer, channel)), partial(self._render_ahead, model, self.layer, channel))
+                for channel in ahead[:channels] for name, model in self.networks.items()
+                if not self.is_cached("render", (name, self.layer, channel))]
+
+    def _render_ahead(self, model: nn.Module, layer: str, channel: int, stop: threading.Event) -> None:
+        fv.render_channels(model, layer, [channel], settings=self.settings, device=self.device, progress=False,
+                           stop=stop)
 
     def facts(self) -> pd.DataFrame:
         """The channel's figures from the analysis tables: filter change, top-k overlap, class entropy."""
