@@ -56,7 +56,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Each test file on one worker (its module fixtures made once), the browser test and the notebooks together."""
+    """Each test file on one worker (its module fixtures made once), the browser test and the notebooks together;
+    an explicit --dist other than the default (load) is left to xdist."""
+    if config.getoption("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):

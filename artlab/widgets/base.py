@@ -51,6 +51,7 @@ class Explorer:
         self._cache: dict[str, dict[Hashable, object]] = {}
         self._widget = None
         self._output = None
+        self._notice = None
         self.prefetcher = Prefetcher()
 
     def cached(self, kind: str, key: Hashable, compute: Callable[[], T]) -> T:
@@ -131,7 +132,8 @@ class Explorer:
         """Redraw the view in the widget's output area (a no-op before the widget exists).
 
         The view is computed inside the output, so its progress bars show under the controls while it
-        computes, after a line saying it computes when it takes longer than NOTICE_AFTER_S; once done it
+        computes, after a line beside the controls saying it computes when it takes longer than NOTICE_AFTER_S
+        (`Notice`); once done it
         replaces everything there. Then the likely next views are computed ahead (`prefetch`). A finished bar
         that tqdm closes (leave=False) is gone from the front end, but an output keeps what was displayed in
         it: left there, its entry finds no widget ("Loading widget...", then "Error displaying widget: model
@@ -141,7 +143,7 @@ class Explorer:
             return
         with self._output:
             self._output.clear_output(wait=True)  # the old view stays until the next output: a bar or the new view
-            notice = Notice(self._output, f"Computing the {self.title}'s new view...")
+            notice = Notice(self._notice, f"Computing the {self.title}'s new view...")
             try:
                 items = self.view()
             finally:
@@ -159,7 +161,9 @@ class Explorer:
             for control in controls:
                 read_in_full(control)
             self._output = widgets.Output()
-            row = widgets.HBox(controls, layout=widgets.Layout(flex_flow="row wrap"))  # a narrow page wraps the row
+            self._notice = widgets.Label("")  # "Computing..." after the controls while a slow view computes
+            row = widgets.HBox([*controls, self._notice], layout=widgets.Layout(flex_flow="row wrap"))  # a narrow
+            # page wraps the row
             self._widget = widgets.VBox([row, self._output])
             self.refresh()
         return self._widget
@@ -181,27 +185,26 @@ class Explorer:
 
 
 class Notice:
-    """A line in `output` saying that work goes on, shown only if not cancelled within `after` seconds: a view
-    drawn at once does not flicker, a slow one answers the click at once."""
+    """A line beside the controls saying that work goes on, shown only if not cancelled within `after` seconds: a
+    view drawn at once does not flicker, a slow one answers the click at once; the view and its progress bars
+    below are left as they are."""
 
-    def __init__(self, output, text: str, after: float = NOTICE_AFTER_S):
-        self._output, self._lock, self._shown, self._cancelled = output, threading.Lock(), False, False
-        self._line = {"output_type": "stream", "name": "stdout", "text": text + "\n"}
+    def __init__(self, line, text: str, after: float = NOTICE_AFTER_S):
+        self._line, self._text, self._lock, self._cancelled = line, text, threading.Lock(), False
         self._timer = threading.Timer(after, self._show)
         self._timer.daemon = True
         self._timer.start()
 
     def _show(self) -> None:
         with self._lock:
-            if not self._cancelled:  # an Output widget's outputs may be set from another thread (ipywidgets' advice)
-                self._output.outputs, self._shown = (self._line,), True  # it replaces the old view
+            if not self._cancelled:  # a widget's value may be set from another thread (ipywidgets' advice)
+                self._line.value = self._text
 
     def cancel(self) -> None:
-        """Never show the line; if shown, remove it (the view that follows replaces it on the page)."""
+        """Never show the line, or remove it."""
         with self._lock:
             self._cancelled = True
-            if self._shown:
-                self._output.outputs = ()
+            self._line.value = ""
         self._timer.cancel()
 
 

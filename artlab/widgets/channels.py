@@ -8,6 +8,7 @@ concentrated the classes among them are.
 
 from __future__ import annotations
 
+import copy
 import threading
 from functools import partial
 
@@ -54,6 +55,7 @@ class ChannelExplorer(Explorer):
         self.networks = {self.names[0]: before if before is not None else compared[0],
                          self.names[1]: after if after is not None else compared[1]}
         self.analysis, self.settings, self.device, self.n_most_changed = analysis, settings, device, n_most_changed
+        self._copies: dict[int, nn.Module] = {}  # the networks' copies that render ahead (`_render_ahead`)
         first = next(iter(analysis.tops.values()), None)
         self.layers = first.layers if first is not None else list(comparison.layers or [])
         if not self.layers:
@@ -108,8 +110,12 @@ class ChannelExplorer(Explorer):
                 if not self.is_cached("render", (name, self.layer, channel))]
 
     def _render_ahead(self, model: nn.Module, layer: str, channel: int, stop: threading.Event) -> None:
-        fv.render_channels(model, layer, [channel], settings=self.settings, device=self.device, progress=False,
-                           stop=stop)
+        """Render on a private copy of `model` (the same weights, so the same cache entry): other code may use the
+        explorer's networks meanwhile (another explorer, a notebook cell), and a render sets their modes and hooks."""
+        if id(model) not in self._copies:
+            self._copies[id(model)] = copy.deepcopy(model)
+        fv.render_channels(self._copies[id(model)], layer, [channel], settings=self.settings, device=self.device,
+                           progress=False, stop=stop)
 
     def facts(self) -> pd.DataFrame:
         """The channel's figures from the analysis tables: filter change, top-k overlap, class entropy."""
