@@ -516,7 +516,8 @@ def test_titles_wrap_and_controls_read_in_full():
                     widgets.Button(description="train and compare")]
 
     row = Controls().widget().children[0]
-    dropdown, number, toggles, button = row.children
+    dropdown, number, toggles, button, notice = row.children  # the notice: "Computing..." while a view computes
+    assert isinstance(notice, widgets.Label) and notice.value == ""
     assert all(control.style.description_width == "initial" for control in (dropdown, number, toggles))
     assert dropdown.layout.width == button.layout.width == "max-content"
     assert toggles.layout.display == "flex" and row.layout.flex_flow == "row wrap"
