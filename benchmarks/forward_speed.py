@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-from torchvision import transforms as T  # noqa: E402
+from plain_offtheshelf import Images as PlainImages  # noqa: E402  (the plain script's dataset)
+from torch.utils.data import DataLoader  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PEOPLEART = HERE.parent.parent / "shared" / "data" / "peopleart"
@@ -57,21 +57,6 @@ def sample_paths(n: int) -> list[str]:
 
 
 # ---- the plain baseline -------------------------------------------------------------------------------------
-class PlainImages(Dataset):
-    """What a notebook writes: PIL open, convert to RGB, torchvision's classic transforms."""
-
-    def __init__(self, paths: list[str]):
-        self.paths = paths
-        self.transform = T.Compose([T.Resize(SIZE), T.CenterCrop(SIZE), T.ToTensor(),
-                                    T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(Image.open(self.paths[index]).convert("RGB"))
-
-
 def plain_network() -> torch.nn.Module:
     from artlab import models
 

@@ -279,8 +279,6 @@ def _entry(kind: str, model: nn.Module, image: ImageLike, spec: dict) -> Path | 
     return cache_dir() / "attributions" / f"{kind}-{key}.safetensors"
 
 
-
-
 def attribute_positive_labels(model: nn.Module, image: ImageLike, method: Method = "gradcam",
                               threshold: float = 0.5, layer: str | None = None, image_size: int | None = None, *,
                               n_steps: int = 50, window: int | None = None,
