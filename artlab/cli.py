@@ -199,9 +199,13 @@ def cmd_study_double(args: argparse.Namespace) -> int:
     spec = read_yaml(args.config) if args.config else {}
     if not isinstance(spec, dict):
         raise ValueError(f"{args.config} must be a mapping with 'source' and 'target'")
-    unknown = sorted(map(str, set(spec) - {"source", "target", "seeds", "arch", "image_size"}))
+    keys = ("source", "target", "seeds", "arch", "image_size", "shared_source")
+    unknown = sorted(map(str, set(spec) - set(keys)))
     if unknown:
-        raise ValueError(f"{args.config}: unknown keys {unknown}; use source, target, seeds, arch, image_size")
+        raise ValueError(f"{args.config}: unknown keys {unknown}; use {', '.join(keys)}")
+    shared_source = spec.get("shared_source", args.shared_source)
+    if not isinstance(shared_source, bool):
+        raise ValueError(f"{args.config}: shared_source must be true or false, not {shared_source!r}")
     source = _stage(spec.get("source"), args.config, "source") or {"data": args.source, "task": args.source_task,
                                                                    "top_n": args.source_top_n}
     target = _stage(spec.get("target"), args.config, "target") or {"data": args.target, "task": args.target_task}
@@ -212,7 +216,7 @@ def cmd_study_double(args: argparse.Namespace) -> int:
     seeds = _seeds(spec["seeds"], f"{args.config}: seeds") if "seeds" in spec else _seeds(args.seeds, "--seeds")
     study = double_finetune(source, target, seeds=seeds, arch=spec.get("arch", args.arch),
                             image_size=spec.get("image_size", args.image_size), device=args.device,
-                            runs_dir=args.runs_dir)
+                            shared_source=shared_source, runs_dir=args.runs_dir)
     _print_table(study.summary, index=False)
     print()
     _print_table(study.difference, index=False)
@@ -361,13 +365,17 @@ def parser() -> argparse.ArgumentParser:
                                                                                       required=True)
     double = study.add_parser("double", parents=[runs_dir],
                               help="double fine-tuning: ImageNet -> source -> target, against the direct routes")
-    double.add_argument("config", nargs="?", help="a YAML file with source, target (and seeds, arch, image_size)")
+    double.add_argument("config", nargs="?", help="a YAML file with source, target (and seeds, arch, image_size, "
+                                                  "shared_source)")
     double.add_argument("--source", help="the intermediate collection (e.g. ../shared/data/peopleart)")
     double.add_argument("--source-task", dest="source_task", help="its task (default: its first)")
     double.add_argument("--source-top-n", dest="source_top_n", type=int, help="keep its N largest classes")
     double.add_argument("--target", help="the small target collection")
     double.add_argument("--target-task", dest="target_task", help="its task (default: its first)")
     double.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    double.add_argument("--shared-source", dest="shared_source", action="store_true",
+                        help="one source stage for every seed, kept apart from every seed's validation and test "
+                             "images (default: one per seed)")
     double.add_argument("--epochs", type=int, default=10, help="epochs of every fine-tuning (default 10)")
     double.add_argument("--arch", default="mobilenet_v2")
     double.add_argument("--image-size", dest="image_size", type=int, default=128)

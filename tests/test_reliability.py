@@ -704,6 +704,25 @@ def test_double_fine_tuning_and_sweeps_keep_the_target_test_split_out_of_their_s
     assert spec["kept out of the source runs"] == {source_run.name: len(kept)}
 
 
+def test_one_source_stage_for_every_seed_keeps_every_seeds_test_split_out(tmp_path):
+    from artlab.experiments import ROUTES, double_finetune
+    from artlab.training.api import kept_out
+
+    target = quick(_collection(tmp_path / "t"), epochs=1, name="")
+    source = quick(_source_holding(Path(target.data), tmp_path / "s"), task="genre", epochs=1, name="")
+    study = double_finetune(source, target, seeds=(0, 1), routes=(ROUTES[3],), shared_source=True,
+                            runs_dir=tmp_path / "runs")
+    assert study.run("source stage", 0) == study.run("source stage", 1)  # trained once
+    first = Run(study.run("source stage", 0))
+    each = [_held_out(replace_config(target, seed=seed)) for seed in (0, 1)]
+    assert each[0] != each[1]  # the two seeds hold different images out: one split's guard would not do
+    assert not _sha1s(first.split_table()["path"]) & (each[0] | each[1])
+    assert kept_out(first) == len(each[0] | each[1])
+    for seed in (0, 1):  # each seed's double route starts from it (the check of an earlier stage passed)
+        assert Run(study.run(ROUTES[3], seed)).config()["init_from"] == str(first.path)
+    assert "(seeds 0, 1)" in study.report.read_text() and study.report.stem.endswith("-shared-source")
+
+
 # ---- 8. finished means finished ---------------------------------------------------------------------------
 def test_an_unfinished_run_is_not_audited_and_its_analysis_warns(tmp_path, monkeypatch, capsys):
     from artlab.experiments import audit

@@ -6,9 +6,10 @@
 
 For every seed, the source stage is fine-tuned once, then five routes are trained on the same
 target split: off-the-shelf on ImageNet features, off-the-shelf on the source stage's features,
-single fine-tuning, double fine-tuning and scratch (`routes=` trains some of them only). Every cell
-is an ordinary run in the run store, so an interrupted study resumes and a finished cell is never
-trained again.
+single fine-tuning, double fine-tuning and scratch (`routes=` trains some of them only). With
+`shared_source=True` one source stage, kept apart from every seed's validation and test images,
+serves all seeds: on a 10,000-image source it is most of the study's time. Every cell is an ordinary
+run in the run store, so an interrupted study resumes and a finished cell is never trained again.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def stage_changes(study: Study, seed: int = 0, what: tuple[str, ...] = ("params"
 def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict | str,
                     seeds: tuple[int, ...] = (0, 1, 2), scratch_lr: float | None = None,
                     runs_dir: str | Path | None = None, reports_dir: str | Path | None = None, name: str | None = None,
-                    routes: Sequence[str] | None = None, **shared: Any) -> Study:
+                    routes: Sequence[str] | None = None, shared_source: bool = False, **shared: Any) -> Study:
     """Train (or reuse) the source stage and the target routes for each seed; tabulate and chart them.
 
     `source` and `target`: how to train on each collection (a config, a mapping of its fields, or a
@@ -72,7 +73,9 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
     scratch route's learning rate (default: the target mapping's `scratch_lr`, else 0.05); `routes`:
     which of ROUTES to train (default None: all; a run's name does not depend on it, so studies of some routes
     and of all share their runs), the source stage only when one of them starts from it. The
-    difference double minus single is paired when both fine-tunings are among them (else empty).
+    difference double minus single is paired when both fine-tunings are among them (else empty);
+    `shared_source`: one source stage (with the first seed) for every seed, instead of one per seed. The
+    paired differences then measure the target side only: the one source network's luck is in all of them.
     """
     chosen = _routes(routes if routes is not None else ROUTES)
     source, _ = _stage(source, "source", shared)
@@ -82,21 +85,24 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
         raise ValueError(f"the source stage ({source.arch}) and the target ({target.arch}) need one architecture")
     stems = [Path(str(stage.data).rstrip("/")).stem for stage in (source, target)]
     name = name or plain_name(f"double-{stems[0]}-to-{stems[1]}-{target.arch}-{target.image_size}px")
-    source = keep_apart(source, [target])
+    source = keep_apart(source, [target], seeds=seeds if shared_source else None)
     if source.keep_out:  # runs of its own: any trained before the guard may have learned the target's test images
         name = f"{name}-apart"
     needs_source = any(after_source for route, (_, after_source) in zip(ROUTES, _ROUTES) if route in chosen)
+    one_source = train(route_config(source, "fine_tune", name=f"{name}-source-shared", seed=seeds[0]), runs_dir,
+                       resume=True) if needs_source and shared_source else None
     rows = []
     for seed in seeds:
-        first = train(route_config(source, "fine_tune", name=f"{name}-source-seed{seed}", seed=seed), runs_dir,
-                      resume=True) if needs_source else None
+        first = one_source or (train(route_config(source, "fine_tune", name=f"{name}-source-seed{seed}", seed=seed),
+                                     runs_dir, resume=True) if needs_source else None)
         for route, (strategy, after_source), run_name in zip(ROUTES, _ROUTES, _NAMES):
             if route not in chosen:
                 continue
-            config = route_config(target, strategy, scratch_lr, name=f"{name}-{run_name}-seed{seed}", seed=seed,
-                                  **({"init_from": str(first.run.path)} if after_source else {}))
+            from_source = "-shared" if after_source and shared_source else ""  # another source: other runs
+            config = route_config(target, strategy, scratch_lr, name=f"{name}-{run_name}{from_source}-seed{seed}",
+                                  seed=seed, **({"init_from": str(first.run.path)} if after_source else {}))
             rows.append(_row(route, seed, train(config, runs_dir, resume=True)))
-        if first is not None:
+        if first is not None:  # the shared stage under every seed, so that each seed's stage changes can be read
             rows.append(_row("source stage", seed, first) | {"kept out": kept_out(first.run)})
     cells = pd.DataFrame(rows)
     metric = headline_name(cells[cells["route"] != "source stage"].dropna(axis=1, how="all"))
@@ -112,9 +118,11 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
         sd = f" (sd {gain.std(ddof=1):.1%})" if len(gain) > 1 else ""
         gain_note = f" Double minus single fine-tuning: {gain.mean():+.1%}{sd} over {len(gain)} seed(s)."
     trained = "" if len(chosen) == len(ROUTES) else f"; routes {list(chosen)}"
+    stages = "; one source stage for every seed" if shared_source else ""
     settings = (f"source: {_settings(source)}; target: {_settings(target)}; scratch lr {scratch_lr}; seeds "
-                f"{list(seeds)}{trained}.{gain_note} {_kept_out_note(cells)}").rstrip()
-    report = write_study(reports_folder(reports_dir, runs_dir) / name, figure, cells, summary, difference,
+                f"{list(seeds)}{trained}{stages}.{gain_note} {_kept_out_note(cells, shared_source)}").rstrip()
+    report_name = f"{name}-shared-source" if shared_source else name
+    report = write_study(reports_folder(reports_dir, runs_dir) / report_name, figure, cells, summary, difference,
                          "Double minus single fine-tuning, per seed", settings)
     return Study(cells=cells, summary=summary, difference=difference, figure=figure, report=report,
                  runs_dir=Path(runs_root(runs_dir)), keys=("route", "seed"), runs=Study.index(cells, ("route", "seed")))
@@ -144,13 +152,17 @@ def _stage(value: TrainConfig | dict | str, what: str, shared: dict) -> tuple[Tr
         raise ValueError(f"{what}: {exc}") from None
 
 
-def _kept_out_note(cells: pd.DataFrame) -> str:
+def _kept_out_note(cells: pd.DataFrame, shared_source: bool = False) -> str:
     """What the leak guard did, in a sentence."""
     if "kept out" not in cells:
         return ""  # no source stage trained: no route starts from it
     kept = cells.loc[cells["route"] == "source stage", ["seed", "kept out"]]
     if not kept["kept out"].any():
         return "The source stage shares no image file with the target's validation and test splits."
+    if shared_source:
+        seeds = ", ".join(str(seed) for seed in kept["seed"])
+        return (f"Images of the target's validation and test splits (seeds {seeds}) found in the source collection "
+                f"were kept out of the shared source stage: {int(kept['kept out'].iloc[0])}.")
     counts = ", ".join(f"{int(n)} (seed {seed})" for seed, n in kept.itertuples(index=False))
     return (f"Images of the target's validation and test splits found in the source collection were kept out of "
             f"the source stage: {counts}.")

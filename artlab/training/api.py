@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -66,7 +67,7 @@ def prepare_collection(config: TrainConfig, collection: ArtCollection | None = N
         collection = collection.filter(task, config.min_images, config.top_n, drop_rows=not several)
     collection = collection.labelled_any(tasks).check_images()
     for settings in config.keep_out or ():
-        collection = _keep_out(collection, TrainConfig(**settings, seed=config.seed))
+        collection = _keep_out(collection, TrainConfig(**{"seed": config.seed, **settings}))
     for task in tasks:
         classes = collection.classes(task)
         if len(classes) < 2:
@@ -106,14 +107,19 @@ def _keep_out(collection: ArtCollection, target: TrainConfig) -> ArtCollection:
     return held.keep_out(collection)
 
 
-def keep_apart(source: TrainConfig, targets: list[TrainConfig]) -> TrainConfig:
+def keep_apart(source: TrainConfig, targets: list[TrainConfig], seeds: Sequence[int] | None = None) -> TrainConfig:
     """`source` set to keep out the validation and test images of each target whose collection shares files or
-    look-alike images with its own; unchanged when none does, so its runs stay those trained before."""
+    look-alike images with its own; unchanged when none does, so its runs stay those trained before.
+
+    By default each target is split with the source run's own seed; `seeds`: with each of these seeds, so that
+    one source stage can serve the target splits of several seeds.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # about the collections themselves: their runs say them
         mine = load_collection(source).check_images()
         sharing = [target for target in targets if shares_images(mine, load_collection(target).check_images())]
-    settings = [target.held_out_settings() for target in sharing]
+    settings = [target.held_out_settings() | ({"seed": seed} if seeds is not None else {})
+                for target in sharing for seed in (seeds if seeds is not None else [None])]
     unique = [s for i, s in enumerate(settings) if s not in settings[:i]]
     return replace(source, keep_out=unique) if unique else source
 

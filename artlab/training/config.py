@@ -70,9 +70,10 @@ class TrainConfig:
     test_fraction: float = _option(0.15, "share of images for testing when artlab draws the split")
     split: Split = _option("auto", "auto: the collection's own split when complete, else a random stratified one")
     split_from: str | None = _option(None, "use the train/val/test split this run recorded (paired comparisons)")
-    keep_out: list[dict] | None = _option(None, "the collection settings (COLLECTION_FIELDS but the seed) of later "
-                                                "stages' targets: their validation and test images, as split with "
-                                                "this run's seed, are kept out of this run (set by studies)",
+    keep_out: list[dict] | None = _option(None, "the collection settings (COLLECTION_FIELDS) of later stages' "
+                                                "targets: their validation and test images, as split with the "
+                                                "entry's seed (default: this run's), are kept out of this run (set "
+                                                "by studies)",
                                           cli=False)
     # off-the-shelf
     layer: str | None = _option(None, "off-the-shelf: analysed layer whose pooled output is the feature "
@@ -264,11 +265,12 @@ def _weights(weights: str | list | tuple | None, task: str | list[str] | None) -
 
 
 def _keep_out(value: list[dict] | dict | None) -> list[dict] | None:
-    """Later stages' collection settings, each a mapping of COLLECTION_FIELDS but the seed (None: none)."""
+    """Later stages' collection settings, each a mapping of COLLECTION_FIELDS (None: none); an entry without a seed
+    is split with the run's own seed."""
     if value is None or value == []:
         return None
     value = [value] if isinstance(value, dict) else value
-    allowed = set(COLLECTION_FIELDS) - {"seed", "keep_out"}
+    allowed = set(COLLECTION_FIELDS) - {"keep_out"}
     for settings in value:
         if not isinstance(settings, dict) or not set(settings) <= allowed or "data" not in settings:
             raise ValueError(f"keep_out holds the collection settings of later stages ({sorted(allowed)}, with "
