@@ -1,5 +1,5 @@
 """Pages whose explorers work without a kernel (`artlab notebooks run --interactive`): the offline block's
-states, and the real pages of notebooks 03 and 06 in chromium with every network request blocked."""
+states, and the real pages of notebooks 03, 04 and 06 in chromium with every network request blocked."""
 
 from __future__ import annotations
 
@@ -58,12 +58,38 @@ def test_large_values_are_stored_once_and_heatmaps_as_bytes():
     assert figure.data[0].zmin == -1  # the figure shown in the notebook is left as it was
 
 
+def test_a_choice_drawn_ahead_elsewhere_moves_the_other_controls_and_says_so(tmp_path):
+    part = Part({"layer": ["a", "b", "c"], "channel": [1, 2]},
+                lambda layer, channel: [pd.DataFrame({"shown": [f"{layer}-{channel}"]})],
+                states=[("a", 1), ("b", 2)])  # like the channel explorer: each layer's own channels
+    page = tmp_path / "page.html"
+    page.write_text(f"<html><body>{offline_block('channels', [part])}</body></html>")
+    sync_playwright = browser_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        tab = browser.new_page()
+        errors = []
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        tab.goto(page.as_uri())
+        layer, channel = tab.locator("select").nth(0), tab.locator("select").nth(1)
+        view = tab.locator(".artlab-view")
+        assert "a-1" in view.inner_text() and "Shown with" not in view.inner_text()
+        layer.select_option("b")  # (b, 1) was not drawn; (b, 2) was
+        assert channel.input_value() == "2" and "b-2" in view.inner_text()
+        assert "Shown with channel 2: your choice was computed ahead with it." in view.inner_text()
+        channel.select_option("1")  # (b, 1) again: channel 1 was drawn with layer a only
+        assert layer.input_value() == "a" and "a-1" in view.inner_text() and "Shown with layer a" in view.inner_text()
+        layer.select_option("c")  # nothing drawn with c: said so
+        assert view.inner_text().strip() == NOT_COMPUTED and not errors
+        browser.close()
+
+
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory):
     from artlab.tools.notebooks import run_series
 
     out = tmp_path_factory.mktemp("interactive")
-    series = run_series(out, quick=True, only="03,06", log=None, interactive=True, runs_dir=out / "runs",
+    series = run_series(out, quick=True, only="03,04,06", log=None, interactive=True, runs_dir=out / "runs",
                         parameters={"artworks": 3})  # the inspector's every state still has 2+ choices per select
     return out, series
 
@@ -78,7 +104,8 @@ def test_interactive_pages_state_their_size_and_stay_small(pages):
             assert f"{record['page_mib']:.1f} MiB" in index
 
 
-@pytest.mark.parametrize("notebook", ["03_what_finetuning_changed", "06_why_did_it_say_that"])
+@pytest.mark.parametrize("notebook", ["03_what_finetuning_changed", "04_filter_visualisation",
+                                      "06_why_did_it_say_that"])
 def test_every_offline_control_changes_its_view_with_the_network_blocked(pages, notebook):
     out, _ = pages
     sync_playwright = browser_or_skip()

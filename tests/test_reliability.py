@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from artlab.cli import main
-from artlab.io import DamagedFile
+from artlab.io import DamagedFile, read_json, write_json
 from artlab.runs import Run, RunBusy
 from artlab.training import TrainConfig, evaluate_run, train
 
@@ -720,7 +720,40 @@ def test_one_source_stage_for_every_seed_keeps_every_seeds_test_split_out(tmp_pa
     assert kept_out(first) == len(each[0] | each[1])
     for seed in (0, 1):  # each seed's double route starts from it (the check of an earlier stage passed)
         assert Run(study.run(ROUTES[3], seed)).config()["init_from"] == str(first.path)
-    assert "(seeds 0, 1)" in study.report.read_text() and study.report.stem.endswith("-shared-source")
+    assert "(seeds 0, 1)" in study.report.read_text() and study.report.stem.endswith("-shared0-1")
+    assert study.summary.set_index("route").loc["source stage", "seeds"] == 1  # one run, counted once
+
+
+def test_a_later_stage_is_reused_by_the_weights_it_started_from(tmp_path, monkeypatch):
+    import artlab.training.api as api
+
+    data = _collection(tmp_path / "c")
+    runs = tmp_path / "runs"
+    first = train(quick(data, epochs=1, name="source"), runs_dir=runs).run
+    later = quick(data, epochs=1, name="later", init_from=str(first.path))
+    result = train(later, runs_dir=runs)
+    assert result.run.started_from() == first.weights_id()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    real_fit = api._fit
+    monkeypatch.setattr(api, "_fit", no_training)
+    renamed = tmp_path / "elsewhere" / "source-copy"  # the same network under another name: reused by its weights
+    shutil.copytree(first.path, renamed)
+    again = train(replace_config(later, init_from=str(renamed)), runs_dir=runs, resume=True)
+    assert again.metrics == result.metrics
+    shutil.rmtree(first.path)  # the earlier stage trained again under its name: another network
+    monkeypatch.setattr(api, "_fit", real_fit)
+    train(quick(data, epochs=1, name="source", seed=1), runs_dir=runs)
+    monkeypatch.setattr(api, "_fit", no_training)
+    assert api.reusable(later, runs) is None  # what sweeps ask before they train a cell
+    for resume in (True, False):
+        with pytest.raises(ValueError, match="before it was trained again"):
+            train(later, runs_dir=runs, resume=resume)
+    environment = result.run.file("environment.json")  # a run recorded before artlab kept its start: by name
+    write_json(environment, {k: v for k, v in read_json(environment).items() if k != "started_from"})
+    assert train(later, runs_dir=runs, resume=True).metrics == result.metrics
 
 
 # ---- 8. finished means finished ---------------------------------------------------------------------------

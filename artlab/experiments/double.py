@@ -89,7 +89,8 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
     if source.keep_out:  # runs of its own: any trained before the guard may have learned the target's test images
         name = f"{name}-apart"
     needs_source = any(after_source for route, (_, after_source) in zip(ROUTES, _ROUTES) if route in chosen)
-    one_source = train(route_config(source, "fine_tune", name=f"{name}-source-shared", seed=seeds[0]), runs_dir,
+    shared_tag = "-shared" + "-".join(map(str, seeds))  # other seeds: another source stage (it keeps them out)
+    one_source = train(route_config(source, "fine_tune", name=f"{name}-source{shared_tag}", seed=seeds[0]), runs_dir,
                        resume=True) if needs_source and shared_source else None
     rows = []
     for seed in seeds:
@@ -98,7 +99,7 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
         for route, (strategy, after_source), run_name in zip(ROUTES, _ROUTES, _NAMES):
             if route not in chosen:
                 continue
-            from_source = "-shared" if after_source and shared_source else ""  # another source: other runs
+            from_source = shared_tag if after_source and shared_source else ""  # another source: other runs
             config = route_config(target, strategy, scratch_lr, name=f"{name}-{run_name}{from_source}-seed{seed}",
                                   seed=seed, **({"init_from": str(first.run.path)} if after_source else {}))
             rows.append(_row(route, seed, train(config, runs_dir, resume=True)))
@@ -106,7 +107,7 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
             rows.append(_row("source stage", seed, first) | {"kept out": kept_out(first.run)})
     cells = pd.DataFrame(rows)
     metric = headline_name(cells[cells["route"] != "source stage"].dropna(axis=1, how="all"))
-    summary = spread(cells, ["route"], [metric])
+    summary = spread(cells.drop_duplicates("run"), ["route"], [metric])  # a shared source stage counted once
     both = ROUTES[3] in chosen and ROUTES[2] in chosen
     difference = paired(cells, "route", (ROUTES[3], ROUTES[2]), metric,
                         ("double", "single", "double - single")) if both else pd.DataFrame()
@@ -121,7 +122,7 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
     stages = "; one source stage for every seed" if shared_source else ""
     settings = (f"source: {_settings(source)}; target: {_settings(target)}; scratch lr {scratch_lr}; seeds "
                 f"{list(seeds)}{trained}{stages}.{gain_note} {_kept_out_note(cells, shared_source)}").rstrip()
-    report_name = f"{name}-shared-source" if shared_source else name
+    report_name = f"{name}{shared_tag}" if shared_source else name
     report = write_study(reports_folder(reports_dir, runs_dir) / report_name, figure, cells, summary, difference,
                          "Double minus single fine-tuning, per seed", settings)
     return Study(cells=cells, summary=summary, difference=difference, figure=figure, report=report,

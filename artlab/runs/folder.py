@@ -83,12 +83,14 @@ def check_name(name: str) -> str:
     return name
 
 
-def environment(seed: int, device: str) -> dict:
-    """Versions and settings that a result depends on."""
+def environment(seed: int, device: str, started_from: str | None = None) -> dict:
+    """Versions and settings that a result depends on; `started_from`: the weights id of the earlier run it
+    started from (`init_from`), so that a reuse can tell that run retrained since from the one it started from."""
     return {"artlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__,
             "platform": platform.platform(), "device": device, "seed": seed,
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None}
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+            **({"started_from": started_from} if started_from else {})}
 
 
 class Run:
@@ -149,10 +151,11 @@ class Run:
         self.write_config(config)
         return self
 
-    def record(self, collection: ArtCollection, tasks: tuple[str, ...], seed: int, device: str) -> ArtCollection:
+    def record(self, collection: ArtCollection, tasks: tuple[str, ...], seed: int, device: str,
+               started_from: str | None = None) -> ArtCollection:
         """Write the environment, the split (or take the recorded one, exactly, on resume) and the skipped files;
-        returns the collection to train on."""
-        write_json(self.file("environment.json"), environment(seed, device))
+        returns the collection to train on. `started_from`: see `environment`."""
+        write_json(self.file("environment.json"), environment(seed, device, started_from))
         if self.file(split.SPLIT_FILE).is_file():
             collection = self.exact_split(collection, tasks)
         else:
@@ -281,6 +284,14 @@ class Run:
         if not path.is_file():
             raise FileNotFoundError(f"{self.path} has no {MODEL_FILE} yet: the run has not saved a model")
         return ModelCard.read(path)
+
+    def started_from(self) -> str | None:
+        """The weights id of the run this one started from, as it was when this one trained; None when it started
+        from ImageNet or from scratch, or was trained before artlab recorded it."""
+        try:
+            return read_json(self.file("environment.json")).get("started_from")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def weights_id(self) -> str:
         """Cache id of the run's saved model: "run:" + the first 16 hex of its file's sha256."""

@@ -18,7 +18,7 @@ from artlab.data.collection import SPLITS, ArtCollection
 from artlab.data.layouts import load
 from artlab.data.loading import ImageDataset
 from artlab.features import unreadable_rows
-from artlab.runs import Run, as_run, index, load_network, run_collection, status
+from artlab.runs import MODEL_FILE, Run, as_run, index, load_network, run_collection, status
 from artlab.runs.split import content_key, recorded_root, remember_move
 from artlab.training import distributed
 from artlab.training.config import TrainConfig, check_device
@@ -201,9 +201,12 @@ def reusable(config: TrainConfig, runs_dir: str | Path | None = None,
     try:
         saved = TrainConfig.from_dict(run.config())
         wanted = config if config.task is not None else replace(config, task=saved.task)
+        started_alike = same_start(run, wanted)
+        if started_alike is False:  # its earlier stage was trained again since: train() says so
+            return None
         if saved.to_dict() == wanted.to_dict():
             return Reuse(run, saved)
-        if not only_places_differ(saved, wanted):
+        if not only_places_differ(saved, wanted, started_alike):
             return None
         if collection is None:
             with warnings.catch_warnings():
@@ -223,16 +226,39 @@ def reusable(config: TrainConfig, runs_dir: str | Path | None = None,
 PLACE_FIELDS = ("data", "init_from", "split_from", "keep_out")
 
 
-def only_places_differ(saved: TrainConfig, wanted: TrainConfig) -> bool:
-    """Whether two configs differ at most in where things are: collections (to be matched by content), and earlier
-    runs or held-out collections of the same folder names."""
+def only_places_differ(saved: TrainConfig, wanted: TrainConfig, started_alike: bool | None = None) -> bool:
+    """Whether two configs differ at most in where things are: collections (to be matched by content), earlier
+    runs or held-out collections of the same folder names. `started_alike`: whether the earlier run is the one
+    started from, by its weights (None: not recorded, so by folder name)."""
     then, now = saved.to_dict(), wanted.to_dict()
     differing = {k for k in then.keys() | now.keys() if then.get(k) != now.get(k)}
     if differing - set(PLACE_FIELDS):
         return False
     named = [_folder_name(then.get(k)) == _folder_name(now.get(k)) for k in ("init_from", "split_from")]
+    if started_alike is not None:
+        named[0] = started_alike
     held = [[{**s, "data": _folder_name(s.get("data"))} for s in (c.get("keep_out") or [])] for c in (then, now)]
     return all(named) and held[0] == held[1]
+
+
+def same_start(run: Run, config: TrainConfig) -> bool | None:
+    """Whether `config.init_from` holds the very network `run` started from (its weights as recorded then); None
+    when it cannot be told: `run` not started, nothing recorded (older runs), or no earlier stage there (a pack
+    without it). An earlier stage being trained again (its folder there, its model not yet) is not the same."""
+    recorded = run.started_from() if run.started else None
+    earlier = Run(config.init_from) if config.init_from else None
+    if recorded is None or earlier is None or not earlier.path.is_dir():
+        return None
+    return earlier.file(MODEL_FILE).is_file() and earlier.weights_id() == recorded
+
+
+def check_same_start(run: Run, config: TrainConfig) -> None:
+    """Refuse to reuse or resume a run whose earlier stage (`init_from`) was trained again since it started from
+    it: its results would no longer follow from that run."""
+    if same_start(run, config) is False:
+        raise ValueError(f"run {run.path} started from {config.init_from} before it was trained again (its "
+                         f"network has changed since), so its results no longer follow from it; delete the run "
+                         f"to train it again, or choose another name")
 
 
 def _folder_name(path: object) -> str | None:
@@ -275,6 +301,7 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
     config = config.resolved(loaded.tasks)
     run = Run.named(config.name, runs_dir)  # a bad name is refused before the images are checked
     collection = prepare_collection(config, loaded)
+    check_same_start(run, config)
     reused = reusable(config, runs_dir, collection) if resume else None
     if reused is not None:  # read, never written: the folder may be a read-only copy from another machine
         run.warn_if_changed(collection, config.tasks)
@@ -292,7 +319,7 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
         if run.finished:
             run.warn_if_changed(collection, config.tasks)
             return RunResult(run, run.metrics(), run.history().to_dict("records"))
-        collection = run.record(collection, config.tasks, config.seed, str(device))
+        collection = run.record(collection, config.tasks, config.seed, str(device), _started_from(config))
         with torch.random.fork_rng():  # training reseeds torch per epoch; the caller's random state is kept
             if config.strategy == "off_the_shelf":
                 history, failures = fit_probe(config, run, collection, device)
@@ -300,6 +327,11 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
                 history, failures = _fit(config, run, collection, device)
         metrics = _finish(run, collection, failures, device)
     return RunResult(run, metrics, history)
+
+
+def _started_from(config: TrainConfig) -> str | None:
+    """The weights id of the run `config` starts from, to record beside the new run (None: none)."""
+    return Run(config.init_from).weights_id() if config.init_from else None
 
 
 def _fit(config: TrainConfig, run: Run, collection: ArtCollection, device: torch.device,
@@ -326,7 +358,8 @@ def _train_together(config: TrainConfig, run: Run, collection: ArtCollection, de
             try:
                 run.open(config.to_dict(), resume, as_saved_today)
                 if not run.finished:
-                    collection = run.record(collection, config.tasks, config.seed, str(device))
+                    collection = run.record(collection, config.tasks, config.seed, str(device),
+                                            _started_from(config))
             except Exception as exc:  # every process must learn of it, or the others wait forever
                 problem = exc
         failed = distributed.share(None if problem is None else f"{type(problem).__name__}: {problem}", where)

@@ -166,7 +166,8 @@ class TrainConfig:
 
     def held_out_settings(self) -> dict:
         """What a source stage needs to keep this run's validation and test images out (`keep_out`): the fields
-        that decide its collection and split, but the seed (the source stage's own seed draws the split)."""
+        that decide its collection and split but the seed (by default the source stage's own seed draws the
+        split; an entry may name another)."""
         return {k: v for k, v in self.collection_settings().items() if k not in ("seed", "keep_out")}
 
     @classmethod

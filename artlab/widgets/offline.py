@@ -116,19 +116,31 @@ SCRIPT = """
     ("$pool" in v ? pool[v["$pool"]] : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, whole(x)]))) : v;
   const view = root.querySelector(".artlab-view");
   const selects = Array.from(root.querySelectorAll("select"));
-  function show() {
+  const drawn = Object.keys(states).map(key => key.split("\\u001f"));
+  const note = text => { const p = document.createElement("p"); p.className = "artlab-note"; p.textContent = text;
+                         view.appendChild(p); };
+  function chosen(event) {
+    // a choice drawn ahead only beside other choices of the other controls: show the first such state, and say so
+    const i = selects.indexOf(event.target);
+    const state = states[selects.map(s => s.value).join("\\u001f")] ? null :
+      drawn.find(values => values[i] === event.target.value);
+    const moved = state ? selects.filter((s, j) => s.value !== state[j]) : [];
+    if (state) selects.forEach((s, j) => { s.value = state[j]; });
+    show(moved.map(s => s.parentElement.firstChild.textContent.trim() + " " + s.options[s.selectedIndex].text));
+  }
+  function show(moved) {
     const items = states[selects.map(s => s.value).join("\\u001f")];
     view.replaceChildren();
-    if (!items) { const p = document.createElement("p"); p.className = "artlab-missing";
-                  p.textContent = %(missing)s; view.appendChild(p); return; }
+    if (!items) { note(%(missing)s); return; }
+    if (moved && moved.length) note("Shown with " + moved.join(", ") + ": your choice was computed ahead with it.");
     for (const item of items) {
       const div = document.createElement("div"); view.appendChild(div);
       if (item.figure) { const f = whole(item.figure); Plotly.newPlot(div, f.data, f.layout, {responsive: true}); }
       else { div.innerHTML = whole(item.html); }
     }
   }
-  selects.forEach(s => s.addEventListener("change", show));
-  show();
+  selects.forEach(s => s.addEventListener("change", chosen));
+  show([]);
 })();
 """
 
