@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,28 @@ def test_random_baseline_leaves_the_callers_random_state_alone():
     assert torch.equal(torch.rand(3), expected)
     second = Network.of(RANDOM, "mobilenet_v2").build()
     assert torch.equal(first.features[0][0].weight, second.features[0][0].weight)  # the baseline is reproducible
+
+
+def test_an_off_the_shelf_run_on_cached_features_never_imports_torchvision(small_synthetic, tmp_path):
+    """torchvision takes 1.5 s to import (its detection ops pull in the compiler): a run that reads its features
+    from the cache neither builds a network nor transforms an image, so it goes without."""
+    import subprocess
+    import sys
+
+    from artlab.training import TrainConfig, train
+
+    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    options = dict(data=manifest, task="style", strategy="off_the_shelf", image_size=32, device="cpu")
+    train(TrainConfig(**options, name="first"), runs_dir=tmp_path)  # features into the session's cache
+    code = ("import sys\nfrom artlab.cli import main\n"
+            f"main(['train', '--data', {manifest!r}, '--task', 'style', '--strategy', 'off_the_shelf', "
+            f"'--image-size', '32', '--device', 'cpu', '--name', 'again', '--runs-dir', {str(tmp_path)!r}])\n"
+            "print('torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "False", done.stdout[-500:] + \
+        done.stderr[-500:]
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["accuracy"] == \
+        json.loads((tmp_path / "first" / "metrics.json").read_text())["accuracy"]
 
 
 def test_the_command_line_parses_without_torch_pandas_or_scikit_learn():

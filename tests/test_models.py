@@ -109,6 +109,23 @@ def test_freeze_first_k_blocks(k):
         models.freeze_blocks(model, 20)
 
 
+@pytest.mark.parametrize("name", list(models.ARCHS))
+def test_the_registry_names_the_weights_file_torchvision_downloads(name):
+    spec = models.arch(name)  # caches are keyed by the registry's name of it, read without importing torchvision
+    assert spec.weights_enum().url.rsplit("/", 1)[-1] == spec.file
+
+
+def test_weights_torchvision_names_otherwise_are_refused(monkeypatch, empty_hub):
+    from dataclasses import replace
+
+    import artlab.models.weights as weights
+
+    stale = replace(models.arch("mobilenet_v2"), file="mobilenet_v2-00000000.pth")
+    monkeypatch.setitem(weights.ARCHS, "mobilenet_v2", stale)
+    with pytest.raises(models.WeightsUnavailable, match="are mobilenet_v2-b0353104.pth, not mobilenet_v2-00000000"):
+        models.weights_file("mobilenet_v2")
+
+
 def test_unknown_architecture_lists_the_known_ones():
     with pytest.raises(KeyError, match="mobilenet_v2"):
         models.arch("alexnet2000")

@@ -1,17 +1,12 @@
-"""Backbones: the architecture registry, ImageNet weights, layer taps and model cards."""
+"""Backbones: the architecture registry, ImageNet weights, layer taps and model cards.
 
-from artlab.models.builder import (
-    block_modules,
-    build,
-    default_device,
-    freeze_blocks,
-    head_module,
-    input_transform,
-    is_head_parameter,
-    replace_head,
-    resolve_device,
-)
+The builder (and torchvision, 1.5 s to import) loads on first use of one of its names: a run that reads
+cached features, or the registry alone, never needs it.
+"""
+
+from artlab.lazy import exports
 from artlab.models.card import DEFAULT_IMAGE_SIZE, IMAGENET_IMAGE_SIZE, ModelCard, attach_card, card_of
+from artlab.models.device import default_device, resolve_device
 from artlab.models.registry import (
     ARCHS,
     IMAGENET_MEAN,
@@ -32,6 +27,10 @@ from artlab.models.weights import (
     weights_file,
     weights_id,
 )
+
+_BUILDER = ("block_modules", "build", "freeze_blocks", "head_module", "input_transform", "is_head_parameter",
+            "replace_head")
+__getattr__, __dir__ = exports(__name__, {name: "artlab.models.builder" for name in _BUILDER})
 
 __all__ = ["ARCHS", "Arch", "DEFAULT_IMAGE_SIZE", "IMAGENET_IMAGE_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCard",
            "OFFLINE_WEIGHTS", "POOLINGS", "Taps", "WeightsUnavailable", "arch", "arch_of", "attach_card",

@@ -10,11 +10,13 @@ separates `_registry` from `_builder`). A built network carries its registry ent
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.transforms import v2 as T
+
+if TYPE_CHECKING:  # torchvision is imported where a network is built or an image transformed: it costs 1.5 s
+    from torchvision.transforms import v2 as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,6 +29,7 @@ class Arch:
 
     name: str
     weights: str  # torchvision weights enum member used for pretrained=True
+    file: str  # its file name (the hash prefix in it): caches are keyed by it without importing torchvision
     blocks: tuple[tuple[str, ...], ...]  # top-level module names, grouped, in forward order
     layers: tuple[str, ...]  # dotted names of the layers worth analysing, shallow to deep
     head: str  # dotted name of the final nn.Linear
@@ -48,10 +51,14 @@ class Arch:
 
     def weights_enum(self):
         """torchvision's weights entry for pretrained=True."""
+        import torchvision
+
         return torchvision.models.get_model_weights(self.name)[self.weights]
 
     def transform(self, image_size: int, train: bool = False) -> T.Compose:
         """uint8 CHW image -> normalised float input: random crop and flip to train, resize + centre crop else."""
+        from torchvision.transforms import v2 as T
+
         if train:
             steps = [T.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True), T.RandomHorizontalFlip()]
         else:
@@ -63,10 +70,10 @@ def _seq(prefix: str, n: int) -> tuple[tuple[str, ...], ...]:
     return tuple((f"{prefix}.{i}",) for i in range(n))
 
 
-def _resnet(name: str, weights: str, depths: tuple[int, ...]) -> Arch:
+def _resnet(name: str, weights: str, file: str, depths: tuple[int, ...]) -> Arch:
     layers = tuple(f"layer{s + 1}.{b}" for s, d in enumerate(depths) for b in range(d))
     blocks = (("conv1", "bn1", "relu", "maxpool"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
-    return Arch(name, weights, blocks, layers, "fc")
+    return Arch(name, weights, file, blocks, layers, "fc")
 
 
 _VGG16_RELUS = (1, 3, 6, 8, 11, 13, 15, 18, 20, 22, 25, 27, 29)
@@ -81,21 +88,22 @@ _INCEPTION_STYLE = {"build_options": {"aux_logits": False, "init_weights": True}
                     "pretrained_attributes": {"transform_input": True}, "chain": False}
 
 ARCHS: dict[str, Arch] = {a.name: a for a in [
-    Arch("mobilenet_v2", "IMAGENET1K_V1", _seq("features", 19), tuple(f"features.{i}" for i in range(1, 19)),
-         "classifier.1"),
-    _resnet("resnet18", "IMAGENET1K_V1", (2, 2, 2, 2)),
-    _resnet("resnet50", "IMAGENET1K_V2", (3, 4, 6, 3)),
-    Arch("vgg16", "IMAGENET1K_V1", tuple(tuple(f"features.{i}" for i in range(a, b)) for a, b in _VGG16_STAGES),
+    Arch("mobilenet_v2", "IMAGENET1K_V1", "mobilenet_v2-b0353104.pth", _seq("features", 19),
+         tuple(f"features.{i}" for i in range(1, 19)), "classifier.1"),
+    _resnet("resnet18", "IMAGENET1K_V1", "resnet18-f37072fd.pth", (2, 2, 2, 2)),
+    _resnet("resnet50", "IMAGENET1K_V2", "resnet50-11ad3fa6.pth", (3, 4, 6, 3)),
+    Arch("vgg16", "IMAGENET1K_V1", "vgg16-397923af.pth",
+         tuple(tuple(f"features.{i}" for i in range(a, b)) for a, b in _VGG16_STAGES),
          tuple(f"features.{i}" for i in _VGG16_RELUS), "classifier.6"),
-    Arch("googlenet", "IMAGENET1K_V1", (("conv1", "maxpool1"), ("conv2", "conv3", "maxpool2"),
-                                        *((m,) for m in _GOOGLENET_MIXED)), _GOOGLENET_MIXED, "fc",
-         **_INCEPTION_STYLE),
-    Arch("inception_v3", "IMAGENET1K_V1", (("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1"),
-                                           ("Conv2d_3b_1x1", "Conv2d_4a_3x3", "maxpool2"),
-                                           *((m,) for m in _INCEPTION_MIXED)), _INCEPTION_MIXED, "fc", min_size=75,
-         **_INCEPTION_STYLE),
-    Arch("efficientnet_b0", "IMAGENET1K_V1", _seq("features", 9), tuple(f"features.{i}" for i in range(1, 9)),
-         "classifier.1"),
+    Arch("googlenet", "IMAGENET1K_V1", "googlenet-1378be20.pth",
+         (("conv1", "maxpool1"), ("conv2", "conv3", "maxpool2"), *((m,) for m in _GOOGLENET_MIXED)),
+         _GOOGLENET_MIXED, "fc", **_INCEPTION_STYLE),
+    Arch("inception_v3", "IMAGENET1K_V1", "inception_v3_google-0cc3c7bd.pth",
+         (("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1"),
+          ("Conv2d_3b_1x1", "Conv2d_4a_3x3", "maxpool2"), *((m,) for m in _INCEPTION_MIXED)),
+         _INCEPTION_MIXED, "fc", min_size=75, **_INCEPTION_STYLE),
+    Arch("efficientnet_b0", "IMAGENET1K_V1", "efficientnet_b0_rwightman-7f5810bc.pth", _seq("features", 9),
+         tuple(f"features.{i}" for i in range(1, 9)), "classifier.1"),
 ]}
 
 

@@ -61,13 +61,24 @@ def _install_offline(filename: str, target: Path) -> bool:
 
 
 def _filename(spec: Arch) -> str:
-    return spec.weights_enum().url.rsplit("/", 1)[-1]
+    """The weights' file name as the registry records it (no torchvision import: cache keys need only this)."""
+    return spec.file
+
+
+def _url(spec: Arch) -> str:
+    """Where torchvision downloads the weights; refused when its file is not the one the registry keys caches by."""
+    url = spec.weights_enum().url
+    if url.rsplit("/", 1)[-1] != spec.file:
+        raise WeightsUnavailable(f"this torchvision's ImageNet weights for {spec.name} are {url.rsplit('/', 1)[-1]}, "
+                                 f"not {spec.file} as artlab's registry says: install the torchvision artlab "
+                                 f"names, or an artlab that knows this one")
+    return url
 
 
 def weights_file(name: str) -> Path:
     """Path of the ImageNet weight file for `name`, installing or downloading it into the hub cache."""
     spec = arch(name)
-    url = spec.weights_enum().url
+    url = _url(spec)
     filename = _filename(spec)
     target = checkpoint_dir() / filename
     if target.is_file() or _install_offline(filename, target):

@@ -16,6 +16,7 @@ Nothing here is unpickled: tensors are safetensors, everything else JSON/YAML/CS
 from __future__ import annotations
 
 import fcntl
+import importlib.metadata
 import json
 import os
 import platform
@@ -27,11 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy
 import pandas as pd
-import sklearn
 import torch
-import torchvision
 import yaml
 from torch import nn
 
@@ -87,10 +85,18 @@ def environment(seed: int, device: str, started_from: str | None = None) -> dict
     """Versions and settings that a result depends on; `started_from`: the weights id of the earlier run it
     started from (`init_from`), so that a reuse can tell that run retrained since from the one it started from."""
     return {"artlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__,
+            **{name: _version(name) for name in ("torchvision", "numpy", "scikit-learn")},
             "platform": platform.platform(), "device": device, "seed": seed,
             "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             **({"started_from": started_from} if started_from else {})}
+
+
+def _version(distribution: str) -> str | None:
+    """An installed package's version, read without importing it (torchvision and scikit-learn take seconds)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class Run:

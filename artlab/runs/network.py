@@ -14,15 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torchvision.transforms import v2 as T
 
 from artlab import models
 from artlab.data.collection import ArtCollection
 from artlab.models import DEFAULT_IMAGE_SIZE, ModelCard
 from artlab.runs.folder import Run, as_run
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2 as T
 
 IMAGENET, RANDOM = "imagenet", "random"
 DEFAULT_ARCH = "mobilenet_v2"
