@@ -268,15 +268,17 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
     image = (FourierImage(seeds, settings.size) if settings.param == "fft"
              else PixelImage(seeds, settings.size)).to(device)
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
-    with frozen_eval(model, device), \
-            models.Taps(model, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
+    with frozen_eval(model):  # the caller's model keeps its modes; the render runs on a faster copy
+        net = models.for_inference(model, device, keep=objective.layers)  # BatchNorm folded, channels_last
+    net.requires_grad_(False)
+    with models.Taps(net, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
         for _ in progress_bar(range(settings.steps), desc=f"render {objective.describe}", leave=False,
                               disable=not progress):
             if stop is not None and stop.is_set():
                 raise Cancelled(f"render {objective.describe} stopped")
             optimizer.zero_grad(set_to_none=True)
             x = _normalise(settings.robustness.apply(image(), generator), spec)
-            acts, logits = taps.run(x)
+            acts, logits = taps.run(x.contiguous(memory_format=torch.channels_last))
             loss = -objective.score(acts, logits).sum()
             loss.backward()
             optimizer.step()
@@ -291,7 +293,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def _cache_path(weights: str, layer: str, channel_index: int, kind: str, settings: RenderSettings):
     key = digest({"weights": weights, "layer": layer, "channel": channel_index, "objective": kind,
-                  "settings": asdict(settings), "version": 1})
+                  "settings": asdict(settings), "version": 2})  # 2: rendered through the folded network
     return cache_dir() / "renders" / f"{key}.safetensors"
 
 
