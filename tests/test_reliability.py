@@ -732,7 +732,7 @@ def test_a_later_stage_is_reused_by_the_weights_it_started_from(tmp_path, monkey
     first = train(quick(data, epochs=1, name="source"), runs_dir=runs).run
     later = quick(data, epochs=1, name="later", init_from=str(first.path))
     result = train(later, runs_dir=runs)
-    assert result.run.started_from() == first.weights_id()
+    assert result.run.started_from() == first.weights_id() == api._started_from(later, result.run)
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
@@ -754,6 +754,7 @@ def test_a_later_stage_is_reused_by_the_weights_it_started_from(tmp_path, monkey
     environment = result.run.file("environment.json")  # a run recorded before artlab kept its start: by name
     write_json(environment, {k: v for k, v in read_json(environment).items() if k != "started_from"})
     assert train(later, runs_dir=runs, resume=True).metrics == result.metrics
+    assert api._started_from(later, result.run) is None  # resumed, it would not take today's weights for its start
 
 
 # ---- 8. finished means finished ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from artlab.analysis import Analysis, Comparison, analyze
+from artlab.cache import digest
 from artlab.experiments.report import reports_folder, write_study
 from artlab.experiments.study import SCRATCH_LR, Study, bar_chart, paired, route_config, spread
 from artlab.runs import runs_root
@@ -90,6 +91,8 @@ def double_finetune(source: TrainConfig | dict | str, target: TrainConfig | dict
         name = f"{name}-apart"
     needs_source = any(after_source for route, (_, after_source) in zip(ROUTES, _ROUTES) if route in chosen)
     shared_tag = "-shared" + "-".join(map(str, seeds))  # other seeds: another source stage (it keeps them out)
+    if len(shared_tag) > 24:  # many seeds: a short digest of them keeps run names within their limit
+        shared_tag = f"-shared{len(seeds)}seeds-{digest(list(seeds), 8)}"
     one_source = train(route_config(source, "fine_tune", name=f"{name}-source{shared_tag}", seed=seeds[0]), runs_dir,
                        resume=True) if needs_source and shared_source else None
     rows = []

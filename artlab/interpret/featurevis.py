@@ -6,8 +6,9 @@ An image is optimised so that a chosen part of the network responds as strongly 
 
 The image is parameterised in Fourier space with 1/f scaling and decorrelated colours (the
 default, which favours natural-looking images) or as plain pixels; at every step it is padded,
-jittered, rescaled and slightly rotated, so only patterns robust to these survive. The network is
-frozen and in eval mode during the render (restored afterwards), and each image starts from noise
+jittered, rescaled and slightly rotated, so only patterns robust to these survive. The render runs on a
+frozen eval-mode copy of the network with its BatchNorm folded into the convolutions (`models.for_inference`:
+the same outputs, 1.5x faster), the caller's network untouched, and each image starts from noise
 drawn from its own key, so the images of a batch do not influence each other: rendering 16
 channels at once gives each the render it would get alone (up to floating-point rounding of the
 batched convolutions, which the optimiser can grow into visible pixel differences in directions
@@ -271,6 +272,7 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
     with frozen_eval(model):  # the caller's model keeps its modes; the render runs on a faster copy
         net = models.for_inference(model, device, keep=objective.layers)  # BatchNorm folded, channels_last
     net.requires_grad_(False)
+    layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format  # as the copy
     with models.Taps(net, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
         for _ in progress_bar(range(settings.steps), desc=f"render {objective.describe}", leave=False,
                               disable=not progress):
@@ -278,7 +280,7 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
                 raise Cancelled(f"render {objective.describe} stopped")
             optimizer.zero_grad(set_to_none=True)
             x = _normalise(settings.robustness.apply(image(), generator), spec)
-            acts, logits = taps.run(x.contiguous(memory_format=torch.channels_last))
+            acts, logits = taps.run(x.contiguous(memory_format=layout))
             loss = -objective.score(acts, logits).sum()
             loss.backward()
             optimizer.step()

@@ -4,6 +4,8 @@ The builder (and torchvision, 1.5 s to import) loads on first use of one of its 
 cached features, or the registry alone, never needs it.
 """
 
+from typing import TYPE_CHECKING
+
 from artlab.lazy import exports
 from artlab.models.card import DEFAULT_IMAGE_SIZE, IMAGENET_IMAGE_SIZE, ModelCard, attach_card, card_of
 from artlab.models.device import default_device, resolve_device
@@ -31,6 +33,17 @@ from artlab.models.weights import (
 _BUILDER = ("block_modules", "build", "freeze_blocks", "head_module", "input_transform", "is_head_parameter",
             "replace_head")
 __getattr__, __dir__ = exports(__name__, {name: "artlab.models.builder" for name in _BUILDER})
+
+if TYPE_CHECKING:  # for editors and type checkers; at run time these load with the builder
+    from artlab.models.builder import (
+        block_modules,
+        build,
+        freeze_blocks,
+        head_module,
+        input_transform,
+        is_head_parameter,
+        replace_head,
+    )
 
 __all__ = ["ARCHS", "Arch", "DEFAULT_IMAGE_SIZE", "IMAGENET_IMAGE_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCard",
            "OFFLINE_WEIGHTS", "POOLINGS", "Taps", "WeightsUnavailable", "arch", "arch_of", "attach_card",

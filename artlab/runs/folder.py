@@ -33,7 +33,7 @@ import torch
 import yaml
 from torch import nn
 
-from artlab.cache import file_digest
+from artlab.cache import file_digest, file_signature
 from artlab.data.collection import ArtCollection
 from artlab.io import (
     DamagedFile,
@@ -89,6 +89,10 @@ def environment(seed: int, device: str, started_from: str | None = None) -> dict
             "platform": platform.platform(), "device": device, "seed": seed,
             "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             **({"started_from": started_from} if started_from else {})}
+
+
+#: Each model file's weights id by its signature, so that a run's earlier stage is hashed once per process.
+_WEIGHTS_IDS: dict[str, str] = {}
 
 
 def _version(distribution: str) -> str | None:
@@ -300,8 +304,13 @@ class Run:
             return None
 
     def weights_id(self) -> str:
-        """Cache id of the run's saved model: "run:" + the first 16 hex of its file's sha256."""
-        return "run:" + file_digest(self.file(MODEL_FILE))[:16]
+        """Cache id of the run's saved model: "run:" + the first 16 hex of its file's sha256 (read once per file
+        signature in this process, as `cache.content_id` does)."""
+        path = self.file(MODEL_FILE)
+        signature = f"{path.resolve()}:{file_signature(path)}"
+        if signature not in _WEIGHTS_IDS:
+            _WEIGHTS_IDS[signature] = "run:" + file_digest(path)[:16]
+        return _WEIGHTS_IDS[signature]
 
     def save_model(self, tensors: dict[str, torch.Tensor], card: ModelCard) -> None:
         save_tensors(self.file(MODEL_FILE), tensors, card.to_metadata())

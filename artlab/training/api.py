@@ -319,7 +319,7 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
         if run.finished:
             run.warn_if_changed(collection, config.tasks)
             return RunResult(run, run.metrics(), run.history().to_dict("records"))
-        collection = run.record(collection, config.tasks, config.seed, str(device), _started_from(config))
+        collection = run.record(collection, config.tasks, config.seed, str(device), _started_from(config, run))
         with torch.random.fork_rng():  # training reseeds torch per epoch; the caller's random state is kept
             if config.strategy == "off_the_shelf":
                 history, failures = fit_probe(config, run, collection, device)
@@ -329,8 +329,12 @@ def train(config: TrainConfig, runs_dir: str | Path | None = None, resume: bool 
     return RunResult(run, metrics, history)
 
 
-def _started_from(config: TrainConfig) -> str | None:
-    """The weights id of the run `config` starts from, to record beside the new run (None: none)."""
+def _started_from(config: TrainConfig, run: Run) -> str | None:
+    """The weights id of the run `config` starts from, to record beside `run` (None: none). A resumed run keeps
+    what it recorded when it started (None for one started before artlab recorded it): its checkpoint came from
+    those weights, whatever the earlier stage holds now."""
+    if run.started:
+        return run.started_from()
     return Run(config.init_from).weights_id() if config.init_from else None
 
 
@@ -359,7 +363,7 @@ def _train_together(config: TrainConfig, run: Run, collection: ArtCollection, de
                 run.open(config.to_dict(), resume, as_saved_today)
                 if not run.finished:
                     collection = run.record(collection, config.tasks, config.seed, str(device),
-                                            _started_from(config))
+                                            _started_from(config, run))
             except Exception as exc:  # every process must learn of it, or the others wait forever
                 problem = exc
         failed = distributed.share(None if problem is None else f"{type(problem).__name__}: {problem}", where)

@@ -4,7 +4,9 @@
 first view frozen, an `offline_block` of its `offline_parts()`. A part is a few controls (name -> options)
 and a function drawing the view for one choice of each; every choice listed in `states` is drawn now (the
 figures as plotly JSON, tables as HTML) and the page's script shows the one selected, drawing its figures
-with the plotly.js the page carries. A choice not drawn ahead says so. Nothing is fetched from the network.
+with the plotly.js the page carries. A choice drawn ahead only beside other choices of the other controls
+moves them to the drawn state that keeps most of them, and says so; a choice not drawn ahead at all says
+that. Nothing is fetched from the network.
 """
 
 from __future__ import annotations
@@ -120,10 +122,13 @@ SCRIPT = """
   const note = text => { const p = document.createElement("p"); p.className = "artlab-note"; p.textContent = text;
                          view.appendChild(p); };
   function chosen(event) {
-    // a choice drawn ahead only beside other choices of the other controls: show the first such state, and say so
+    // a choice drawn ahead only beside other choices of the other controls: show the drawn state with it that
+    // keeps most of the others, and say so
     const i = selects.indexOf(event.target);
+    const kept = values => values.filter((value, j) => value === selects[j].value).length;
     const state = states[selects.map(s => s.value).join("\\u001f")] ? null :
-      drawn.find(values => values[i] === event.target.value);
+      drawn.filter(values => values[i] === event.target.value).reduce((best, values) =>
+        best === null || kept(values) > kept(best) ? values : best, null);
     const moved = state ? selects.filter((s, j) => s.value !== state[j]) : [];
     if (state) selects.forEach((s, j) => { s.value = state[j]; });
     show(moved.map(s => s.parentElement.firstChild.textContent.trim() + " " + s.options[s.selectedIndex].text));
@@ -132,7 +137,8 @@ SCRIPT = """
     const items = states[selects.map(s => s.value).join("\\u001f")];
     view.replaceChildren();
     if (!items) { note(%(missing)s); return; }
-    if (moved && moved.length) note("Shown with " + moved.join(", ") + ": your choice was computed ahead with it.");
+    if (moved && moved.length) note("Shown with " + moved.join(", ") + ": your choice was computed ahead with " +
+                                    (moved.length > 1 ? "them." : "it."));
     for (const item of items) {
       const div = document.createElement("div"); view.appendChild(div);
       if (item.figure) { const f = whole(item.figure); Plotly.newPlot(div, f.data, f.layout, {responsive: true}); }
