@@ -238,6 +238,31 @@ def test_a_pack_round_trip_brings_runs_images_and_caches_and_trains_nothing(move
     assert "differ from those already here" in capsys.readouterr().err
 
 
+def test_a_pack_of_some_runs_leaves_out_the_features_of_the_others(moved, tmp_path):
+    import zipfile
+
+    from artlab.features import cached_features
+    from artlab.io import read_metadata
+    from artlab.runs import Network
+
+    there, _ = moved
+    runs = there / "runs"
+    paths = Run(runs / "fine_tune").split_table()["path"].tolist()[:4]
+    cached_features(Network.of(runs / "fine_tune"), "features.18", paths, 32, "cpu", 4)  # the fine-tuned network's
+    cached_features(Network.of("imagenet", "mobilenet_v2"), "features.18", paths, 32, "cpu", 4)
+    assert main(["pack", str(tmp_path / "one.zip"), "off_the_shelf", "--runs-dir", str(runs)]) == 0
+    with zipfile.ZipFile(tmp_path / "one.zip") as archive:
+        archive.extractall(tmp_path / "one", [m for m in archive.namelist() if m.startswith("cache/features/")])
+    packed = {read_metadata(p)["weights"] for p in (tmp_path / "one" / "cache" / "features").iterdir()}
+    tuned = Run(runs / "fine_tune").weights_id()
+    assert tuned not in packed and "imagenet:mobilenet_v2-b0353104.pth" in packed  # what the probe reads
+    assert main(["pack", str(tmp_path / "both.zip"), "--runs-dir", str(runs)]) == 0
+    with zipfile.ZipFile(tmp_path / "both.zip") as archive:
+        archive.extractall(tmp_path / "both", [m for m in archive.namelist() if m.startswith("cache/features/")])
+    both = {read_metadata(p)["weights"] for p in (tmp_path / "both" / "cache" / "features").iterdir()}
+    assert both == packed | {tuned}  # with the fine-tuned run, its features go along
+
+
 def test_a_pack_from_a_newer_artlab_or_an_unsafe_one_is_refused(moved, tmp_path):
     import zipfile
 

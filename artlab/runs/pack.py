@@ -1,7 +1,8 @@
 """Workshop packs: prepare once, explore anywhere.
 
 A teacher packs finished runs, with their analyses (inside the run folders), the caches the notebooks
-read (features, renders, maps) and optionally the images they used, into one zip; attendees unpack it
+read (features, renders, maps; less the features and renders of runs not packed) and optionally the
+images they used, into one zip; attendees unpack it
 and the notebooks show the prepared results without training or a forward pass.
 
     artlab pack workshop.zip --images            # every finished run under runs/
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from artlab.cache import cache_dir
-from artlab.io import atomic_path
-from artlab.runs.folder import LOCK_FILE, Run, runs_root
+from artlab.io import atomic_path, read_metadata
+from artlab.runs.folder import LOCK_FILE, MODEL_FILE, Run, runs_root
 from artlab.runs.split import locate, recorded_root
 from artlab.version import __version__
 
@@ -63,7 +64,8 @@ class Pack:
 def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | Path | None = None,
          images: bool = False, caches: tuple[str, ...] = PACKED_CACHES) -> Path:
     """Write one zip holding `runs` (names or folders; default every finished run under `runs_dir`), the cache
-    folders `caches`, and with `images` the image files the runs used. Returns the zip's path."""
+    folders `caches` (less the entries computed with other runs' networks), and with `images` the image files
+    the runs used. Returns the zip's path."""
     chosen = [_run(r, runs_dir) for r in runs] if runs else _finished(runs_dir)
     if not chosen:
         raise ValueError(f"no finished run to pack under {runs_root(runs_dir)}")
@@ -93,10 +95,11 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
                     members[f"data/{root.name}/{path.relative_to(here).as_posix()}"] = path
                 else:
                     left_out.add(str(path))
+    networks = _networks(chosen)
     for kind in caches:
         folder = cache_dir() / kind
         for path in sorted(folder.rglob("*") if folder.is_dir() else []):
-            if path.is_file() and not path.name.startswith("."):
+            if path.is_file() and not path.name.startswith(".") and _serves(path, networks):
                 members[f"cache/{kind}/{path.relative_to(folder).as_posix()}"] = path
     for name in collections:
         collections[name]["images"] = sum(m.startswith(f"data/{name}/") for m in members)
@@ -182,6 +185,33 @@ def _same(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> bool
         return False
     with archive.open(info) as member, open(target, "rb") as here:
         return member.read() == here.read()
+
+
+def _networks(runs: list[Run]) -> set[str]:
+    """The weights ids of the runs' networks and of the earlier stages they started from (whose features an
+    off-the-shelf run on a fine-tuned network reads)."""
+    ids = set()
+    for run in runs:
+        ids.add(run.weights_id())
+        earlier = run.config().get("init_from")
+        if run.started_from():
+            ids.add(run.started_from())
+        elif earlier and Run(earlier).file(MODEL_FILE).is_file():
+            ids.add(Run(earlier).weights_id())
+    return ids
+
+
+def _serves(entry: Path, networks: set[str]) -> bool:
+    """Whether a cache entry belongs in a pack of runs with these `networks`: one computed with another run's
+    network (its metadata names the run's weights: features, renders) is left out; ImageNet's, and entries
+    that name no network, go in. A damaged entry is left out (it would be computed again anyway)."""
+    if entry.suffix != ".safetensors":
+        return True
+    try:
+        weights = read_metadata(entry).get("weights", "")
+    except (OSError, ValueError):
+        return False
+    return not weights.startswith("run:") or weights in networks
 
 
 def _run(run: str | Path, runs_dir: str | Path | None) -> Run:
