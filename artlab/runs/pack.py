@@ -1,8 +1,8 @@
 """Workshop packs: prepare once, explore anywhere.
 
 A teacher packs finished runs, with their analyses (inside the run folders), the caches the notebooks
-read (features, renders, maps; less the features and renders of runs not packed) and optionally the
-images they used, into one zip; attendees unpack it
+read (features, renders, maps; less the features of runs not packed) and optionally the images they
+used, into one zip; attendees unpack it
 and the notebooks show the prepared results without training or a forward pass.
 
     artlab pack workshop.zip --images            # every finished run under runs/
@@ -64,7 +64,7 @@ class Pack:
 def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | Path | None = None,
          images: bool = False, caches: tuple[str, ...] = PACKED_CACHES) -> Path:
     """Write one zip holding `runs` (names or folders; default every finished run under `runs_dir`), the cache
-    folders `caches` (less the entries computed with other runs' networks), and with `images` the image files
+    folders `caches` (less the features computed with other runs' networks), and with `images` the image files
     the runs used. Returns the zip's path."""
     chosen = [_run(r, runs_dir) for r in runs] if runs else _finished(runs_dir)
     if not chosen:
@@ -203,8 +203,9 @@ def _networks(runs: list[Run]) -> set[str]:
 
 def _serves(entry: Path, networks: set[str]) -> bool:
     """Whether a cache entry belongs in a pack of runs with these `networks`: one computed with another run's
-    network (its metadata names the run's weights: features, renders) is left out; ImageNet's, and entries
-    that name no network, go in. A damaged entry is left out (it would be computed again anyway)."""
+    network (its metadata names that run's weights: features) is left out; ImageNet's, and entries that name
+    no run (renders name a digest of the model in hand, the other kinds nothing), go in. A damaged entry is
+    left out (it would be computed again anyway)."""
     if entry.suffix != ".safetensors":
         return True
     try:
