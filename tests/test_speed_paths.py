@@ -244,7 +244,9 @@ def test_the_inference_copy_folds_batchnorm_and_keeps_names_and_outputs(arch):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
     kept = models.arch(arch).layers[3]
-    copy = models.for_inference(model, "cpu", keep=[kept])
+    copy = models.for_inference(model.train(), "cpu", keep=[kept])
+    assert model.training and not copy.training  # the caller's model keeps its mode; the copy is in eval mode
+    model.eval()
     assert dict(model.named_modules()).keys() == dict(copy.named_modules()).keys()
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in copy.modules()) < \
         sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

@@ -225,20 +225,16 @@ class RenderSettings:
 
 
 @contextmanager
-def frozen_eval(model: nn.Module, device: torch.device | str | None = None) -> Iterator[nn.Module]:
-    """The model in eval mode, on `device`, with no gradient to its weights; all three are restored afterwards."""
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode with no gradient to its weights; both are restored afterwards."""
     modes = {name: module.training for name, module in model.named_modules()}
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    home = next(model.parameters()).device
-    if device is not None:
-        model.to(device)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     try:
         yield model
     finally:
-        model.to(home)
         for name, module in model.named_modules():
             module.training = modes[name]
         for name, p in model.named_parameters():
@@ -269,9 +265,7 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
     image = (FourierImage(seeds, settings.size) if settings.param == "fft"
              else PixelImage(seeds, settings.size)).to(device)
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
-    with frozen_eval(model):  # the caller's model keeps its modes; the render runs on a faster copy
-        net = models.for_inference(model, device, keep=objective.layers)  # BatchNorm folded, channels_last
-    net.requires_grad_(False)
+    net = models.for_inference(model, device, keep=objective.layers).requires_grad_(False)  # a faster copy
     layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format  # as the copy
     with models.Taps(net, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
         for _ in progress_bar(range(settings.steps), desc=f"render {objective.describe}", leave=False,

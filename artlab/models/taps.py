@@ -109,11 +109,11 @@ def for_inference(model: nn.Module, device: torch.device | str, keep: Iterable[s
     on every part of the network that holds no layer named in `keep` (the taps' layers keep their
     hooks in eager Python). Module names are unchanged, so Taps see the same layers.
 
-    Outputs equal the original model's to float rounding; the caller's model is not modified.
+    Outputs equal the original model's in eval mode to float rounding; the caller's model is not modified (not
+    even its mode).
     """
     device = torch.device(device)
-    model.eval()
-    net = copy.deepcopy(model).to(device)
+    net = copy.deepcopy(model).to(device).eval()
     if fold:
         fold_batchnorm(net, keep)
     if channels_last and device.type in ("cpu", "cuda"):

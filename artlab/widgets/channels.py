@@ -110,8 +110,9 @@ class ChannelExplorer(Explorer):
                 if not self.is_cached("render", (name, self.layer, channel))]
 
     def _render_ahead(self, model: nn.Module, layer: str, channel: int, stop: threading.Event) -> None:
-        """Render on a private copy of `model` (the same weights, so the same cache entry): other code may use the
-        explorer's networks meanwhile (another explorer, a notebook cell), and a render sets their modes and hooks."""
+        """Render on a private copy of `model` (the same weights, so the same cache entry): a render copies the
+        network it is given, and other code may use the explorer's networks meanwhile (another explorer, a notebook
+        cell) and hang its hooks on them, which a copy made at that moment would carry."""
         if id(model) not in self._copies:
             self._copies[id(model)] = copy.deepcopy(model)
         fv.render_channels(self._copies[id(model)], layer, [channel], settings=self.settings, device=self.device,
