@@ -60,11 +60,6 @@ def _install_offline(filename: str, target: Path) -> bool:
     return True
 
 
-def _filename(spec: Arch) -> str:
-    """The weights' file name as the registry records it (no torchvision import: cache keys need only this)."""
-    return spec.file
-
-
 def _url(spec: Arch) -> str:
     """Where torchvision downloads the weights; refused when its file is not the one the registry keys caches by."""
     url = spec.weights_enum().url
@@ -79,7 +74,7 @@ def weights_file(name: str) -> Path:
     """Path of the ImageNet weight file for `name`, installing or downloading it into the hub cache."""
     spec = arch(name)
     url = _url(spec)
-    filename = _filename(spec)
+    filename = spec.file
     target = checkpoint_dir() / filename
     if target.is_file() or _install_offline(filename, target):
         return target
@@ -110,7 +105,7 @@ def imagenet_state(spec: Arch) -> dict[str, torch.Tensor]:
 
 def weights_id(name: str) -> str:
     """A stable name for an architecture's ImageNet weights (cache keys)."""
-    return f"imagenet:{_filename(arch(name))}"
+    return f"imagenet:{arch(name).file}"  # the registry's name of the file: no torchvision import
 
 
 def model_digest(model: nn.Module) -> str:
@@ -122,7 +117,7 @@ def describe() -> list[dict]:
     """One row per registered architecture, for `artlab models list`."""
     rows = []
     for spec in ARCHS.values():
-        filename = _filename(spec)
+        filename = spec.file
         available = (checkpoint_dir() / filename).is_file() or _packaged(filename) is not None
         rows.append({"architecture": spec.name, "blocks": len(spec.blocks), "analysed layers": len(spec.layers),
                      "imagenet weights": filename, "available offline": "yes" if available else "no"})
