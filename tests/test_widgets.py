@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,7 +174,6 @@ def test_the_channel_explorer_renders_the_next_channels_ahead_and_the_user_comes
         alone = fv.render_channels(model, explorer.layer, [order[1]], settings=settings, cache=False)[0]
         assert np.array_equal(shown[name], alone)
 
-    import threading
     started, steps = threading.Event(), []
 
     def slow(self, model, layer, channel, stop):  # a guess that takes long, step by step, until told to stop

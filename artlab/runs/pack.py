@@ -193,10 +193,10 @@ def _networks(runs: list[Run]) -> set[str]:
     ids = set()
     for run in runs:
         ids.add(run.weights_id())
-        earlier = run.config().get("init_from")
-        if run.started_from():
-            ids.add(run.started_from())
-        elif earlier and Run(earlier).file(MODEL_FILE).is_file():
+        started, earlier = run.started_from(), run.config().get("init_from")
+        if started:
+            ids.add(started)
+        elif earlier and Run(earlier).file(MODEL_FILE).is_file():  # a run recorded before `started_from`
             ids.add(Run(earlier).weights_id())
     return ids
 
