@@ -70,13 +70,14 @@ def main() -> None:
     rows = []
     for layer in args.layers.split(","):
         times: dict[str, list[float]] = {"plain": [], "artlab": []}
-        scores: dict[str, list[float]] = {"plain": [], "artlab": []}
+        images: dict[str, list[torch.Tensor]] = {}
         for _ in range(args.repeats):
             for name, render in (("plain", plain_render), ("artlab", artlab_render)):
                 start = time.perf_counter()
-                images = [render(model, layer, args.channel, settings) for model in networks]
+                images[name] = [render(model, layer, args.channel, settings) for model in networks]
                 times[name].append(time.perf_counter() - start)
-                scores[name] = [activation(m, i, layer, args.channel) for m, i in zip(networks, images)]
+        scores = {name: [activation(m, i, layer, args.channel) for m, i in zip(networks, rendered)]
+                  for name, rendered in images.items()}  # each round renders the same images
         plain, fast = statistics.median(times["plain"]), statistics.median(times["artlab"])
         rows.append({"layer": layer, "channel": args.channel, "plain_s": round(plain, 2), "artlab_s": round(fast, 2),
                      "runs_s": {k: [round(x, 2) for x in v] for k, v in times.items()},

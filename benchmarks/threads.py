@@ -3,8 +3,9 @@
     python benchmarks/threads.py [--repeats 3]
 
 The work is what the test suite does most: fine-tuning steps of MobileNetV2 on small batches (16 images of
-64 px, forward and backward, 30 steps). Each case starts fresh processes and times each one from its first
-step to its last; the figure is the median over `--repeats` rounds, the cases alternating:
+64 px, forward and backward, 30 steps). Each case starts fresh processes, lets them import and warm up,
+releases them together and times from the first one's first step to the last one's last step (wall clock);
+the figure is the median over `--repeats` rounds, the cases alternating:
 
   alone, default threads     one process, torch's default (one thread per core)
   alone, 1 thread            one process, torch.set_num_threads(1)
@@ -40,18 +41,28 @@ def step():
     torch.nn.functional.cross_entropy(model(x), y).backward()
     optimizer.step()
 step()
-start = time.perf_counter()
+print("ready", flush=True)
+sys.stdin.readline()  # every process of the case starts its steps together
+start = time.time()
 for _ in range(30):
     step()
-print(time.perf_counter() - start)
+print(start, time.time())
 """
 
 
-def processes(count: int, threads: int) -> list[float]:
-    """Seconds of work of each of `count` processes started together (`threads` 0: torch's default)."""
-    started = [subprocess.Popen([sys.executable, "-c", WORK, str(threads)], stdout=subprocess.PIPE, text=True)
-               for _ in range(count)]
-    return [float(p.communicate()[0]) for p in started]
+def processes(count: int, threads: int) -> float:
+    """Seconds from the first of `count` processes starting its steps to the last finishing them, the processes
+    imported and warmed up first, then released together (`threads` 0: torch's default)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}  # as a user has
+    started = [subprocess.Popen([sys.executable, "-c", WORK, str(threads)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, env=env) for _ in range(count)]
+    for process in started:
+        assert process.stdout.readline().strip() == "ready"
+    for process in started:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    spans = [tuple(map(float, process.communicate()[0].split())) for process in started]
+    return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
 def main() -> None:
@@ -64,7 +75,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, (count, threads) in cases.items():
-            times[name].append(max(processes(count, threads)))  # the pair is done when both are
+            times[name].append(processes(count, threads))  # the pair is done when both are
     alone = statistics.median(times["alone, default threads"])
     rows = [{"case": name, "median_s": round(statistics.median(t), 2),
              "vs_alone": round(statistics.median(t) / alone, 2)} for name, t in times.items()]
