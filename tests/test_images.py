@@ -139,6 +139,7 @@ def test_scan_results_are_cached_and_invalidated_by_edits(tmp_path, monkeypatch)
     (tmp_path / "3.png").write_text("not an image")
     paths = sorted(str(p) for p in tmp_path.glob("*.png"))
     first = scan(paths)
+    assert first["path"].tolist() == paths  # checked on several threads, reported in the collection's order
 
     def must_not_decode(*args, **kwargs):
         raise AssertionError("decoded again although the scan was cached")

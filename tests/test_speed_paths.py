@@ -370,3 +370,37 @@ def test_the_comparison_task_must_be_one_of_the_runs(tmp_path):
     result = analyze(Comparison(run.path, task="style", k=3, image_size=32), out_dir=tmp_path / "out")
     assert set(result.tables["topk_entropy"]["model"]) == {"ImageNet", "r"}
     assert result.tables["cka"]["n_images"].eq(24).all()
+
+
+# ---- reading ahead on a thread ------------------------------------------------------------------------------------
+def test_reading_ahead_keeps_order_raises_in_place_and_closes_its_source_when_left_early():
+    import threading
+
+    from artlab.data.images import ImageError
+    from artlab.data.loading import read_ahead
+
+    made, closed, threads = [], [], set()
+
+    def items(n, fail_at=None):
+        try:
+            for i in range(n):
+                threads.add(threading.current_thread().name)
+                if i == fail_at:
+                    raise ImageError(f"item{i}", "broken")
+                made.append(i)
+                yield i
+        finally:
+            closed.append(n)
+
+    assert list(read_ahead(items(50))) == list(range(50)) and threads == {"artlab-read-ahead"}
+    got = []
+    with pytest.raises(ImageError, match="item3: broken"):
+        for item in read_ahead(items(10, fail_at=3)):
+            got.append(item)
+    assert got == [0, 1, 2]  # everything before the error reached the caller, in order
+    made.clear()
+    ahead = read_ahead(items(1000))
+    assert [next(ahead) for _ in range(3)] == [0, 1, 2]
+    ahead.close()  # the caller stops early: the source is closed and produced only a batch or two beyond
+    assert closed[-1] == 1000 and len(made) <= 5
+    assert not any(t.name == "artlab-read-ahead" for t in threading.enumerate())

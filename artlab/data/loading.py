@@ -11,8 +11,11 @@ which `loader` then adds to the cache. Training datasets decode as they always d
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from artlab.data import decoded as decoded_cache
 from artlab.data.images import ImageError, load_rgb
+
+T = TypeVar("T")
 
 #: Training images are stored a little larger than the crop, so random crops differ.
 TRAIN_MARGIN = 1.15
@@ -182,6 +187,11 @@ class Batches:
         return len(self.data_loader)
 
     def __iter__(self) -> Iterator[list[torch.Tensor] | None]:
+        """The batches; without worker processes the next one is decoded on a thread while the caller computes."""
+        batches = self._batches()
+        return batches if self.data_loader.num_workers else read_ahead(batches)
+
+    def _batches(self) -> Iterator[list[torch.Tensor] | None]:
         cache = self.dataset.decoded
         writer = decoded_cache.PackWriter(cache.side, cache.folder) if cache is not None else None
         try:
@@ -196,6 +206,53 @@ class Batches:
             if writer is not None:
                 cache.refresh(writer.close())
                 cache.close()
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, each produced on a thread while the caller works on the one before (decoding and the transform
+    release the GIL, so a batch is decoded while the network runs on the previous one). An error is raised to the
+    caller, in order; a caller that stops early stops the thread and closes `items`."""
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slot.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    break
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
+            slot.put((end, error))
+            return
+        finally:
+            if stop.is_set() and hasattr(items, "close"):
+                items.close()
+        slot.put((end, None))
+
+    thread = threading.Thread(target=produce, name="artlab-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slot.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a blocked producer finish its put and see the stop
+            try:
+                slot.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 def default_workers(dataset: Dataset) -> int:
