@@ -56,7 +56,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Each test file on one worker (its module fixtures made once), the browser test and the notebooks together;
+    """Each test file on one worker (its module fixtures made once), the browser test and the notebooks together, and
+    the files that share a session fixture together;
     an explicit --dist other than the default (load) is left to xdist."""
     if config.getoption("dist") != "load":
         return None
@@ -73,6 +74,12 @@ def _group(item) -> str:
     return _group_of(item.path.relative_to(item.config.rootpath).as_posix())
 
 
+#: Test files that share a session fixture (tests/conftest.py: `teacher`), run on one worker so it is made once.
+SHARING = {"tests/test_offline_pages.py": "teacher", "tests/test_workshop_pack.py": "teacher"}
+
+
 def _group_of(path: str) -> str:
     """The worker group of a test file (its path from the repository root)."""
-    return NOTEBOOKS_GROUP if path.startswith("notebooks/") or path == "tests/test_browser.py" else path
+    if path.startswith("notebooks/") or path == "tests/test_browser.py":
+        return NOTEBOOKS_GROUP
+    return SHARING.get(path, path)

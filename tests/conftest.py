@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +69,38 @@ def tuned_run(small_synthetic, tmp_path_factory):
     manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
     return train(TrainConfig(name="ft", data=manifest, task="style", image_size=64, epochs=1, device="cpu", lr=0.05,
                              backbone_lr_mult=1.0), runs_dir=tmp_path_factory.mktemp("runs")).run
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A workshop as a teacher prepares it: the pages of notebooks 03-06, its runs folder and its own cache."""
+
+    pages: Path
+    series: Any  # artlab.tools.notebooks.Series
+    runs: Path
+    cache: Path
+
+
+#: The teacher's notebooks and the parameters the attendees run them with too (the inspector's 3 test artworks
+#: keep 2 or more choices in every select of its interactive page).
+TEACHER_NOTEBOOKS = "03,04,05,06"
+TEACHER_PARAMETERS = {"artworks": 3}
+
+
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory) -> Teacher:
+    """Notebooks 03-06 run as the README's workshop recipe has the teacher run them, with `--interactive`, into a
+    cache of their own (starting with the session's generated collection, which packs never hold). The workshop
+    pack's round trip and the offline pages' browser tests share it (../conftest.py puts both files on one worker)."""
+    from artlab.cache import cache_dir
+    from artlab.tools.notebooks import run_series
+
+    root = tmp_path_factory.mktemp("teacher")
+    generated = cache_dir() / "synthetic"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARTLAB_CACHE", str(root / "cache"))
+        if generated.is_dir():
+            shutil.copytree(generated, root / "cache" / "synthetic")
+        series = run_series(root / "pages", quick=True, only=TEACHER_NOTEBOOKS, log=None, interactive=True,
+                            runs_dir=root / "runs", parameters=TEACHER_PARAMETERS)
+    return Teacher(root / "pages", series, root / "runs", root / "cache")

@@ -1,5 +1,6 @@
 """Pages whose explorers work without a kernel (`artlab notebooks run --interactive`): the offline block's
-states, and the real pages of notebooks 03, 04 and 06 in chromium with every network request blocked."""
+states, and the real pages of notebooks 03, 04 and 06 in chromium with every network request blocked (the pages of the
+`teacher` fixture, which the workshop pack's round trip shares)."""
 
 from __future__ import annotations
 
@@ -84,18 +85,8 @@ def test_a_choice_drawn_ahead_elsewhere_moves_the_other_controls_and_says_so(tmp
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def pages(tmp_path_factory):
-    from artlab.tools.notebooks import run_series
-
-    out = tmp_path_factory.mktemp("interactive")
-    series = run_series(out, quick=True, only="03,04,06", log=None, interactive=True, runs_dir=out / "runs",
-                        parameters={"artworks": 3})  # the inspector's every state still has 2+ choices per select
-    return out, series
-
-
-def test_interactive_pages_state_their_size_and_stay_small(pages):
-    out, series = pages
+def test_interactive_pages_state_their_size_and_stay_small(teacher):
+    out, series = teacher.pages, teacher.series
     index = (out / "index.html").read_text()
     for record in series.records.values():
         if record.get("status") == "succeeded":
@@ -106,8 +97,8 @@ def test_interactive_pages_state_their_size_and_stay_small(pages):
 
 @pytest.mark.parametrize("notebook", ["03_what_finetuning_changed", "04_filter_visualisation",
                                       "06_why_did_it_say_that"])
-def test_every_offline_control_changes_its_view_with_the_network_blocked(pages, notebook):
-    out, _ = pages
+def test_every_offline_control_changes_its_view_with_the_network_blocked(teacher, notebook):
+    out = teacher.pages
     sync_playwright = browser_or_skip()
     errors, requests = [], []
     with sync_playwright() as playwright:

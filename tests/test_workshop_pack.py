@@ -1,31 +1,26 @@
-"""A workshop pack round trip: notebooks 03-06 run on a teacher's machine, are packed, unpacked into an empty
-place with an empty cache, and run again there computing nothing (training, forward passes over images, renders,
-attributions and t-SNE raise in the kernels, see tests/no_compute/sitecustomize.py)."""
+"""A workshop pack round trip: notebooks 03-06 run on a teacher's machine (the `teacher` fixture, shared with the
+offline pages' tests), are packed, unpacked into an empty place with an empty cache, and run again there computing
+nothing (training, forward passes over images, renders, attributions and t-SNE raise in the kernels, see
+tests/no_compute/sitecustomize.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from artlab.cli import main
 from artlab.tools.notebooks import run_series
+from tests.conftest import TEACHER_NOTEBOOKS, TEACHER_PARAMETERS
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = "03,04,05,06"
 
 
-def test_notebooks_03_to_06_show_an_unpacked_pack_without_computing(tmp_path, monkeypatch, capsys):
-    from artlab.cache import cache_dir
-
-    generated = cache_dir() / "synthetic"  # the collection the session made; packs never hold it
-    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "teacher-cache"))
-    if generated.is_dir():
-        shutil.copytree(generated, cache_dir() / "synthetic")
-    run_series(tmp_path / "teacher", quick=True, only=NOTEBOOKS, runs_dir=tmp_path / "teacher-runs", log=None)
-    assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(tmp_path / "teacher-runs"), "--images"]) == 0
+def test_notebooks_03_to_06_show_an_unpacked_pack_without_computing(teacher, tmp_path, monkeypatch, capsys):
+    assert [r["error"] for r in teacher.series.records.values()] == [None] * 4
+    monkeypatch.setenv("ARTLAB_CACHE", str(teacher.cache))
+    assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(teacher.runs), "--images"]) == 0
 
     monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "laptop-cache"))  # nothing cached on the laptop
     assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(tmp_path / "laptop")]) == 0
@@ -33,8 +28,8 @@ def test_notebooks_03_to_06_show_an_unpacked_pack_without_computing(tmp_path, mo
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "tests" / "no_compute"), str(ROOT),
                                                                   os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("ARTLAB_REFUSE_COMPUTING", "1")
-    series = run_series(tmp_path / "laptop-pages", quick=True, only=NOTEBOOKS, log=None,
-                        runs_dir=tmp_path / "laptop" / "runs")
+    series = run_series(tmp_path / "laptop-pages", quick=True, only=TEACHER_NOTEBOOKS, log=None,
+                        runs_dir=tmp_path / "laptop" / "runs", parameters=TEACHER_PARAMETERS)
     assert [r["error"] for r in series.records.values()] == [None] * 4
 
 
