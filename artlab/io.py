@@ -3,7 +3,8 @@
 Every writer goes through `atomic_path`: the content lands in a temporary file beside the target,
 is flushed to disk, and only then replaces the target. A process killed mid-write leaves the old
 file (or none) plus a `.<name>.*.part` file that no reader ever opens. This module imports
-nothing else from artlab: every layer may use it (and neither pandas nor torch until asked).
+nothing else from artlab: every layer may use it (and neither pandas nor torch until asked), also for
+`usable_cores`, the cores its readers and workers may share.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ import yaml
 if TYPE_CHECKING:  # pandas and torch load with the first table or tensor written: the command line starts at once
     import pandas as pd
     import torch
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share), not all the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class DamagedFile(ValueError):

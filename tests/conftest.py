@@ -71,36 +71,41 @@ def tuned_run(small_synthetic, tmp_path_factory):
                              backbone_lr_mult=1.0), runs_dir=tmp_path_factory.mktemp("runs")).run
 
 
+#: The notebooks a workshop pack is tested with.
+TEACHER_NOTEBOOKS = "03,04,05,06"
+
+
 @dataclass(frozen=True)
 class Teacher:
-    """A workshop as a teacher prepares it: the pages of notebooks 03-06, its runs folder and its own cache."""
+    """A workshop as a teacher prepares it: notebooks 03-06 run and packed, then pages with `--interactive`."""
 
-    pages: Path
-    series: Any  # artlab.tools.notebooks.Series
-    runs: Path
-    cache: Path
-
-
-#: The teacher's notebooks and the parameters the attendees run them with too (the inspector's 3 test artworks
-#: keep 2 or more choices in every select of its interactive page).
-TEACHER_NOTEBOOKS = "03,04,05,06"
-TEACHER_PARAMETERS = {"artworks": 3}
+    series: Any  # artlab.tools.notebooks.Series of the run that was packed
+    pack: Path
+    pages: Path  # the interactive pages of 03, 04 and 06
+    interactive: Any  # their Series
+    notebooks: str = TEACHER_NOTEBOOKS
 
 
 @pytest.fixture(scope="session")
 def teacher(tmp_path_factory) -> Teacher:
-    """Notebooks 03-06 run as the README's workshop recipe has the teacher run them, with `--interactive`, into a
-    cache of their own (starting with the session's generated collection, which packs never hold). The workshop
-    pack's round trip and the offline pages' browser tests share it (../conftest.py puts both files on one worker)."""
+    """Notebooks 03-06 run as the README's workshop recipe has the teacher run them, without `--interactive`, in a
+    cache of their own (starting with the session's generated collection, which packs never hold), then packed
+    (`artlab pack --images`); after that, the interactive pages of 03, 04 and 06 on the same runs and cache (the
+    inspector's 3 test artworks keep 2 or more choices in every select). The workshop pack's round trip and the
+    offline pages' browser tests share it (../conftest.py puts both files on one worker)."""
     from artlab.cache import cache_dir
+    from artlab.cli import main
     from artlab.tools.notebooks import run_series
 
     root = tmp_path_factory.mktemp("teacher")
     generated = cache_dir() / "synthetic"
+    runs = root / "runs"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ARTLAB_CACHE", str(root / "cache"))
         if generated.is_dir():
             shutil.copytree(generated, root / "cache" / "synthetic")
-        series = run_series(root / "pages", quick=True, only=TEACHER_NOTEBOOKS, log=None, interactive=True,
-                            runs_dir=root / "runs", parameters=TEACHER_PARAMETERS)
-    return Teacher(root / "pages", series, root / "runs", root / "cache")
+        series = run_series(root / "prepared", quick=True, only=TEACHER_NOTEBOOKS, log=None, runs_dir=runs)
+        assert main(["pack", str(root / "workshop.zip"), "--runs-dir", str(runs), "--images"]) == 0
+        interactive = run_series(root / "pages", quick=True, only="03,04,06", log=None, interactive=True,
+                                 runs_dir=runs, parameters={"artworks": 3})
+    return Teacher(series, root / "workshop.zip", root / "pages", interactive)

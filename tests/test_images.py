@@ -151,3 +151,20 @@ def test_scan_results_are_cached_and_invalidated_by_edits(tmp_path, monkeypatch)
     assert again["error"].iloc[3] == first["error"].iloc[3]
     Image.new("RGB", (30, 8)).save(tmp_path / "0.png")  # an edited file is decoded again
     assert scan(paths)["width"].iloc[0] == 30
+
+
+def test_the_threaded_check_refuses_every_bomb_and_leaves_the_warning_filters_as_they_were(tmp_path):
+    import warnings
+
+    import artlab.data.images as images
+
+    for i in range(24):  # 100 megapixels: above PIL's warning (89 M), below its error (179 M)
+        write_bomb(tmp_path / f"bomb{i:02}.png", side=10_000)
+        Image.new("RGB", (12, 9), (i, 0, 0)).save(tmp_path / f"fine{i:02}.png")
+    paths = sorted(str(p) for p in tmp_path.glob("*.png"))
+    before = list(warnings.filters)
+    info = images._scan(paths)
+    assert list(warnings.filters) == before
+    bombs = info["path"].str.contains("bomb")
+    assert info.loc[bombs, "error"].str.startswith("decompression bomb").all(), info.loc[bombs, "error"].tolist()
+    assert info.loc[~bombs, "error"].isna().all() and info["path"].tolist() == paths

@@ -1,5 +1,5 @@
-"""A workshop pack round trip: notebooks 03-06 run on a teacher's machine (the `teacher` fixture, shared with the
-offline pages' tests), are packed, unpacked into an empty place with an empty cache, and run again there computing
+"""A workshop pack round trip: notebooks 03-06 run on a teacher's machine and packed (the `teacher` fixture, shared
+with the offline pages' tests), unpacked into an empty place with an empty cache, and run again there computing
 nothing (training, forward passes over images, renders, attributions and t-SNE raise in the kernels, see
 tests/no_compute/sitecustomize.py)."""
 
@@ -12,24 +12,20 @@ import pytest
 
 from artlab.cli import main
 from artlab.tools.notebooks import run_series
-from tests.conftest import TEACHER_NOTEBOOKS, TEACHER_PARAMETERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_notebooks_03_to_06_show_an_unpacked_pack_without_computing(teacher, tmp_path, monkeypatch, capsys):
     assert [r["error"] for r in teacher.series.records.values()] == [None] * 4
-    monkeypatch.setenv("ARTLAB_CACHE", str(teacher.cache))
-    assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(teacher.runs), "--images"]) == 0
-
     monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "laptop-cache"))  # nothing cached on the laptop
-    assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(tmp_path / "laptop")]) == 0
+    assert main(["unpack", str(teacher.pack), "--to", str(tmp_path / "laptop")]) == 0
     capsys.readouterr()
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "tests" / "no_compute"), str(ROOT),
                                                                   os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("ARTLAB_REFUSE_COMPUTING", "1")
-    series = run_series(tmp_path / "laptop-pages", quick=True, only=TEACHER_NOTEBOOKS, log=None,
-                        runs_dir=tmp_path / "laptop" / "runs", parameters=TEACHER_PARAMETERS)
+    series = run_series(tmp_path / "laptop-pages", quick=True, only=teacher.notebooks, log=None,
+                        runs_dir=tmp_path / "laptop" / "runs")
     assert [r["error"] for r in series.records.values()] == [None] * 4
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +14,17 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from artlab.cache import cache_dir, content_id, fingerprint
-from artlab.io import write_csv
+from artlab.io import usable_cores, write_csv
 from artlab.progress import progress
 
 #: Images above this many pixels are refused as decompression bombs (PIL's own default is 89 M).
 MAX_PIXELS = 178_956_970
-#: Threads that check a collection's files at once (at most one per core; each holds one full-size image).
+#: Threads that check a collection's files at once (at most one per core), and the size of image that only one of
+#: them decodes at a time: memory holds at most one such image and a few smaller ones.
 SCAN_THREADS = 4
+LARGE_PIXELS = 25_000_000
+_LARGE = threading.Lock()
+_OPENING = threading.Lock()
 
 
 class ImageError(Exception):
@@ -56,7 +61,7 @@ def _open_checked(path: str | Path, max_pixels: int) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
-        with warnings.catch_warnings():
+        with _OPENING, warnings.catch_warnings():  # the filters are the process's: one thread changes them at once
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
     except ImageError:
@@ -120,7 +125,7 @@ def inspect(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     img = _open_checked(path, max_pixels)
     fmt, mode = img.format or "unknown", img.mode
     try:
-        with img:
+        with img, _LARGE if img.width * img.height > LARGE_PIXELS else nullcontext():
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
             width, height = img.size
@@ -161,8 +166,8 @@ def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
 
 
 def _scan(paths: list[str]) -> pd.DataFrame:
-    """One row per path, in order; the files are decoded on one thread per core (PIL and sha1 release the GIL)."""
-    with ThreadPoolExecutor(max_workers=max(1, min(SCAN_THREADS, os.cpu_count() or 1))) as pool:
+    """One row per path, in order; the files are decoded on one thread per core (PIL releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, usable_cores())) as pool:
         rows = list(progress(pool.map(_scan_one, paths), total=len(paths), desc="checking images", unit="img",
                              leave=False))
     return pd.DataFrame(rows, columns=SCAN_COLUMNS)

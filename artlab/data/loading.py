@@ -10,8 +10,8 @@ which `loader` then adds to the cache. Training datasets decode as they always d
 
 from __future__ import annotations
 
-import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from artlab.data import decoded as decoded_cache
 from artlab.data.images import ImageError, load_rgb
+from artlab.io import usable_cores
 
 T = TypeVar("T")
 
@@ -209,31 +210,36 @@ class Batches:
 
 
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
-    """`items`, each produced on a thread while the caller works on the one before (decoding and the transform
-    release the GIL, so a batch is decoded while the network runs on the previous one). An error is raised to the
-    caller, in order; a caller that stops early stops the thread and closes `items`."""
+    """`items`, produced on a thread ahead of the caller (one waiting, the next in the making): decoding and the
+    transform release the GIL, so a batch is decoded while the network runs on the one before. An error reaches
+    the caller in its place; a caller that stops early (break, an interrupt) stops the thread, which closes
+    `items`."""
     slot: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
     end = object()
 
+    def offer(value: tuple) -> bool:
+        """Hand `value` to the caller, unless it has stopped listening."""
+        while not stop.is_set():
+            try:
+                slot.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        slot.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
+                if not offer((item, None)):
                     break
+            else:
+                offer((end, None))
         except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
-            slot.put((end, error))
-            return
+            offer((end, error))
         finally:
             if stop.is_set() and hasattr(items, "close"):
                 items.close()
-        slot.put((end, None))
 
     thread = threading.Thread(target=produce, name="artlab-read-ahead", daemon=True)
     thread.start()
@@ -246,13 +252,9 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
                 return
             yield item
     finally:
-        stop.set()
-        while thread.is_alive():  # let a blocked producer finish its put and see the stop
-            try:
-                slot.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        thread.join()
+        stop.set()  # the producer ends within a batch and a tenth of a second
+        if threading.current_thread() is not thread and not sys.is_finalizing():
+            thread.join()
 
 
 def default_workers(dataset: Dataset) -> int:
@@ -265,11 +267,6 @@ def default_workers(dataset: Dataset) -> int:
         return 0
     cores = usable_cores()
     return 0 if cores <= 2 else min(cores - 1, 8)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a container's or taskset's share), not all the machine has."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int | None = None,

@@ -20,12 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from artlab.data.loading import usable_cores
 from artlab.experiments.report import reports_folder, write_report
 from artlab.experiments.study import Study
 from artlab.experiments.sweep.chart import Sweep, cells_table, summarise, sweep_figure
 from artlab.experiments.sweep.grid import METRICS, SOURCE_CLASSES, check_grid, default_name, plan
-from artlab.io import write_yaml
+from artlab.io import usable_cores, write_yaml
 from artlab.progress import progress, tqdm
 from artlab.runs import Run, check_name, runs_root
 from artlab.training import Reuse, TrainConfig, prepare_collection, reusable, train
