@@ -50,8 +50,8 @@ def pytest_unconfigure(config):
 
 def pytest_collection_modifyitems(config, items):
     use_record(items)
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest groups first, one to each worker
-        items.sort(key=lambda item: LONGEST.index(_group(item)) if _group(item) in LONGEST else len(LONGEST))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest group first
+        items.sort(key=lambda item: _group(item) != NOTEBOOKS_GROUP)  # stable: the browser test before nbval
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -67,7 +67,6 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return _group_of(nodeid.split("::", 1)[0])
 
-    config.option.loadscopereorder = False  # the groups in the order collected (LONGEST first), not by test count
     return ByFile(config, log)
 
 
@@ -75,9 +74,6 @@ def _group(item) -> str:
     return _group_of(item.path.relative_to(item.config.rootpath).as_posix())
 
 
-#: The groups that take longest (about 5 and 3.5 minutes on 2 cores), started first, each on a worker of its own;
-#: the sort is stable, so the browser test stays before nbval's notebooks.
-LONGEST = [NOTEBOOKS_GROUP, "teacher"]
 #: Test files that share a session fixture (tests/conftest.py: `teacher`), run on one worker so it is made once.
 SHARING = {"tests/test_offline_pages.py": "teacher", "tests/test_workshop_pack.py": "teacher"}
 
