@@ -168,3 +168,25 @@ def test_the_threaded_check_refuses_every_bomb_and_leaves_the_warning_filters_as
     bombs = info["path"].str.contains("bomb")
     assert info.loc[bombs, "error"].str.startswith("decompression bomb").all(), info.loc[bombs, "error"].tolist()
     assert info.loc[~bombs, "error"].isna().all() and info["path"].tolist() == paths
+
+
+def test_a_file_gone_since_the_listing_is_reported_not_raised(tmp_path):
+    Image.new("RGB", (12, 9)).save(tmp_path / "here.png")
+    info = scan([str(tmp_path / "here.png"), str(tmp_path / "gone.png")])
+    assert info["error"].isna().tolist() == [True, False] and info["error"].iloc[1] == "file not found"
+
+
+def test_opening_an_image_never_swaps_the_warning_filters(tmp_path, monkeypatch):
+    """The filters are the whole process's, and images are opened on threads while other code runs (the image check,
+    batches read ahead): a `catch_warnings` there would leave another thread's filters in place, or drop them."""
+    import warnings
+
+    import artlab.data.images as images
+
+    Image.new("RGB", (12, 9)).save(tmp_path / "a.png")
+    seen, open_image = [], Image.open
+    monkeypatch.setattr(images.Image, "open", lambda *a, **k: seen.append(warnings.filters) or open_image(*a, **k))
+    before = warnings.filters
+    load_rgb(tmp_path / "a.png")
+    images.inspect(tmp_path / "a.png")
+    assert len(seen) == 2 and all(filters is before for filters in seen)

@@ -15,6 +15,8 @@ from artlab import models
 from artlab.data import ImageDataset, loader
 from artlab.data.decoded import DecodedImages, decoded_dir, read_pack_index
 
+ROOT = Path(__file__).resolve().parent.parent
+
 SIZE = 48
 
 
@@ -404,3 +406,27 @@ def test_reading_ahead_keeps_order_raises_in_place_and_closes_its_source_when_le
     ahead.close()  # the caller stops early: the source is closed and produced only a batch or two beyond
     assert closed[-1] == 1000 and len(made) <= 5
     assert not any(t.name == "artlab-read-ahead" for t in threading.enumerate())
+
+
+def test_a_process_left_with_a_half_read_loader_exits_cleanly(small_synthetic, tmp_path):
+    """A daemon thread killed inside torch at shutdown aborts the process ("terminate called without an active
+    exception", status 134): the threads reading ahead are stopped at exit."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "half.py"
+    paths = small_synthetic.table["path"].tolist() * 4
+    script.write_text(f"""
+from artlab import models
+from artlab.data.loading import ImageDataset, loader
+model = models.build("mobilenet_v2", pretrained=False)
+dataset = ImageDataset({paths!r}, None, 96, models.input_transform(model, 96), keep=False)
+batches = iter(loader(dataset, 16, num_workers=0))
+next(batches)
+print("left half-read", flush=True)
+""")
+    env = os.environ | {"ARTLAB_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    for _ in range(3):  # the first fills the decoded-image cache; then a batch comes at once and the thread runs on
+        done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "left half-read" in done.stdout, (done.returncode, done.stderr[-500:])
+

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -17,14 +16,15 @@ from artlab.cache import cache_dir, content_id, fingerprint
 from artlab.io import usable_cores, write_csv
 from artlab.progress import progress
 
-#: Images above this many pixels are refused as decompression bombs (PIL's own default is 89 M).
-MAX_PIXELS = 178_956_970
+#: Images above this many pixels are refused as decompression bombs: PIL's own limit, above which it warns (and
+#: above twice which it refuses). No warnings filter is set to turn that warning into an error: the filters are the
+#: process's, and images are opened on several threads while other code runs.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 #: Threads that check a collection's files at once (at most one per core), and the size of image that only one of
 #: them decodes at a time: memory holds at most one such image and a few smaller ones.
 SCAN_THREADS = 4
 LARGE_PIXELS = 25_000_000
 _LARGE = threading.Lock()
-_OPENING = threading.Lock()
 
 
 class ImageError(Exception):
@@ -61,9 +61,7 @@ def _open_checked(path: str | Path, max_pixels: int) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
-        with _OPENING, warnings.catch_warnings():  # the filters are the process's: one thread changes them at once
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+        img = Image.open(path)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -72,7 +70,7 @@ def _open_checked(path: str | Path, max_pixels: int) -> Image.Image:
         raise ImageError(path, "unreadable: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image (unknown format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageError(path, f"decompression bomb: {exc}") from None
     except OSError as exc:
         raise ImageError(path, f"corrupt or truncated: {exc}") from None
@@ -150,7 +148,10 @@ def scan(paths: list[str], cache: bool = True) -> pd.DataFrame:
     set of files (their content, `artlab.cache.fingerprint`; the paths must match too), so checking
     the same collection again, e.g. for another run, reads one CSV instead of decoding every image.
     """
-    stored = cache_dir() / "scans" / f"{fingerprint(paths)[:32]}.csv"
+    try:
+        stored = cache_dir() / "scans" / f"{fingerprint(paths)[:32]}.csv"
+    except OSError:  # a file gone since the collection was listed: checked (and reported) without the cache
+        stored, cache = None, False
     if cache and stored.is_file():
         try:
             text = {column: str for column in ("path", "format", "mode", "sha1", "dhash", "error")}

@@ -10,6 +10,7 @@ which `loader` then adds to the cache. Training datasets decode as they always d
 
 from __future__ import annotations
 
+import atexit
 import queue
 import sys
 import threading
@@ -242,6 +243,7 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
                 items.close()
 
     thread = threading.Thread(target=produce, name="artlab-read-ahead", daemon=True)
+    _READING_AHEAD[thread] = stop
     thread.start()
     try:
         while True:
@@ -255,6 +257,20 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
         stop.set()  # the producer ends within a batch and a tenth of a second
         if threading.current_thread() is not thread and not sys.is_finalizing():
             thread.join()
+        _READING_AHEAD.pop(thread, None)
+
+
+#: The threads reading ahead now, and how to stop each.
+_READING_AHEAD: dict[threading.Thread, threading.Event] = {}
+
+
+@atexit.register
+def _stop_reading_ahead() -> None:
+    """At exit, stop the threads of readers never finished (an iterator left half-read): a daemon thread killed
+    inside torch's code at shutdown aborts the whole process."""
+    for thread, stop in list(_READING_AHEAD.items()):
+        stop.set()
+        thread.join(timeout=30)
 
 
 def default_workers(dataset: Dataset) -> int:
