@@ -108,4 +108,5 @@ def teacher(tmp_path_factory) -> Teacher:
         assert main(["pack", str(root / "workshop.zip"), "--runs-dir", str(runs), "--images"]) == 0
         interactive = run_series(root / "pages", quick=True, only="03,04,06", log=None, interactive=True,
                                  runs_dir=runs, parameters={"artworks": 3})
+    assert [r["status"] for r in interactive.records.values()] == ["succeeded"] * 3
     return Teacher(series, root / "workshop.zip", root / "pages", interactive)

@@ -16,10 +16,6 @@ from artlab.cache import cache_dir, content_id, fingerprint
 from artlab.io import usable_cores, write_csv
 from artlab.progress import progress
 
-#: Images above this many pixels are refused as decompression bombs: PIL's own limit, above which it warns (and
-#: above twice which it refuses). No warnings filter is set to turn that warning into an error: the filters are the
-#: process's, and images are opened on several threads while other code runs.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 #: Threads that check a collection's files at once (at most one per core), and the size of image that only one of
 #: them decodes at a time: memory holds at most one such image and a few smaller ones.
 SCAN_THREADS = 4
@@ -55,8 +51,13 @@ def difference_hash(img: Image.Image) -> str:
     return np.packbits(grey[:, 1:] > grey[:, :-1]).tobytes().hex()
 
 
-def _open_checked(path: str | Path, max_pixels: int) -> Image.Image:
-    """Open by content (whatever the extension says) and refuse empty files and bombs."""
+def _open_checked(path: str | Path, max_pixels: int | None) -> Image.Image:
+    """Open by content (whatever the extension says) and refuse empty files and bombs: images above `max_pixels`,
+    by default PIL's own limit as it is now (`PIL.Image.MAX_IMAGE_PIXELS`, 89 M; None there: no limit).
+
+    No warnings filter turns PIL's bomb warning into an error here: the filters are the whole process's, and
+    images are opened on several threads while other code runs. PIL prints its warning, artlab refuses the file."""
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -70,14 +71,14 @@ def _open_checked(path: str | Path, max_pixels: int) -> Image.Image:
         raise ImageError(path, "unreadable: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image (unknown format)") from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning: where warnings raise
         raise ImageError(path, f"decompression bomb: {exc}") from None
     except OSError as exc:
         raise ImageError(path, f"corrupt or truncated: {exc}") from None
     width, height = img.size
-    if width * height > max_pixels:
+    if limit is not None and width * height > limit:
         img.close()
-        raise ImageError(path, f"decompression bomb: {width}x{height} pixels exceeds {max_pixels}")
+        raise ImageError(path, f"decompression bomb: {width}x{height} pixels exceeds {limit}")
     return img
 
 
@@ -96,7 +97,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # P, L, CMYK (PIL undoes Adobe's inverted JPEG CMYK), YCbCr, ...
 
 
-def load_rgb(path: str | Path, max_side: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_rgb(path: str | Path, max_side: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode an image fully as upright RGB, or raise ImageError naming the file and why.
 
     With `max_side`, large JPEGs are decoded at a reduced scale (draft mode), which is much
@@ -118,7 +119,7 @@ def load_rgb(path: str | Path, max_side: int | None = None, max_pixels: int = MA
         raise ImageError(path, f"corrupt or truncated: {exc}") from None
 
 
-def inspect(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+def inspect(path: str | Path, max_pixels: int | None = None) -> ImageInfo:
     """Fully decode an image (to catch truncation) and report its real format, size and mode."""
     img = _open_checked(path, max_pixels)
     fmt, mode = img.format or "unknown", img.mode

@@ -14,6 +14,7 @@ import atexit
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -179,7 +180,11 @@ def collate_eval(items: list) -> Batch:
 
 class Batches:
     """An evaluation DataLoader as artlab iterates it: yields `[inputs, targets or indices]` (None when a whole
-    batch was unreadable), records failures on the dataset and adds newly decoded images to the disk cache."""
+    batch was unreadable), records failures on the dataset and adds newly decoded images to the disk cache.
+
+    Without worker processes the batches are read ahead on a thread (`read_ahead`), which also records those
+    failures and cache entries: read the dataset's `failures` once the iteration is over, and iterate one
+    dataset in one loop at a time."""
 
     def __init__(self, dataset: ImageDataset, data_loader: DataLoader):
         self.dataset = dataset
@@ -243,7 +248,8 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
                 items.close()
 
     thread = threading.Thread(target=produce, name="artlab-read-ahead", daemon=True)
-    _READING_AHEAD[thread] = stop
+    with _READERS_LOCK:
+        _READING_AHEAD[thread] = stop
     thread.start()
     try:
         while True:
@@ -257,20 +263,28 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
         stop.set()  # the producer ends within a batch and a tenth of a second
         if threading.current_thread() is not thread and not sys.is_finalizing():
             thread.join()
-        _READING_AHEAD.pop(thread, None)
+        with _READERS_LOCK:
+            _READING_AHEAD.pop(thread, None)
 
 
 #: The threads reading ahead now, and how to stop each.
 _READING_AHEAD: dict[threading.Thread, threading.Event] = {}
+_READERS_LOCK = threading.RLock()  # a reader finalised by the garbage collector may remove itself meanwhile
+#: At exit, how long the threads reading ahead may take to finish their batch, all together.
+EXIT_WAIT_S = 60
 
 
 @atexit.register
 def _stop_reading_ahead() -> None:
     """At exit, stop the threads of readers never finished (an iterator left half-read): a daemon thread killed
-    inside torch's code at shutdown aborts the whole process."""
-    for thread, stop in list(_READING_AHEAD.items()):
+    inside torch's code at shutdown aborts the whole process. Each finishes the batch it is decoding first."""
+    with _READERS_LOCK:
+        readers = list(_READING_AHEAD.items())
+    for _, stop in readers:
         stop.set()
-        thread.join(timeout=30)
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for thread, _ in readers:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def default_workers(dataset: Dataset) -> int:
