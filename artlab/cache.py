@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +102,14 @@ def content_id(path: str | os.PathLike) -> str:
 def fingerprint(paths: list[str]) -> str:
     """Identifies a list of files by content and order, wherever they lie: the same images moved to another folder
     or machine keep it (a cache made there serves here); an edited, replaced or truncated file changes it."""
+    return ids_fingerprint(content_id(path) for path in paths)
+
+
+def ids_fingerprint(ids: Iterable[str]) -> str:
+    """`fingerprint` of files known by their content ids."""
     hasher = hashlib.sha256()
-    for path in paths:
-        hasher.update(f"{content_id(path)}\n".encode())
+    for content in ids:
+        hasher.update(f"{content}\n".encode())
     return hasher.hexdigest()
 
 

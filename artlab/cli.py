@@ -174,10 +174,13 @@ def cmd_notebooks_run(args: argparse.Namespace) -> int:
 
 def cmd_pack(args: argparse.Namespace) -> int:
     """One zip of finished runs, the caches the notebooks read and (--images) the images: a workshop's material."""
-    from artlab.runs.pack import pack
+    from artlab.runs.pack import pack, read_pack
 
-    out = pack(args.out, args.runs or None, args.runs_dir, images=args.images)
-    print(f"pack: {out} ({out.stat().st_size / 2**20:.1f} MiB); on each laptop: artlab unpack {out.name}")
+    out = pack(args.out, args.runs or None, args.runs_dir, images=args.images or args.image_size is not None,
+               image_size=args.image_size)
+    shrunk = sum(c.get("stand_ins", 0) for c in read_pack(out).collections.values())
+    said = f"; {shrunk} image(s) shrunk to {args.image_size} px" if args.image_size is not None else ""
+    print(f"pack: {out} ({out.stat().st_size / 2**20:.1f} MiB{said}); on each laptop: artlab unpack {out.name}")
     return 0
 
 
@@ -416,6 +419,9 @@ def parser() -> argparse.ArgumentParser:
     packing.add_argument("runs", nargs="*", help="run names or folders (default: every finished run)")
     packing.add_argument("--images", action="store_true", help="also the images the runs used (attendees need "
                                                                "no copy of the collections)")
+    packing.add_argument("--image-size", type=int, metavar="PIXELS",
+                         help="with the images, those larger than this on their longer side shrunk to it (e.g. 512): "
+                              "a smaller pack; each answers to its original, so the teacher's results still show")
     packing.set_defaults(func=cmd_pack)
     unpacking = sub.add_parser("unpack", parents=[runs_dir], help="a pack's runs, images and caches where the "
                                                                   "notebooks find them")

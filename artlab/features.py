@@ -2,7 +2,8 @@
 
 The cache key is (weights, layer, image size, pooling, image set); an image set is identified by
 its files' contents in order (`artlab.cache.fingerprint`), so an edited image invalidates its entry
-and a collection moved to another folder or machine keeps it. Each entry
+and a collection moved to another folder or machine keeps it (a workshop pack's shrunk stand-ins are served
+their originals' features, `artlab.data.standins`). Each entry
 carries a checksum of its values, checked on every read (a damaged entry is computed again).
 `forward_pass` is the one loop every forward-only pass runs (features here, CKA and top-k in
 artlab.analysis): images decoded once per batch (or read from the decoded-image cache), each
@@ -22,8 +23,9 @@ import torch
 from torch import nn
 
 from artlab import models
-from artlab.cache import cache_dir, digest, fingerprint, load_checked, save_checked
+from artlab.cache import cache_dir, digest, load_checked, save_checked
 from artlab.data.loading import ImageDataset, loader
+from artlab.data.standins import fingerprints
 from artlab.io import load_tensors, save_tensors
 from artlab.progress import progress
 
@@ -106,10 +108,11 @@ def unreadable_rows(features: np.ndarray) -> np.ndarray:
     return np.isnan(features).all(axis=1) if features.size else np.zeros(len(features), dtype=bool)
 
 
-def cache_key(weights_id: str, layer: str, image_size: int, paths: list[str], pooling: str = "avg") -> str:
-    """A stable key for one (weights, layer, image size, pooling, image set) combination."""
+def cache_key(weights_id: str, layer: str, image_size: int, images: str, pooling: str = "avg") -> str:
+    """A stable key for one (weights, layer, image size, pooling, image set) combination; `images` is the image
+    set's fingerprint (`standins.fingerprints`)."""
     return digest({"weights": weights_id, "layer": layer, "size": image_size, "pool": pooling,
-                   "images": fingerprint(paths), "version": 1})
+                   "images": images, "version": 1})
 
 
 def features_dir() -> Path:
@@ -133,16 +136,17 @@ def cached_features(network: NamedNetwork, layer: str, paths: list[str], image_s
     damaged one is computed again, with one warning line.
     """
     weights_id = network.weights_id
-    path = features_dir() / f"{cache_key(weights_id, layer, image_size, paths)}.safetensors"
+    entries = [features_dir() / f"{cache_key(weights_id, layer, image_size, images)}.safetensors"
+               for images in fingerprints(paths)]  # stand-ins: their originals' features first
     what = f"features of {layer} for {len(paths)} images"
-    if path.is_file():
-        entry = load_checked(path, what, load_tensors)
+    for path in entries:
+        entry = load_checked(path, what, load_tensors) if path.is_file() else None
         stored = entry.get("features") if entry is not None else None
         if stored is not None and stored.ndim == 2 and stored.shape[0] == len(paths):
             return stored.numpy()
     features = extract(network.build(), paths, [layer], image_size, device, batch_size, desc=f"features {layer}")[layer]
     if not unreadable_rows(features).any():  # only complete feature sets are cached (unreadable images are NaN rows)
-        save_checked(path, {"features": torch.from_numpy(features)},
+        save_checked(entries[-1], {"features": torch.from_numpy(features)},
                      {"weights": weights_id, "layer": layer, "image_size": str(image_size),
                       "n_images": str(len(paths))}, what, save_tensors)
     return features

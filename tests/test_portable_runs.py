@@ -205,12 +205,21 @@ def test_locate_prefers_the_given_then_the_moved_then_the_recorded_folder(tmp_pa
     assert splits.locate(then, data=elsewhere) == elsewhere.resolve()  # given
 
 
+def _teacher_prepares(there: Path, out: Path, monkeypatch) -> None:
+    """What a teacher shows before packing: the probe evaluated (its features cached) and the fine-tuned run
+    analysed (its pass cached), on the collection where it moved to."""
+    monkeypatch.setenv("ARTLAB_DATA", str(there / "data"))
+    evaluate_run(there / "runs" / "off_the_shelf")
+    analyze(Comparison(there / "runs" / "fine_tune", what=("cka", "topk"), k=3), out_dir=out)
+
+
 # ---- workshop packs ---------------------------------------------------------------------------------------
 def test_a_pack_round_trip_brings_runs_images_and_caches_and_trains_nothing(moved, tmp_path, monkeypatch,
                                                                               no_training, capsys):
     from artlab.cache import cache_dir
 
     there, before = moved
+    _teacher_prepares(there, tmp_path / "teacher", monkeypatch)
     assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(there / "runs"), "--images"]) == 0
     assert "pack: " in capsys.readouterr().out
     monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "laptop-cache"))  # an attendee's machine: nothing cached
@@ -291,3 +300,101 @@ def test_content_keys_read_multi_label_cells_as_split_csv_writes_them():
     assert key == splits.content_key(text, Path("/a"), {"tags": True})  # another time, the same content
     assert key != splits.content_key(text.assign(tags='["a"]'), Path("/a"), {"tags": True})
     assert key != splits.content_key(text.assign(split="test"), Path("/a"), {"tags": True})
+
+
+# ---- images at a chosen size: stand-ins -----------------------------------------------------------------
+def test_a_pack_with_images_at_a_chosen_size_shows_the_teachers_results(moved, tmp_path, monkeypatch, no_training,
+                                                                          capsys):
+    """Images shrunk to 32 px travel as stand-ins: the runs open on them unchanged, are reused by content, and the
+    teacher's features and analyses are served for them without a forward pass."""
+    from artlab.data.standins import LINKS_FILE, original_of
+
+    there, before = moved
+    _teacher_prepares(there, tmp_path / "teacher", monkeypatch)
+    assert main(["pack", str(tmp_path / "full.zip"), "--runs-dir", str(there / "runs"), "--images"]) == 0
+    assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(there / "runs"), "--image-size", "32"]) == 0
+    assert "30 image(s) shrunk to 32 px" in capsys.readouterr().out
+    assert (tmp_path / "w.zip").stat().st_size < (tmp_path / "full.zip").stat().st_size
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "laptop-cache"))
+    laptop = tmp_path / "laptop"
+    assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(laptop)]) == 0
+    capsys.readouterr()
+    shrunk = sorted((laptop / "data" / "mini").rglob("*.png"))
+    assert len(shrunk) == 30 and {Image.open(p).size for p in shrunk} == {(32, 32)}
+    assert (laptop / "data" / "mini" / LINKS_FILE).is_file() and all(map(original_of, shrunk))
+    monkeypatch.setenv("ARTLAB_DATA", str(laptop / "data"))
+    monkeypatch.setattr(splits, "_MOVED", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no image reported missing or changed
+        evaluate_run(laptop / "runs" / "fine_tune")
+    reused = train(_config(laptop / "data" / "mini"), runs_dir=laptop / "runs", resume=True)  # matched by content
+    assert reused.run.path == laptop / "runs" / "fine_tune" and reused.metrics == before["fine_tune"]
+    with monkeypatch.context() as patch:  # the probe's features: the teacher's, computed from the originals
+        patch.setattr("artlab.features.forward_pass", _refuse)
+        assert evaluate_run(laptop / "runs" / "off_the_shelf")["accuracy"] == before["off_the_shelf"]["accuracy"]
+    with monkeypatch.context() as patch:
+        patch.setattr("artlab.analysis.onepass.forward_pass", _refuse)
+        shown = analyze(Comparison(laptop / "runs" / "fine_tune", what=("cka", "topk"), k=3), out_dir=tmp_path / "a")
+    assert shown.tops["ImageNet"].paths[0].startswith(str((laptop / "data" / "mini").resolve()))
+
+
+@pytest.fixture
+def stand_ins(moved, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """The moved runs packed with their images at 32 px and unpacked on a laptop whose cache is this test's: the
+    teacher's collection and the laptop's."""
+    there, _ = moved
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ARTLAB_DATA", str(there / "data"))
+    assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(there / "runs"), "--image-size", "32"]) == 0
+    assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(tmp_path / "laptop")]) == 0
+    return there / "data" / "mini", tmp_path / "laptop" / "data" / "mini"
+
+
+def test_what_is_computed_from_a_stand_in_is_never_served_for_its_original(stand_ins, monkeypatch):
+    from artlab.data.standins import original_fingerprint, original_id
+    from artlab.features import cached_features
+    from artlab.runs import Network
+
+    teacher, laptop = stand_ins
+    originals = sorted(str(p) for p in teacher.rglob("*.png"))[:4]
+    shrunk = [str(laptop / Path(p).relative_to(teacher)) for p in originals]
+    assert [original_id(s) for s in shrunk] == [original_id(p) for p in originals]
+    assert original_fingerprint(originals) is None  # the originals stand for nothing else
+    network = Network.of("imagenet", "mobilenet_v2")
+    calls = []
+    import artlab.features as features
+
+    real = features.forward_pass
+    monkeypatch.setattr(features, "forward_pass", lambda *a, **k: calls.append(1) or real(*a, **k))
+    on_stand_ins = cached_features(network, "features.3", shrunk, 32, "cpu", 4)  # in no pack: computed here
+    on_originals = cached_features(network, "features.3", originals, 32, "cpu", 4)
+    assert len(calls) == 2 and not np.allclose(on_stand_ins, on_originals)  # not served the stand-ins' values
+    assert np.array_equal(cached_features(network, "features.3", shrunk, 32, "cpu", 4), on_originals)
+    assert len(calls) == 2  # the other way round, the original's values serve its stand-in
+
+
+def test_an_edited_stand_in_or_a_damaged_links_file_is_not_taken_for_its_original(stand_ins, moved, tmp_path):
+    from artlab.data.standins import LINKS_FILE, original_of
+    from artlab.io import DamagedFile
+    from artlab.runs.pack import pack
+    from artlab.training.holdout import Holdout, content_hashes
+
+    teacher, data = stand_ins
+    stand_in, original = data / "style0" / "p0.png", teacher / "style0" / "p0.png"
+    assert original_of(stand_in) is not None
+    assert content_hashes([str(stand_in)]) >= content_hashes([str(original)])  # the leak guard sees the original
+    target, source = (api.prepare_collection(_config(folder)) for folder in (teacher, data))
+    held = target.table["split"].isin(["val", "test"])
+    kept_out = Holdout.of(target).identical(source)  # a source of stand-ins: those of held-out originals are refused
+    assert 0 < kept_out.sum() == held.sum()
+    assert set(source.table["path"][kept_out].map(lambda p: Path(p).relative_to(data))) == \
+        set(target.table["path"][held].map(lambda p: Path(p).relative_to(teacher)))
+    _painting(stand_in, seed=999, size=32)  # edited: now just another image
+    assert original_of(stand_in) is None
+    with pytest.warns(UserWarning, match=r"0 of its 30 images are missing and 1 changed"):
+        evaluate_run(tmp_path / "laptop" / "runs" / "fine_tune", data=data)
+    (data / LINKS_FILE).write_text('{"format": 1, "images": {"style0/p1.png": {"sha1": 1}}}')
+    with pytest.raises(DamagedFile, match=rf"{LINKS_FILE} is damaged"):
+        original_of(data / "style0" / "p1.png")
+    with pytest.raises(ValueError, match="image_size=16: give it with images, at least 32 pixels"):
+        pack(tmp_path / "x.zip", runs_dir=moved[0] / "runs", images=True, image_size=16)

@@ -22,7 +22,8 @@ from artlab import models
 from artlab.analysis.cka import MIN_IMAGES, CKAFeed
 from artlab.analysis.options import CkaOptions, PassOptions
 from artlab.analysis.topk import TopK, TopKStream, check_k
-from artlab.cache import cache_dir, digest, fingerprint, json_tensor, load_checked, save_checked, tensor_json
+from artlab.cache import cache_dir, digest, json_tensor, load_checked, save_checked, tensor_json
+from artlab.data.standins import fingerprints
 from artlab.features import Feed, Outputs, forward_pass
 from artlab.io import load_tensors, save_tensors
 
@@ -98,14 +99,15 @@ def cached_pass(spec: dict, paths: list[str], measure: Callable[[], OnePass]) ->
     """The pass described by `spec` (the networks' weights ids, layers, CKA options, k, image size) over `paths`,
     from the cache (`<cache>/analyses/`, keyed by `spec` and the images' contents, checked on read) or measured
     and stored. A pass that could not read every image is not stored (the image may be readable later)."""
-    path = cache_dir() / "analyses" / f"{digest(spec | {'images': fingerprint(paths), 'version': PASS_VERSION})}" \
-                                      f".safetensors"
-    stored = load_checked(path, "analyses", load_tensors)
-    if stored is not None:
-        return _from_tensors(stored, paths)
+    entries = [cache_dir() / "analyses" / f"{digest(spec | {'images': images, 'version': PASS_VERSION})}.safetensors"
+               for images in fingerprints(paths)]  # stand-ins: their originals' pass first (`artlab.data.standins`)
+    for path in entries:
+        stored = load_checked(path, "analyses", load_tensors)
+        if stored is not None:
+            return _from_tensors(stored, paths)
     result = measure()
     if not result.failures:
-        save_checked(path, _to_tensors(result), {}, "analyses", save_tensors)
+        save_checked(entries[-1], _to_tensors(result), {}, "analyses", save_tensors)
     return result
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from artlab import models, plots
 from artlab.cache import cache_dir, content_id, digest, json_tensor, load_checked, save_checked, tensor_json
 from artlab.data.images import load_rgb, to_rgb
+from artlab.data.standins import original_id
 from artlab.io import load_tensors, save_tensors
 
 Method = Literal["gradcam", "ig", "occlusion"]
@@ -246,37 +247,48 @@ def attribute(model: nn.Module, image: ImageLike, method: Method = "gradcam", ta
     (default: `occlusion_window(image_size)`). `image_size` defaults to the card's size, else 224.
     """
     check_method(method)
-    entry = _entry("attribution", model, image, {"method": method, "target": target, "layer": layer,
-                                                 "size": image_size, "n_steps": n_steps, "window": window,
-                                                 "stride": stride})
-    stored = load_checked(entry, "attribution map", load_tensors) if entry else None
+    entries = _entries("attribution", model, image, {"method": method, "target": target, "layer": layer,
+                                                     "size": image_size, "n_steps": n_steps, "window": window,
+                                                     "stride": stride})
+    stored = _stored(entries, "attribution map")
     if stored is not None:
         return Attribution(**tensor_json(stored["about"]), map=stored["map"].numpy(), image=stored["image"].numpy())
     subject = _prepare(model, image, image_size)
     index = _default_target(subject) if target is None else resolve_target(subject.names, target)
     result = _attribute(subject, method, index, layer, n_steps, window, stride)
-    if entry:
+    if entries:
         about = {k: v for k, v in asdict(result).items() if k not in ("map", "image")}
         tensors = {"map": torch.from_numpy(np.ascontiguousarray(result.map)), "about": json_tensor(about),
                    "image": torch.from_numpy(np.ascontiguousarray(result.image))}
-        save_checked(entry, tensors, {}, "attribution map", save_tensors)
+        save_checked(entries[-1], tensors, {}, "attribution map", save_tensors)
     return result
 
 
-def _entry(kind: str, model: nn.Module, image: ImageLike, spec: dict) -> Path | None:
+def _entries(kind: str, model: nn.Module, image: ImageLike, spec: dict) -> list[Path]:
     """Where a result over an image file is cached (`<cache>/attributions/`), keyed by the network's weights, the
-    file's content and `spec`; None for an image given in memory (not cached)."""
+    file's content and `spec`: a stand-in's original first (`artlab.data.standins`), then the file itself, under which
+    a result computed here is stored. Empty for an image given in memory (not cached) or unreadable."""
     if not isinstance(image, str | Path):
-        return None
+        return []
     try:
-        content = content_id(image)
+        contents = dict.fromkeys([original_id(image), content_id(image)])
     except OSError:
-        return None  # unreadable: computing says why
+        return []  # unreadable: computing says why
     card = models.card_of(model)  # its classes, size and sigmoid or softmax decide the result as the weights do
-    key = digest({"kind": kind, "weights": models.model_digest(model), "image": content, **spec,
-                  "resolved_size": spec.get("size") or default_image_size(model),
-                  "card": card.to_metadata() if card is not None else None, "version": 1})
-    return cache_dir() / "attributions" / f"{kind}-{key}.safetensors"
+    common = {"kind": kind, "weights": models.model_digest(model), **spec,
+              "resolved_size": spec.get("size") or default_image_size(model),
+              "card": card.to_metadata() if card is not None else None, "version": 1}
+    return [cache_dir() / "attributions" / f"{kind}-{digest(common | {'image': content})}.safetensors"
+            for content in contents]
+
+
+def _stored(entries: list[Path], what: str) -> dict[str, torch.Tensor] | None:
+    """The first of `entries` that is cached and passes its check."""
+    for entry in entries:
+        stored = load_checked(entry, what, load_tensors)
+        if stored is not None:
+            return stored
+    return None
 
 
 def attribute_positive_labels(model: nn.Module, image: ImageLike, method: Method = "gradcam",
@@ -296,8 +308,8 @@ def attribute_positive_labels(model: nn.Module, image: ImageLike, method: Method
 
 def top_predictions(model: nn.Module, image: ImageLike, k: int = 5, image_size: int | None = None) -> pd.DataFrame:
     """The network's k most probable classes on the image (softmax, or sigmoid when multi-label), as a table."""
-    entry = _entry("predictions", model, image, {"k": k, "size": image_size})
-    stored = load_checked(entry, "predictions", load_tensors) if entry else None
+    entries = _entries("predictions", model, image, {"k": k, "size": image_size})
+    stored = _stored(entries, "predictions")
     if stored is not None:
         return pd.DataFrame({"class": tensor_json(stored["about"]), "probability": stored["probability"].numpy(),
                              "index": stored["index"].numpy()})
@@ -305,8 +317,8 @@ def top_predictions(model: nn.Module, image: ImageLike, k: int = 5, image_size: 
     k = min(k, len(subject.names))
     values, indices = subject.probabilities.topk(k)
     names = [subject.names[i] for i in indices.tolist()]
-    if entry:
-        save_checked(entry, {"probability": values.double(), "index": indices, "about": json_tensor(names)}, {},
+    if entries:
+        save_checked(entries[-1], {"probability": values.double(), "index": indices, "about": json_tensor(names)}, {},
                      "predictions", save_tensors)
     return pd.DataFrame({"class": names, "probability": values.numpy().astype(float), "index": indices.numpy()})
 

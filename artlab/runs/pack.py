@@ -6,25 +6,31 @@ used, into one zip; attendees unpack it
 and the notebooks show the prepared results without training or a forward pass.
 
     artlab pack workshop.zip --images            # every finished run under runs/
+    artlab pack workshop.zip --images --image-size 512   # images larger than 512 px as stand-ins
     artlab unpack workshop.zip                   # ./runs, ./data and the cache; says what to export
 
 Inside the zip: `pack.json` (artlab version, format, runs, collections), `runs/<name>/...`,
 `cache/<kind>/...` and `data/<collection>/...` (images at their recorded paths, relative to the
-collection's folder). Nothing is unpickled, members are extracted only under their destination, an
-existing file is never replaced by a different one, and a pack from a newer artlab is refused.
+collection's folder; with `image_size`, the larger ones shrunk, beside a links file that makes each
+answer to its original, so the teacher's results are served for it: `artlab.data.standins`). Nothing is
+unpickled, members are extracted only under their destination, an existing file is never replaced by
+a different one, and a pack from a newer artlab is refused.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from artlab.cache import cache_dir
+from artlab.cache import cache_dir, content_id, file_digest, file_signature
+from artlab.data.standins import LINKS_FILE, Original, shrink, write_links
 from artlab.io import atomic_path, read_metadata
+from artlab.progress import progress
 from artlab.runs.folder import LOCK_FILE, MODEL_FILE, Run, runs_root
 from artlab.runs.split import locate, recorded_root
 from artlab.version import __version__
@@ -37,6 +43,10 @@ PACK_FORMAT = 1
 PACKED_CACHES = ("features", "analyses", "renders", "attributions", "maps")
 #: Members stored as they are (already compressed, or binary tensors that deflate little).
 STORED_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".safetensors", ".zip"}
+
+
+#: The smallest `image_size` a pack takes (smaller stand-ins would show the artworks as a few blots).
+MIN_IMAGE_SIZE = 32
 
 
 class PackError(ValueError):
@@ -62,10 +72,13 @@ class Pack:
 
 
 def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | Path | None = None,
-         images: bool = False, caches: tuple[str, ...] = PACKED_CACHES) -> Path:
+         images: bool = False, caches: tuple[str, ...] = PACKED_CACHES, image_size: int | None = None) -> Path:
     """Write one zip holding `runs` (names or folders; default every finished run under `runs_dir`), the cache
     folders `caches` (less the features computed with other runs' networks), and with `images` the image files
-    the runs used. Returns the zip's path."""
+    the runs used: with `image_size`, those larger as stand-ins at most `image_size` pixels on their longer side,
+    linked to their originals (`artlab.data.standins`). Returns the zip's path."""
+    if image_size is not None and (not images or image_size < MIN_IMAGE_SIZE):
+        raise ValueError(f"image_size={image_size}: give it with images, at least {MIN_IMAGE_SIZE} pixels")
     chosen = [_run(r, runs_dir) for r in runs] if runs else _finished(runs_dir)
     if not chosen:
         raise ValueError(f"no finished run to pack under {runs_root(runs_dir)}")
@@ -108,14 +121,35 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
         warnings.warn(f"{len(left_out)} image(s) of the runs are not packed (missing, or outside their collection's "
                       f"folder, e.g. {sorted(left_out)[0]}): attendees need them where ARTLAB_DATA points",
                       stacklevel=2)
-    manifest = Pack(__version__, [run.name for run in chosen], collections, list(caches))
     out = Path(out)
-    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
-        archive.writestr(PACK_FILE, json.dumps(manifest.__dict__, indent=2))
-        for name, path in members.items():
-            stored = path.suffix.lower() in STORED_SUFFIXES
-            archive.write(path, name, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    with tempfile.TemporaryDirectory(prefix="artlab-pack-") as shrunk:
+        for name in collections if image_size is not None else ():
+            links = _stand_in(members, name, collections[name]["root"], Path(shrunk), image_size)
+            collections[name] |= {"image_size": image_size, "stand_ins": len(links)}
+        manifest = Pack(__version__, [run.name for run in chosen], collections, list(caches))
+        with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+            archive.writestr(PACK_FILE, json.dumps(manifest.__dict__, indent=2))
+            for name, path in members.items():
+                stored = path.suffix.lower() in STORED_SUFFIXES
+                archive.write(path, name, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
     return out
+
+
+def _stand_in(members: dict[str, Path], collection: str, root: str, to: Path, image_size: int) -> dict[str, Original]:
+    """Replace the members of `collection` larger than `image_size` by stand-ins written under `to`, and add their
+    links file (`standins.LINKS_FILE`) as a member. The links, by path relative to the collection's folder."""
+    prefix, links = f"data/{collection}/", {}
+    names = [name for name in members if name.startswith(prefix)]
+    for name in progress(names, desc=f"shrinking {collection}'s images to {image_size} px", unit="image"):
+        original = members[name]
+        target = to / name
+        if shrink(original, target, image_size):
+            links[name.removeprefix(prefix)] = Original(content_id(original), file_signature(original),
+                                                        file_digest(target, "sha1"))
+            members[name] = target
+    if links:
+        members[f"{prefix}{LINKS_FILE}"] = write_links(to / prefix, links, image_size)
+    return links
 
 
 def read_pack(source: str | Path) -> Pack:

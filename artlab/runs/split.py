@@ -23,6 +23,7 @@ import pandas as pd
 from artlab.cache import file_signature
 from artlab.data.collection import ArtCollection
 from artlab.data.layouts import collection_root
+from artlab.data.standins import original_of
 from artlab.io import DamagedFile, read_json, write_json
 
 SPLIT_FILE = "split.csv"
@@ -169,7 +170,8 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
     if "signature" in frame:
         recorded = frame["signature"][exists].tolist()
         collection.changed = [p for p, s in zip(collection.table["path"], recorded)
-                              if s and not _same_content(s, signature_or_none(p))]
+                              if s and not _same_content(s, signature_or_none(p))
+                              and not _same_content(s, _original_signature(p))]  # a stand-in is its original
     hint = "" if data is not None else f" (moved? give the collection's new folder as `data`, or set {DATA_ENV})"
     elsewhere = data is not None or root_now != root_then
     if elsewhere and len(frame) and len(collection.changed) == len(collection) and len(collection):
@@ -204,6 +206,23 @@ def content_key(frame: pd.DataFrame, root: Path | None, tasks: dict[str, bool]) 
                              _content(signature)])
                   for i, (path, split, signature) in enumerate(zip(frame["path"], frame["split"], signatures)))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def content_keys(table: pd.DataFrame, root: Path | None, tasks: dict[str, bool]) -> set[str]:
+    """`content_key` of a collection's table, and where some of its images are a workshop pack's stand-ins, that of
+    the originals they answer to (`artlab.data.standins`): a run trained on either matches."""
+    own = table["path"].map(signature_or_none)
+    keys = {content_key(table.assign(signature=own), root, tasks)}
+    originals = table["path"].map(_original_signature)
+    if originals.notna().any():
+        keys.add(content_key(table.assign(signature=originals.fillna(own)), root, tasks))
+    return keys
+
+
+def _original_signature(path: str) -> str | None:
+    """The signature of the original a verified stand-in answers to; None for any other file."""
+    original = original_of(path)
+    return original.signature if original is not None else None
 
 
 def _content(signature: str | None) -> str:

@@ -19,7 +19,7 @@ from artlab.data.layouts import load
 from artlab.data.loading import ImageDataset
 from artlab.features import unreadable_rows
 from artlab.runs import MODEL_FILE, Run, as_run, index, load_network, run_collection, status
-from artlab.runs.split import content_key, recorded_root, remember_move
+from artlab.runs.split import content_keys, recorded_root, remember_move
 from artlab.training import distributed
 from artlab.training.config import TrainConfig, check_device
 from artlab.training.holdout import KEPT, Holdout, content_hashes, shares_images
@@ -214,7 +214,7 @@ def reusable(config: TrainConfig, runs_dir: str | Path | None = None,
                 loaded = load_collection(wanted)
                 collection = prepare_collection(wanted.resolved(loaded.tasks), loaded)
         multi = {task: collection.multi_label[task] for task in saved.tasks}
-        if run.content_key(multi) != content_key(collection.table, collection.root, multi):
+        if run.content_key(multi) not in content_keys(collection.table, collection.root, multi):
             return None
         remember_move(recorded_root(run.path, saved.data), collection.root)  # its analyses find the images here
         return Reuse(run, replace(saved, **{f: getattr(wanted, f) for f in PLACE_FIELDS}))

@@ -2,8 +2,9 @@
 
 A source stage (double fine-tuning, a sweep's source classes) may draw on a collection that holds
 some of its target's images: the same files (matched by the whole file's sha1: copies under other
-names and folders included) or the same artworks saved at another size or quality (matched by a
-perceptual hash, `data.images.difference_hash`, within LOOK_ALIKE_BITS). Either way the target's
+names and folders included, and a workshop pack's shrunk stand-ins as their originals, `artlab.data.standins`) or
+the same artworks saved at another size or quality (matched by a perceptual hash,
+`data.images.difference_hash`, within LOOK_ALIKE_BITS). Either way the target's
 held-out images are left out of the source stage and listed in its skipped.csv with the reason.
 An `--init-from` chain whose earlier run trained on the target's held-out files is refused with
 the count.
@@ -19,6 +20,7 @@ import pandas as pd
 
 from artlab.cache import content_id
 from artlab.data.collection import ArtCollection
+from artlab.data.standins import original_id, original_of
 
 HELD_OUT = ("val", "test")
 #: Two difference hashes at most this many bits apart are taken for one picture (a 64-bit hash; copies of one
@@ -44,11 +46,14 @@ class Holdout:
         """The validation and test images of a prepared (checked and split) target collection."""
         held = target.table.loc[target.table["split"].isin(HELD_OUT), "path"]
         info = _info(target).reindex(held)
-        return cls(target.name, frozenset(info["sha1"].dropna()), _hashes(info["dhash"]))
+        return cls(target.name, frozenset(info["sha1"].dropna()) | _originals(held), _hashes(info["dhash"]))
 
     def identical(self, collection: ArtCollection) -> np.ndarray:
-        """Which rows of a checked collection are byte-identical to a held-out image."""
-        return _info(collection).reindex(collection.table["path"])["sha1"].isin(self.sha1).to_numpy()
+        """Which rows of a checked collection are byte-identical to a held-out image (a workshop pack's stand-in
+        counts as its original, `artlab.data.standins`)."""
+        paths = collection.table["path"]
+        own = _info(collection).reindex(paths)["sha1"].isin(self.sha1).to_numpy()
+        return own | paths.map(_original_sha1).isin(self.sha1).to_numpy()
 
     def look_alike(self, collection: ArtCollection) -> np.ndarray:
         """Which rows of a checked collection look like a held-out image (within LOOK_ALIKE_BITS of its hash)."""
@@ -100,7 +105,18 @@ def content_hashes(paths: Iterable[str]) -> set[str]:
             continue
         if not content.startswith("unreadable"):
             found.add(content)
+            found.add(original_id(path))  # a stand-in is its original too
     return found
+
+
+def _originals(paths: Iterable[str]) -> frozenset[str]:
+    """The sha1 of the originals of the stand-ins among `paths`."""
+    return frozenset(filter(None, map(_original_sha1, paths)))
+
+
+def _original_sha1(path: str) -> str | None:
+    original = original_of(path)
+    return original.sha1 if original is not None else None
 
 
 def _info(collection: ArtCollection) -> pd.DataFrame:
