@@ -101,6 +101,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for key in ("images_missing_since_training", "images_changed_since_training", "images_unreadable_now"):
         if metrics.get(key):
             print(f"  warning: {metrics[key]} {key.replace('_', ' ')}")
+    if metrics.get("images_shrunk_stand_ins"):
+        print(f"  note: {metrics['images_shrunk_stand_ins']} of the images are a workshop pack's shrunk stand-ins")
     print(f"  written to {metrics['file']}" if "file" in metrics else
           "  (the run is unfinished: nothing written; its metrics.json comes when training ends)")
     return 0

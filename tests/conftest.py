@@ -71,8 +71,9 @@ def tuned_run(small_synthetic, tmp_path_factory):
                              backbone_lr_mult=1.0), runs_dir=tmp_path_factory.mktemp("runs")).run
 
 
-#: The notebooks a workshop pack is tested with.
+#: The notebooks a workshop pack is tested with, and the size its images travel at (stand-ins).
 TEACHER_NOTEBOOKS = "03,04,05,06"
+TEACHER_IMAGE_SIZE = 96
 
 
 @dataclass(frozen=True)
@@ -84,29 +85,31 @@ class Teacher:
     pages: Path  # the interactive pages of 03, 04 and 06
     interactive: Any  # their Series
     notebooks: str = TEACHER_NOTEBOOKS
+    image_size: int = TEACHER_IMAGE_SIZE  # the pack's images, shrunk
 
 
 @pytest.fixture(scope="session")
 def teacher(tmp_path_factory) -> Teacher:
     """Notebooks 03-06 run as the README's workshop recipe has the teacher run them, without `--interactive`, in a
-    cache of their own (starting with the session's generated collection, which packs never hold), then packed
-    (`artlab pack --images`); after that, the interactive pages of 03, 04 and 06 on the same runs and cache (the
-    inspector's 3 test artworks keep 2 or more choices in every select). The workshop pack's round trip and the
-    offline pages' browser tests share it (../conftest.py puts both files on one worker)."""
-    from artlab.cache import cache_dir
+    cache of their own, on a collection of files (a copy of the generated one, 480 paintings at 160 px), then
+    packed with the images at 96 px (`artlab pack --image-size 96`: every image travels as a stand-in); after that,
+    the interactive pages of 03, 04 and 06 on the same runs and cache (the inspector's 3 test artworks keep 2 or
+    more choices in every select). The workshop pack's round trip and the offline pages' browser tests share it
+    (../conftest.py puts both files on one worker)."""
     from artlab.cli import main
+    from artlab.data.synthetic import synthetic_manifest
     from artlab.tools.notebooks import run_series
 
     root = tmp_path_factory.mktemp("teacher")
-    generated = cache_dir() / "synthetic"
+    collection = str(shutil.copytree(synthetic_manifest().parent, root / "paintings") / "manifest.csv")
     runs = root / "runs"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ARTLAB_CACHE", str(root / "cache"))
-        if generated.is_dir():
-            shutil.copytree(generated, root / "cache" / "synthetic")
-        series = run_series(root / "prepared", quick=True, only=TEACHER_NOTEBOOKS, log=None, runs_dir=runs)
-        assert main(["pack", str(root / "workshop.zip"), "--runs-dir", str(runs), "--images"]) == 0
-        interactive = run_series(root / "pages", quick=True, only="03,04,06", log=None, interactive=True,
-                                 runs_dir=runs, parameters={"artworks": 3})
+        series = run_series(root / "prepared", quick=True, data=collection, only=TEACHER_NOTEBOOKS, log=None,
+                            runs_dir=runs)
+        assert main(["pack", str(root / "workshop.zip"), "--runs-dir", str(runs), "--image-size",
+                     str(TEACHER_IMAGE_SIZE)]) == 0
+        interactive = run_series(root / "pages", quick=True, data=collection, only="03,04,06", log=None,
+                                 interactive=True, runs_dir=runs, parameters={"artworks": 3})
     assert [r["status"] for r in interactive.records.values()] == ["succeeded"] * 3
     return Teacher(series, root / "workshop.zip", root / "pages", interactive)

@@ -326,7 +326,8 @@ def test_a_pack_with_images_at_a_chosen_size_shows_the_teachers_results(moved, t
     monkeypatch.setattr(splits, "_MOVED", {})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no image reported missing or changed
-        evaluate_run(laptop / "runs" / "fine_tune")
+        evaluated = evaluate_run(laptop / "runs" / "fine_tune")
+    assert evaluated["images_shrunk_stand_ins"] == evaluated["n_images"] > 0
     reused = train(_config(laptop / "data" / "mini"), runs_dir=laptop / "runs", resume=True)  # matched by content
     assert reused.run.path == laptop / "runs" / "fine_tune" and reused.metrics == before["fine_tune"]
     with monkeypatch.context() as patch:  # the probe's features: the teacher's, computed from the originals
@@ -340,18 +341,18 @@ def test_a_pack_with_images_at_a_chosen_size_shows_the_teachers_results(moved, t
 
 @pytest.fixture
 def stand_ins(moved, tmp_path, monkeypatch) -> tuple[Path, Path]:
-    """The moved runs packed with their images at 32 px and unpacked on a laptop whose cache is this test's: the
+    """The moved runs packed with their images at 36 px and unpacked on a laptop whose cache is this test's: the
     teacher's collection and the laptop's."""
     there, _ = moved
     monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ARTLAB_DATA", str(there / "data"))
-    assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(there / "runs"), "--image-size", "32"]) == 0
+    assert main(["pack", str(tmp_path / "w.zip"), "--runs-dir", str(there / "runs"), "--image-size", "36"]) == 0
     assert main(["unpack", str(tmp_path / "w.zip"), "--to", str(tmp_path / "laptop")]) == 0
     return there / "data" / "mini", tmp_path / "laptop" / "data" / "mini"
 
 
 def test_what_is_computed_from_a_stand_in_is_never_served_for_its_original(stand_ins, monkeypatch):
-    from artlab.data.standins import original_fingerprint, original_id
+    from artlab.data.standins import fingerprints, original_id
     from artlab.features import cached_features
     from artlab.runs import Network
 
@@ -359,7 +360,7 @@ def test_what_is_computed_from_a_stand_in_is_never_served_for_its_original(stand
     originals = sorted(str(p) for p in teacher.rglob("*.png"))[:4]
     shrunk = [str(laptop / Path(p).relative_to(teacher)) for p in originals]
     assert [original_id(s) for s in shrunk] == [original_id(p) for p in originals]
-    assert original_fingerprint(originals) is None  # the originals stand for nothing else
+    assert len(fingerprints(originals)) == 1 and len(fingerprints(shrunk)) == 2  # originals stand for nothing else
     network = Network.of("imagenet", "mobilenet_v2")
     calls = []
     import artlab.features as features
@@ -375,16 +376,17 @@ def test_what_is_computed_from_a_stand_in_is_never_served_for_its_original(stand
 
 def test_an_edited_stand_in_or_a_damaged_links_file_is_not_taken_for_its_original(stand_ins, moved, tmp_path):
     from artlab.data.standins import LINKS_FILE, original_of
-    from artlab.io import DamagedFile
     from artlab.runs.pack import pack
-    from artlab.training.holdout import Holdout, content_hashes
+    from artlab.training.holdout import Holdout
 
     teacher, data = stand_ins
-    stand_in, original = data / "style0" / "p0.png", teacher / "style0" / "p0.png"
+    stand_in = data / "style0" / "p0.png"
     assert original_of(stand_in) is not None
-    assert content_hashes([str(stand_in)]) >= content_hashes([str(original)])  # the leak guard sees the original
     target, source = (api.prepare_collection(_config(folder)) for folder in (teacher, data))
     held = target.table["split"].isin(["val", "test"])
+    shrunk_held = [str(data / Path(p).relative_to(teacher)) for p in target.table["path"][held]]
+    assert Holdout.of(target).matching(shrunk_held) == shrunk_held  # an earlier stage trained on them is refused
+    assert api.shares_images(source, target) and api.keep_apart(_config(data), [_config(teacher)]).keep_out
     kept_out = Holdout.of(target).identical(source)  # a source of stand-ins: those of held-out originals are refused
     assert 0 < kept_out.sum() == held.sum()
     assert set(source.table["path"][kept_out].map(lambda p: Path(p).relative_to(data))) == \
@@ -394,7 +396,38 @@ def test_an_edited_stand_in_or_a_damaged_links_file_is_not_taken_for_its_origina
     with pytest.warns(UserWarning, match=r"0 of its 30 images are missing and 1 changed"):
         evaluate_run(tmp_path / "laptop" / "runs" / "fine_tune", data=data)
     (data / LINKS_FILE).write_text('{"format": 1, "images": {"style0/p1.png": {"sha1": 1}}}')
-    with pytest.raises(DamagedFile, match=rf"{LINKS_FILE} is damaged"):
-        original_of(data / "style0" / "p1.png")
+    with pytest.warns(RuntimeWarning, match=rf"{LINKS_FILE} is damaged or unreadable .* count as images of their own"):
+        assert original_of(data / "style0" / "p1.png") is None  # stops nothing: the images are just images
+    assert original_of(data / "style0" / "p2.png") is None
     with pytest.raises(ValueError, match="image_size=16: give it with images, at least 32 pixels"):
         pack(tmp_path / "x.zip", runs_dir=moved[0] / "runs", images=True, image_size=16)
+
+
+def test_a_run_is_not_resumed_on_stand_ins_and_a_pack_of_a_pack_keeps_the_first_originals(stand_ins, moved, tmp_path,
+                                                                                         monkeypatch):
+    from artlab.cache import content_id
+    from artlab.data.standins import original_of
+
+    teacher, data = stand_ins
+    laptop = data.parent.parent
+    unfinished = tmp_path / "elsewhere" / "fine_tune"
+    _copy(laptop / "runs" / "fine_tune", unfinished)
+    (unfinished / "metrics.json").unlink()
+    recorded = Path(Run(unfinished).config()["data"])  # the stand-ins where the teacher's images were
+    assert not recorded.exists()
+    _copy(data, recorded)
+    try:
+        with pytest.raises(ValueError, match=r"cannot resume .*30 of its images are a workshop pack's shrunk "
+                                             r"stand-ins"):
+            train(_config(recorded), runs_dir=unfinished.parent, resume=True)
+    finally:
+        shutil.rmtree(recorded)
+    monkeypatch.setenv("ARTLAB_DATA", str(laptop / "data"))  # an attendee packs again, shrinking further or not
+    monkeypatch.setattr(splits, "_MOVED", {})  # in a new process on the laptop
+    assert main(["pack", str(tmp_path / "again.zip"), "--runs-dir", str(laptop / "runs"), "--image-size", "32"]) == 0
+    assert main(["pack", str(tmp_path / "as-is.zip"), "--runs-dir", str(laptop / "runs"), "--images"]) == 0
+    for pack in ("again", "as-is"):
+        assert main(["unpack", str(tmp_path / f"{pack}.zip"), "--to", str(tmp_path / pack)]) == 0
+        for path in (tmp_path / pack / "data" / "mini").rglob("*.png"):
+            assert original_of(path).sha1 == content_id(teacher / path.relative_to(tmp_path / pack / "data" / "mini"))
+    assert {Image.open(p).size for p in (tmp_path / "again" / "data" / "mini").rglob("*.png")} == {(32, 32)}

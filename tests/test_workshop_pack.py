@@ -1,7 +1,7 @@
-"""A workshop pack round trip: notebooks 03-06 run on a teacher's machine and packed (the `teacher` fixture, shared
-with the offline pages' tests), unpacked into an empty place with an empty cache, and run again there computing
-nothing (training, forward passes over images, renders, attributions and t-SNE raise in the kernels, see
-tests/no_compute/sitecustomize.py)."""
+"""A workshop pack round trip: notebooks 03-06 run on a teacher's machine and packed with the images shrunk (the
+`teacher` fixture, shared with the offline pages' tests), unpacked into an empty place with an empty cache, and
+run again there on the shrunk images (stand-ins of the teacher's) computing nothing (training, forward passes
+over images, renders, attributions and t-SNE raise in the kernels, see tests/no_compute/sitecustomize.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from artlab.cli import main
+from artlab.data.standins import original_of
 from artlab.tools.notebooks import run_series
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,11 +23,15 @@ def test_notebooks_03_to_06_show_an_unpacked_pack_without_computing(teacher, tmp
     monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "laptop-cache"))  # nothing cached on the laptop
     assert main(["unpack", str(teacher.pack), "--to", str(tmp_path / "laptop")]) == 0
     capsys.readouterr()
+    collection = tmp_path / "laptop" / "data" / "paintings"
+    images = list(collection.rglob("*.png"))
+    assert len(images) == 480 and all(original_of(p) for p in images[::40])  # stand-ins, answering to originals
+    assert {max(Image.open(p).size) for p in images[::40]} == {teacher.image_size}
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "tests" / "no_compute"), str(ROOT),
                                                                   os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("ARTLAB_REFUSE_COMPUTING", "1")
-    series = run_series(tmp_path / "laptop-pages", quick=True, only=teacher.notebooks, log=None,
-                        runs_dir=tmp_path / "laptop" / "runs")
+    series = run_series(tmp_path / "laptop-pages", quick=True, data=str(collection / "manifest.csv"),
+                        only=teacher.notebooks, log=None, runs_dir=tmp_path / "laptop" / "runs")
     assert [r["error"] for r in series.records.values()] == [None] * 4
 
 

@@ -9,23 +9,28 @@ The rule for what is computed, one way only:
 - a verified stand-in answers to its original: results computed from the original (a run's split, features,
   analyses, attributions) are served for it, so an attendee sees the teacher's results;
 - what is computed from a stand-in is keyed by the stand-in's own bytes (`cache.content_id`), so it is never
-  served for the original.
+  served for the original; a run is never resumed on stand-ins, and evaluations say how many they met.
+The leak guard counts a stand-in as its original, and a pack made from an unpacked pack links its stand-ins to
+their first originals.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from artlab.cache import content_id, file_signature, fingerprint, ids_fingerprint
+from artlab.cache import content_id, file_signature, ids_fingerprint
 from artlab.data.images import ImageError, load_rgb
-from artlab.io import DamagedFile, read_json, write_json
+from artlab.io import read_json, write_json
 
-#: The formats a stand-in keeps from its original, and how each is saved; others become PNG.
-SHRUNK_FORMATS = {"JPEG": {"quality": 90}, "PNG": {}, "WEBP": {"quality": 90}}
+#: The formats a stand-in keeps from its original, and how each is saved (a GIF: its first frame); others become PNG
+#: under the original's name (artlab reads images by content).
+SHRUNK_FORMATS = {"JPEG": {"quality": 90}, "PNG": {}, "WEBP": {"quality": 90}, "TIFF": {}, "BMP": {}, "GIF": {}}
 #: The links of a collection's stand-ins, in the collection's folder.
 LINKS_FILE = ".artlab-standins.json"
 LINKS_FORMAT = 1
@@ -46,8 +51,8 @@ class Original:
 
 def shrink(source: Path, target: Path, image_size: int) -> bool:
     """Write `source` at most `image_size` pixels on its longer side to `target`, as artlab sees it (upright RGB),
-    in its own format where that is JPEG, PNG or WebP (else PNG). False, writing nothing, for an image already that
-    small or one that cannot be read (packed as it is: the image check says why where it is used)."""
+    in its own format (`SHRUNK_FORMATS`). False, writing nothing, for an image already that small or one that cannot
+    be read (packed as it is: the image check says why where it is used)."""
     try:
         with Image.open(source) as probe:
             if max(probe.size) <= image_size:
@@ -62,17 +67,31 @@ def shrink(source: Path, target: Path, image_size: int) -> bool:
     return True
 
 
-def write_links(root: str | Path, originals: dict[str, Original], image_size: int) -> Path:
+def write_links(root: str | Path, links: dict[str, Original], image_size: int | None) -> Path:
     """Write the links of the stand-ins under `root` (relative path with / -> its Original), atomically."""
     path = Path(root) / LINKS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"format": LINKS_FORMAT, "image_size": image_size,
-                      "images": {name: vars(original) for name, original in sorted(originals.items())}})
+                      "images": {name: vars(original) for name, original in sorted(links.items())}})
     return path
 
 
 def original_of(path: str | os.PathLike) -> Original | None:
     """The original of a verified stand-in (its bytes are those its link records); None for any other file."""
-    return _verified(path, _links_near(Path(os.path.abspath(path)).parent))
+    return originals([path])[0]
+
+
+def originals(paths: Iterable[str | os.PathLike]) -> list[Original | None]:
+    """`original_of` each path, each folder's links looked up once."""
+    near: dict[str, tuple[Path, dict[str, Original]] | None] = {}
+    found = []
+    for path in paths:
+        absolute = os.path.abspath(path)
+        folder = os.path.dirname(absolute)
+        if folder not in near:
+            near[folder] = _links_near(Path(folder))
+        found.append(_verified(absolute, near[folder]))
+    return found
 
 
 def original_id(path: str | os.PathLike) -> str:
@@ -81,36 +100,21 @@ def original_id(path: str | os.PathLike) -> str:
     return original.sha1 if original is not None else content_id(path)
 
 
-def original_fingerprint(paths: list[str]) -> str | None:
-    """`cache.fingerprint` of the originals that `paths` stand for; None when none of them is a stand-in (the
-    caller then has only its own fingerprint to look up)."""
-    near: dict[str, tuple[Path, dict[str, Original]] | None] = {}  # each folder's links looked up once
-    originals = []
-    for path in paths:
-        folder = os.path.dirname(os.path.abspath(path))
-        if folder not in near:
-            near[folder] = _links_near(Path(folder))
-        originals.append(_verified(path, near[folder]))
-    if not any(originals):
-        return None
-    return ids_fingerprint(original.sha1 if original else content_id(path) for path, original in zip(paths, originals))
-
-
 def fingerprints(paths: list[str]) -> list[str]:
     """The fingerprints under which results over `paths` are served, best first: their originals' when some of them
     are stand-ins, then their own (`cache.fingerprint`). Results computed here are stored under the last."""
-    own = fingerprint(paths)
-    original = original_fingerprint(paths)
-    return [original, own] if original is not None and original != own else [own]
+    own = [content_id(path) for path in paths]
+    stood_for = [original.sha1 if original else mine for original, mine in zip(originals(paths), own)]
+    return [ids_fingerprint(stood_for), ids_fingerprint(own)] if stood_for != own else [ids_fingerprint(own)]
 
 
-def _verified(path: str | os.PathLike, found: tuple[Path, dict[str, Original]] | None) -> Original | None:
-    """`path`'s original in the links `found` (folder, links), if its bytes are the recorded stand-in's."""
+def _verified(path: str, found: tuple[Path, dict[str, Original]] | None) -> Original | None:
+    """`path`'s (absolute) original in the links `found` (folder, links), if its bytes are the recorded stand-in's."""
     if found is None:
         return None
     root, links = found
     try:
-        original = links.get(Path(os.path.abspath(path)).relative_to(root).as_posix())
+        original = links.get(Path(path).relative_to(root).as_posix())
         return original if original is not None and content_id(path) == original.standin_sha1 else None
     except (OSError, ValueError):
         return None
@@ -131,12 +135,17 @@ def _links_near(folder: Path) -> tuple[Path, dict[str, Original]] | None:
 
 
 def _read_links(path: Path) -> dict[str, Original]:
-    """A links file's links, or DamagedFile naming it (remove it and the stand-ins count as images of their own)."""
-    record = read_json(path)
+    """A links file's links. A damaged or unreadable one says so in one warning line and links nothing: its
+    stand-ins count as images of their own (runs then call them changed), and nothing else is stopped."""
     try:
+        record = read_json(path)
         if record.get("format", LINKS_FORMAT) > LINKS_FORMAT:
-            raise DamagedFile(f"{path} was written by a later artlab (format {record['format']}): update artlab")
-        return {name: Original(**fields) for name, fields in record["images"].items()}
-    except (AttributeError, KeyError, TypeError) as exc:
-        raise DamagedFile(f"{path} is damaged ({type(exc).__name__}: {exc}); remove it, and its images count as "
-                          f"images of their own") from None
+            raise ValueError(f"written by a later artlab (format {record['format']}): update artlab")
+        links = {name: Original(**fields) for name, fields in record["images"].items()}
+        if not all(isinstance(v, str) for link in links.values() for v in vars(link).values()):
+            raise TypeError("a link whose fields are not text")
+        return links
+    except (OSError, AttributeError, KeyError, TypeError, ValueError) as exc:  # DamagedFile is a ValueError
+        warnings.warn(f"{path} is damaged or unreadable ({exc}): the stand-ins it links count as images of their "
+                      f"own; unpack the workshop pack again to restore it", RuntimeWarning, stacklevel=2)
+        return {}

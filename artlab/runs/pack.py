@@ -24,11 +24,11 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from artlab.cache import cache_dir, content_id, file_digest, file_signature
-from artlab.data.standins import LINKS_FILE, Original, shrink, write_links
+from artlab.data.standins import LINKS_FILE, Original, originals, shrink, write_links
 from artlab.io import atomic_path, read_metadata
 from artlab.progress import progress
 from artlab.runs.folder import LOCK_FILE, MODEL_FILE, Run, runs_root
@@ -123,8 +123,8 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
                       stacklevel=2)
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="artlab-pack-") as shrunk:
-        for name in collections if image_size is not None else ():
-            links = _stand_in(members, name, collections[name]["root"], Path(shrunk), image_size)
+        for name in collections if images else ():
+            links = _stand_in(members, name, Path(shrunk), image_size)
             collections[name] |= {"image_size": image_size, "stand_ins": len(links)}
         manifest = Pack(__version__, [run.name for run in chosen], collections, list(caches))
         with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
@@ -135,18 +135,24 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
     return out
 
 
-def _stand_in(members: dict[str, Path], collection: str, root: str, to: Path, image_size: int) -> dict[str, Original]:
-    """Replace the members of `collection` larger than `image_size` by stand-ins written under `to`, and add their
-    links file (`standins.LINKS_FILE`) as a member. The links, by path relative to the collection's folder."""
+def _stand_in(members: dict[str, Path], collection: str, to: Path, image_size: int | None) -> dict[str, Original]:
+    """Replace the members of `collection` larger than `image_size` (None: none) by stand-ins written under `to`,
+    and add the links file (`standins.LINKS_FILE`) of every stand-in packed as a member: the new ones, and those
+    already stand-ins here (a pack made from an unpacked one), linked to their first originals. The links, by path
+    relative to the collection's folder."""
     prefix, links = f"data/{collection}/", {}
     names = [name for name in members if name.startswith(prefix)]
-    for name in progress(names, desc=f"shrinking {collection}'s images to {image_size} px", unit="image"):
-        original = members[name]
-        target = to / name
-        if shrink(original, target, image_size):
-            links[name.removeprefix(prefix)] = Original(content_id(original), file_signature(original),
-                                                        file_digest(target, "sha1"))
+    earlier = dict(zip(names, originals(members[name] for name in names)))
+    shrinking = progress(names, desc=f"shrinking {collection}'s images to {image_size} px", unit="image",
+                         disable=image_size is None)
+    for name in shrinking:
+        source, target = members[name], to / name
+        if image_size is not None and shrink(source, target, image_size):
+            first = earlier[name] or Original(content_id(source), file_signature(source), "")
+            links[name.removeprefix(prefix)] = replace(first, standin_sha1=file_digest(target, "sha1"))
             members[name] = target
+        elif earlier[name] is not None:
+            links[name.removeprefix(prefix)] = earlier[name]
     if links:
         members[f"{prefix}{LINKS_FILE}"] = write_links(to / prefix, links, image_size)
     return links

@@ -23,7 +23,7 @@ import pandas as pd
 from artlab.cache import file_signature
 from artlab.data.collection import ArtCollection
 from artlab.data.layouts import collection_root
-from artlab.data.standins import original_of
+from artlab.data.standins import originals
 from artlab.io import DamagedFile, read_json, write_json
 
 SPLIT_FILE = "split.csv"
@@ -169,9 +169,7 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
                                        "reason": "missing since the run recorded its split"})
     if "signature" in frame:
         recorded = frame["signature"][exists].tolist()
-        collection.changed = [p for p, s in zip(collection.table["path"], recorded)
-                              if s and not _same_content(s, signature_or_none(p))
-                              and not _same_content(s, _original_signature(p))]  # a stand-in is its original
+        collection.changed = _changed(collection.table["path"].tolist(), recorded)
     hint = "" if data is not None else f" (moved? give the collection's new folder as `data`, or set {DATA_ENV})"
     elsewhere = data is not None or root_now != root_then
     if elsewhere and len(frame) and len(collection.changed) == len(collection) and len(collection):
@@ -211,18 +209,18 @@ def content_key(frame: pd.DataFrame, root: Path | None, tasks: dict[str, bool]) 
 def content_keys(table: pd.DataFrame, root: Path | None, tasks: dict[str, bool]) -> set[str]:
     """`content_key` of a collection's table, and where some of its images are a workshop pack's stand-ins, that of
     the originals they answer to (`artlab.data.standins`): a run trained on either matches."""
-    own = table["path"].map(signature_or_none)
-    keys = {content_key(table.assign(signature=own), root, tasks)}
-    originals = table["path"].map(_original_signature)
-    if originals.notna().any():
-        keys.add(content_key(table.assign(signature=originals.fillna(own)), root, tasks))
-    return keys
+    own = table["path"].map(signature_or_none).tolist()
+    stood_for = [o.signature if o else mine for o, mine in zip(originals(table["path"]), own)]
+    return {content_key(table.assign(signature=signatures), root, tasks)
+            for signatures in ([own, stood_for] if stood_for != own else [own])}
 
 
-def _original_signature(path: str) -> str | None:
-    """The signature of the original a verified stand-in answers to; None for any other file."""
-    original = original_of(path)
-    return original.signature if original is not None else None
+def _changed(paths: list[str], recorded: list[str | None]) -> list[str]:
+    """The paths whose content differs from their recorded signature; a verified stand-in of the recorded original
+    does not (`artlab.data.standins`)."""
+    differ = [(p, s) for p, s in zip(paths, recorded) if s and not _same_content(s, signature_or_none(p))]
+    stood_for = originals(p for p, _ in differ)
+    return [p for (p, s), original in zip(differ, stood_for) if not (original and _same_content(s, original.signature))]
 
 
 def _content(signature: str | None) -> str:
@@ -257,6 +255,10 @@ def exact(recorded: ArtCollection, collection: ArtCollection, tasks: tuple[str, 
     """The recorded split for resuming: refused if any of its images is missing, changed or relabelled; images
     added to the collection since are left out (and warned about)."""
     moved = relabelled(recorded, collection, tasks)
+    shrunk = [p for p, original in zip(recorded.table["path"], originals(recorded.table["path"])) if original]
+    if shrunk:  # its checkpoint's weights come from the originals; what is trained next would not
+        raise ValueError(f"cannot resume {where}: {len(shrunk)} of its images are a workshop pack's shrunk stand-ins "
+                         f"(e.g. {shrunk[0]}); resume it where the original images are")
     if len(recorded.skipped) or recorded.changed or moved:
         examples = (recorded.skipped["path"].tolist() + recorded.changed + moved)[:3]
         raise ValueError(f"cannot resume {where}: since it recorded its split, {len(recorded.skipped)} image(s) "

@@ -17,12 +17,13 @@ from artlab import models
 from artlab.data.collection import SPLITS, ArtCollection
 from artlab.data.layouts import load
 from artlab.data.loading import ImageDataset
+from artlab.data.standins import originals
 from artlab.features import unreadable_rows
 from artlab.runs import MODEL_FILE, Run, as_run, index, load_network, run_collection, status
 from artlab.runs.split import content_keys, recorded_root, remember_move
 from artlab.training import distributed
 from artlab.training.config import TrainConfig, check_device
-from artlab.training.holdout import KEPT, Holdout, content_hashes, shares_images
+from artlab.training.holdout import KEPT, Holdout, shares_images
 from artlab.training.loops import fit, predict
 from artlab.training.metrics import HEADLINE_METRICS, evaluate, headline
 from artlab.training.probe import features_for, fit_probe, probe_scores
@@ -142,8 +143,7 @@ def check_earlier_stage(earlier: Run, collection: ArtCollection) -> None:
         raise ValueError(f"--init-from {earlier.path}: {missing} of its {len(paths)} training images cannot be found "
                          f"(moved? set ARTLAB_DATA to the folder holding its collection), so nothing shows it never "
                          f"trained on this run's validation or test images")
-    trained = content_hashes(paths)
-    leaked = Holdout.of(collection).sha1 & trained
+    leaked = Holdout.of(collection).matching(paths)
     if leaked:
         raise ValueError(f"--init-from {earlier.path} trained on {len(leaked)} image(s) of this run's validation or "
                          f"test split (the same files): scores here would be inflated; train the earlier stage with "
@@ -418,6 +418,7 @@ class Predictions:
     changed: int = 0
     unreadable: int = 0
     task: str = ""
+    stand_ins: int = 0  # images of the split that are a workshop pack's shrunk stand-ins (artlab.data.standins)
 
 
 def predictions(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None,
@@ -453,6 +454,7 @@ def _predict_tasks(run: Run | str | Path, part: str, device: torch.device | str 
         scores, seen = predict(model, dataset, device, config.batch_size * 2)
     heads = Tasks.of_card(card)
     targets = heads.targets(subset)
+    shrunk = sum(original is not None for original in originals(subset.table["path"]))
     paths = subset.table["path"].to_numpy()[seen]
     out = []
     for head in heads:
@@ -463,7 +465,7 @@ def _predict_tasks(run: Run | str | Path, part: str, device: torch.device | str 
         out.append(Predictions(paths[labelled].tolist(), scores[labelled][:, head.outputs], target[labelled],
                                head.classes, head.multi_label, missing=int(len(collection.skipped)),
                                changed=len(collection.changed), unreadable=int(len(subset) - len(seen)),
-                               task=head.name))
+                               task=head.name, stand_ins=shrunk))
     return out
 
 
@@ -484,4 +486,5 @@ def _evaluate(run: Run, part: str, device: torch.device | str | None, data: str 
     metrics = per_task[first.task] if len(per_task) == 1 else {
         "tasks": per_task, "mean_score": float(np.mean([headline(m) for m in per_task.values()]))}
     return metrics | {"split": part, "run": run.name, "images_missing_since_training": first.missing,
-                      "images_changed_since_training": first.changed, "images_unreadable_now": first.unreadable}
+                      "images_changed_since_training": first.changed, "images_unreadable_now": first.unreadable,
+                      "images_shrunk_stand_ins": first.stand_ins}

@@ -20,7 +20,7 @@ import pandas as pd
 
 from artlab.cache import content_id
 from artlab.data.collection import ArtCollection
-from artlab.data.standins import original_id, original_of
+from artlab.data.standins import originals
 
 HELD_OUT = ("val", "test")
 #: Two difference hashes at most this many bits apart are taken for one picture (a 64-bit hash; copies of one
@@ -48,12 +48,26 @@ class Holdout:
         info = _info(target).reindex(held)
         return cls(target.name, frozenset(info["sha1"].dropna()) | _originals(held), _hashes(info["dhash"]))
 
+    def matching(self, paths: Iterable[str]) -> list[str]:
+        """The files among `paths` that hold a held-out image, by content (a stand-in: whose original is one; a file
+        already hashed in this process, by its image check, is not read again)."""
+        paths = list(paths)
+        found = []
+        for path, original in zip(paths, originals(paths)):
+            try:
+                content = content_id(path)
+            except OSError:
+                continue
+            if content in self.sha1 or (original is not None and original.sha1 in self.sha1):
+                found.append(path)
+        return found
+
     def identical(self, collection: ArtCollection) -> np.ndarray:
         """Which rows of a checked collection are byte-identical to a held-out image (a workshop pack's stand-in
         counts as its original, `artlab.data.standins`)."""
         paths = collection.table["path"]
         own = _info(collection).reindex(paths)["sha1"].isin(self.sha1).to_numpy()
-        return own | paths.map(_original_sha1).isin(self.sha1).to_numpy()
+        return own | np.isin([o.sha1 if o else "" for o in originals(paths)], list(self.sha1))
 
     def look_alike(self, collection: ArtCollection) -> np.ndarray:
         """Which rows of a checked collection look like a held-out image (within LOOK_ALIKE_BITS of its hash)."""
@@ -89,34 +103,19 @@ def nearest_bits(hashes: np.ndarray, others: np.ndarray, chunk: int = 2048) -> n
 def shares_images(source: ArtCollection, target: ArtCollection) -> bool:
     """Whether two checked collections hold the same file or two images that look alike (by perceptual hash)."""
     mine, theirs = _info(source), _info(target)
-    if set(mine["sha1"].dropna()) & set(theirs["sha1"].dropna()):
+    if _contents(source, mine) & _contents(target, theirs):
         return True
     return bool((nearest_bits(_hashes(mine["dhash"]), _hashes(theirs["dhash"])) <= LOOK_ALIKE_BITS).any())
 
 
-def content_hashes(paths: Iterable[str]) -> set[str]:
-    """The sha1 of each file that can be read (the content key of `Holdout.sha1` and of image scans; a file already
-    hashed in this process, by its image check, is not read again)."""
-    found = set()
-    for path in paths:
-        try:
-            content = content_id(path)
-        except OSError:
-            continue
-        if not content.startswith("unreadable"):
-            found.add(content)
-            found.add(original_id(path))  # a stand-in is its original too
-    return found
-
-
 def _originals(paths: Iterable[str]) -> frozenset[str]:
     """The sha1 of the originals of the stand-ins among `paths`."""
-    return frozenset(filter(None, map(_original_sha1, paths)))
+    return frozenset(original.sha1 for original in originals(paths) if original is not None)
 
 
-def _original_sha1(path: str) -> str | None:
-    original = original_of(path)
-    return original.sha1 if original is not None else None
+def _contents(collection: ArtCollection, info: pd.DataFrame) -> set[str]:
+    """The sha1 of a checked collection's files, and of the originals of its stand-ins."""
+    return set(info["sha1"].dropna()) | _originals(collection.table["path"])
 
 
 def _info(collection: ArtCollection) -> pd.DataFrame:
