@@ -186,6 +186,17 @@ def load_checked(path: str | os.PathLike, what: str,
     return None
 
 
+def load_first_checked(paths: Iterable[str | os.PathLike], what: str,
+                       load: Callable[[Path], tuple[Tensors, dict[str, str]]]) -> Tensors | None:
+    """`load_checked` of the first of `paths` (the best key first: a stand-in's original's, then its own) that is
+    cached and passes its check; None when none does."""
+    for path in paths:
+        tensors = load_checked(path, what, load)
+        if tensors is not None:
+            return tensors
+    return None
+
+
 def save_checked(path: str | os.PathLike, tensors: Tensors, metadata: Mapping[str, str], what: str,
                  save: Callable[[Path, Tensors, dict[str, str]], None]) -> bool:
     """Write a cache entry with `save` (artlab.io.save_tensors: atomically) and its payload checksum; an entry

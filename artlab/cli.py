@@ -178,9 +178,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
     """One zip of finished runs, the caches the notebooks read and (--images) the images: a workshop's material."""
     from artlab.runs.pack import pack, read_pack
 
-    out = pack(args.out, args.runs or None, args.runs_dir, images=args.images or args.image_size is not None,
-               image_size=args.image_size)
-    shrunk = sum(c.get("stand_ins", 0) for c in read_pack(out).collections.values())
+    out = pack(args.out, args.runs or None, args.runs_dir, images=args.images, image_size=args.image_size)
+    shrunk = sum(c.get("shrunk", 0) for c in read_pack(out).collections.values())
     said = f"; {shrunk} image(s) shrunk to {args.image_size} px" if args.image_size is not None else ""
     print(f"pack: {out} ({out.stat().st_size / 2**20:.1f} MiB{said}); on each laptop: artlab unpack {out.name}")
     return 0

@@ -1,7 +1,7 @@
 """Pooled activations of named layers, with an on-disk cache (off-the-shelf probes, collection maps).
 
 The cache key is (weights, layer, image size, pooling, image set); an image set is identified by
-its files' contents in order (`artlab.cache.fingerprint`), so an edited image invalidates its entry
+its files' contents in order (`artlab.data.standins.fingerprints`), so an edited image invalidates its entry
 and a collection moved to another folder or machine keeps it (a workshop pack's shrunk stand-ins are served
 their originals' features, `artlab.data.standins`). Each entry
 carries a checksum of its values, checked on every read (a damaged entry is computed again).
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from artlab import models
-from artlab.cache import cache_dir, digest, load_checked, save_checked
+from artlab.cache import cache_dir, digest, load_first_checked, save_checked
 from artlab.data.loading import ImageDataset, loader
 from artlab.data.standins import fingerprints
 from artlab.io import load_tensors, save_tensors
@@ -139,11 +139,10 @@ def cached_features(network: NamedNetwork, layer: str, paths: list[str], image_s
     entries = [features_dir() / f"{cache_key(weights_id, layer, image_size, images)}.safetensors"
                for images in fingerprints(paths)]  # stand-ins: their originals' features first
     what = f"features of {layer} for {len(paths)} images"
-    for path in entries:
-        entry = load_checked(path, what, load_tensors) if path.is_file() else None
-        stored = entry.get("features") if entry is not None else None
-        if stored is not None and stored.ndim == 2 and stored.shape[0] == len(paths):
-            return stored.numpy()
+    entry = load_first_checked(entries, what, load_tensors)
+    stored = entry.get("features") if entry is not None else None
+    if stored is not None and stored.ndim == 2 and stored.shape[0] == len(paths):
+        return stored.numpy()
     features = extract(network.build(), paths, [layer], image_size, device, batch_size, desc=f"features {layer}")[layer]
     if not unreadable_rows(features).any():  # only complete feature sets are cached (unreadable images are NaN rows)
         save_checked(entries[-1], {"features": torch.from_numpy(features)},

@@ -29,7 +29,7 @@ def main() -> None:
     options.add_argument("--image-size", type=int, default=128)
     args = options.parse_args()
 
-    from artlab.data.standins import original_of
+    from artlab.data.standins import LINKS_FILE, original_of
     from artlab.runs import Run
     from artlab.runs.pack import pack, read_pack, unpack
     from artlab.training import evaluate_run
@@ -53,8 +53,10 @@ def main() -> None:
         tuned = [(run, data) for run, data in on_stand_ins if run.config().get("strategy") != "off_the_shelf"][:1]
         shown = [_evaluate(run, data, done.runs_dir, evaluate_run) for run, data in probes + tuned]
         record["evaluated_on_stand_ins"] = shown
-        sample = next(iter(folders[0].rglob("*.jpg")), None) if folders else None
-        record["a_stand_in_answers_to_its_original"] = bool(sample and original_of(sample))
+        linked = [(folder, json.loads((folder / LINKS_FILE).read_text())["images"]) for folder in folders
+                  if (folder / LINKS_FILE).is_file()]
+        record["stand_ins_verified"] = sum(original_of(folder / name) is not None
+                                           for folder, images in linked for name in images)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 

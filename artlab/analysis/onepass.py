@@ -22,7 +22,7 @@ from artlab import models
 from artlab.analysis.cka import MIN_IMAGES, CKAFeed
 from artlab.analysis.options import CkaOptions, PassOptions
 from artlab.analysis.topk import TopK, TopKStream, check_k
-from artlab.cache import cache_dir, digest, json_tensor, load_checked, save_checked, tensor_json
+from artlab.cache import cache_dir, digest, json_tensor, load_first_checked, save_checked, tensor_json
 from artlab.data.standins import fingerprints
 from artlab.features import Feed, Outputs, forward_pass
 from artlab.io import load_tensors, save_tensors
@@ -101,10 +101,9 @@ def cached_pass(spec: dict, paths: list[str], measure: Callable[[], OnePass]) ->
     and stored. A pass that could not read every image is not stored (the image may be readable later)."""
     entries = [cache_dir() / "analyses" / f"{digest(spec | {'images': images, 'version': PASS_VERSION})}.safetensors"
                for images in fingerprints(paths)]  # stand-ins: their originals' pass first (`artlab.data.standins`)
-    for path in entries:
-        stored = load_checked(path, "analyses", load_tensors)
-        if stored is not None:
-            return _from_tensors(stored, paths)
+    stored = load_first_checked(entries, "analyses", load_tensors)
+    if stored is not None:
+        return _from_tensors(stored, paths)
     result = measure()
     if not result.failures:
         save_checked(entries[-1], _to_tensors(result), {}, "analyses", save_tensors)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from artlab.data.images import scan
+from artlab.data.standins import originals
 from artlab.io import write_csv
 
 SPLITS = ("train", "val", "test")
@@ -26,7 +27,8 @@ class ArtCollection:
     None) and one column per task. A multi-label task holds a tuple of class names per row.
     `skipped` lists the files and rows that could not be used, with the reason. `split_origin`
     says where an existing split came from (e.g. the split folders found), empty when there is none.
-    `changed` lists files whose content differs from what a run recorded (see `Run.read_split`).
+    `changed` lists files whose content differs from what a run recorded (see `Run.read_split`), and
+    `stand_ins` those that are a workshop pack's shrunk stand-ins of the images it recorded (`standins`).
     `root` is the folder the collection was loaded from (a manifest's image folder): a run records its
     images relative to it, so the run still finds them when the collection moves.
     """
@@ -38,6 +40,7 @@ class ArtCollection:
     image_info: pd.DataFrame | None = None
     split_origin: str = ""
     changed: list[str] = field(default_factory=list)  # files whose content differs from a run's record
+    stand_ins: list[str] = field(default_factory=list)  # files standing in for the images a run recorded
     root: Path | None = None
 
     @property
@@ -186,11 +189,13 @@ class ArtCollection:
         return replace(self, table=table)
 
     def _duplicate_groups(self) -> np.ndarray:
-        """A group id per row: rows whose files have the same content (sha1) share one; else the row's path."""
+        """A group id per row: rows whose files have the same content (sha1; a workshop pack's stand-in: its
+        original's, `standins`) share one; else the row's path."""
         if self.image_info is None or "sha1" not in self.image_info:
             return self.table["path"].to_numpy()
         sha1 = dict(zip(self.image_info["path"], self.image_info["sha1"]))
-        return np.array([sha1.get(p) or p for p in self.table["path"]], dtype=object)
+        paths = self.table["path"]
+        return np.array([o.sha1 if o else sha1.get(p) or p for p, o in zip(paths, originals(paths))], dtype=object)
 
     def duplicates(self) -> pd.DataFrame:
         """Byte-identical images under several names: one row per file, with its group and split."""

@@ -16,11 +16,13 @@ their first originals.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -67,13 +69,23 @@ def shrink(source: Path, target: Path, image_size: int) -> bool:
     return True
 
 
-def write_links(root: str | Path, links: dict[str, Original], image_size: int | None) -> Path:
-    """Write the links of the stand-ins under `root` (relative path with / -> its Original), atomically."""
-    path = Path(root) / LINKS_FILE
+def write_links(path: str | Path, links: dict[str, Original]) -> Path:
+    """Write a links file (relative path with / -> its Original), atomically."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"format": LINKS_FORMAT, "image_size": image_size,
+    write_json(path, {"format": LINKS_FORMAT,
                       "images": {name: vars(original) for name, original in sorted(links.items())}})
     return path
+
+
+def merged_links(here: Path, arriving: bytes) -> dict[str, Original]:
+    """The links of the links file `here` and of one `arriving` in a pack, together (two packs of one collection
+    unpacked into one place); ValueError naming an image the two link to different originals or stand-ins."""
+    mine, theirs = _parse_links(read_json(here)), _parse_links(json.loads(arriving))
+    clash = next((name for name in mine.keys() & theirs.keys() if mine[name] != theirs[name]), None)
+    if clash is not None:
+        raise ValueError(f"{here} links {clash} to another original or stand-in than the pack does")
+    return mine | theirs
 
 
 def original_of(path: str | os.PathLike) -> Original | None:
@@ -138,14 +150,21 @@ def _read_links(path: Path) -> dict[str, Original]:
     """A links file's links. A damaged or unreadable one says so in one warning line and links nothing: its
     stand-ins count as images of their own (runs then call them changed), and nothing else is stopped."""
     try:
-        record = read_json(path)
-        if record.get("format", LINKS_FORMAT) > LINKS_FORMAT:
-            raise ValueError(f"written by a later artlab (format {record['format']}): update artlab")
-        links = {name: Original(**fields) for name, fields in record["images"].items()}
-        if not all(isinstance(v, str) for link in links.values() for v in vars(link).values()):
-            raise TypeError("a link whose fields are not text")
-        return links
-    except (OSError, AttributeError, KeyError, TypeError, ValueError) as exc:  # DamagedFile is a ValueError
+        return _parse_links(read_json(path))
+    except (OSError, ValueError) as exc:  # DamagedFile is a ValueError
         warnings.warn(f"{path} is damaged or unreadable ({exc}): the stand-ins it links count as images of their "
                       f"own; unpack the workshop pack again to restore it", RuntimeWarning, stacklevel=2)
         return {}
+
+
+def _parse_links(record: Any) -> dict[str, Original]:
+    """The links of a links file's JSON; ValueError saying what is wrong with it."""
+    try:
+        if record.get("format", LINKS_FORMAT) > LINKS_FORMAT:
+            raise ValueError(f"written by a later artlab (format {record['format']}): update artlab")
+        links = {name: Original(**fields) for name, fields in record["images"].items()}
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    if not all(isinstance(v, str) for link in links.values() for v in vars(link).values()):
+        raise ValueError("a link whose fields are not text")
+    return links

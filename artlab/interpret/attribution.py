@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 
 from artlab import models, plots
-from artlab.cache import cache_dir, content_id, digest, json_tensor, load_checked, save_checked, tensor_json
+from artlab.cache import cache_dir, content_id, digest, json_tensor, load_first_checked, save_checked, tensor_json
 from artlab.data.images import load_rgb, to_rgb
 from artlab.data.standins import original_id
 from artlab.io import load_tensors, save_tensors
@@ -250,7 +250,7 @@ def attribute(model: nn.Module, image: ImageLike, method: Method = "gradcam", ta
     entries = _entries("attribution", model, image, {"method": method, "target": target, "layer": layer,
                                                      "size": image_size, "n_steps": n_steps, "window": window,
                                                      "stride": stride})
-    stored = _stored(entries, "attribution map")
+    stored = load_first_checked(entries, "attribution map", load_tensors)
     if stored is not None:
         return Attribution(**tensor_json(stored["about"]), map=stored["map"].numpy(), image=stored["image"].numpy())
     subject = _prepare(model, image, image_size)
@@ -282,15 +282,6 @@ def _entries(kind: str, model: nn.Module, image: ImageLike, spec: dict) -> list[
             for content in contents]
 
 
-def _stored(entries: list[Path], what: str) -> dict[str, torch.Tensor] | None:
-    """The first of `entries` that is cached and passes its check."""
-    for entry in entries:
-        stored = load_checked(entry, what, load_tensors)
-        if stored is not None:
-            return stored
-    return None
-
-
 def attribute_positive_labels(model: nn.Module, image: ImageLike, method: Method = "gradcam",
                               threshold: float = 0.5, layer: str | None = None, image_size: int | None = None, *,
                               n_steps: int = 50, window: int | None = None,
@@ -309,7 +300,7 @@ def attribute_positive_labels(model: nn.Module, image: ImageLike, method: Method
 def top_predictions(model: nn.Module, image: ImageLike, k: int = 5, image_size: int | None = None) -> pd.DataFrame:
     """The network's k most probable classes on the image (softmax, or sigmoid when multi-label), as a table."""
     entries = _entries("predictions", model, image, {"k": k, "size": image_size})
-    stored = _stored(entries, "predictions")
+    stored = load_first_checked(entries, "predictions", load_tensors)
     if stored is not None:
         return pd.DataFrame({"class": tensor_json(stored["about"]), "probability": stored["probability"].numpy(),
                              "index": stored["index"].numpy()})

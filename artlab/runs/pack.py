@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from artlab.cache import cache_dir, content_id, file_digest, file_signature
-from artlab.data.standins import LINKS_FILE, Original, originals, shrink, write_links
+from artlab.data.standins import LINKS_FILE, Original, merged_links, originals, shrink, write_links
 from artlab.io import atomic_path, read_metadata
 from artlab.progress import progress
 from artlab.runs.folder import LOCK_FILE, MODEL_FILE, Run, runs_root
@@ -59,7 +59,8 @@ class Pack:
 
     artlab: str
     runs: list[str]
-    collections: dict[str, dict] = field(default_factory=dict)  # folder name -> {"root": ..., "images": n}
+    collections: dict[str, dict] = field(default_factory=dict)  # folder name -> {"root", "images", "packed",
+    #  and with images "image_size", "shrunk" (now) and "stand_ins" (linked, those of an earlier pack included)}
     caches: list[str] = field(default_factory=list)
     format: int = PACK_FORMAT
 
@@ -75,10 +76,11 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
          images: bool = False, caches: tuple[str, ...] = PACKED_CACHES, image_size: int | None = None) -> Path:
     """Write one zip holding `runs` (names or folders; default every finished run under `runs_dir`), the cache
     folders `caches` (less the features computed with other runs' networks), and with `images` the image files
-    the runs used: with `image_size`, those larger as stand-ins at most `image_size` pixels on their longer side,
-    linked to their originals (`artlab.data.standins`). Returns the zip's path."""
-    if image_size is not None and (not images or image_size < MIN_IMAGE_SIZE):
-        raise ValueError(f"image_size={image_size}: give it with images, at least {MIN_IMAGE_SIZE} pixels")
+    the runs used; with `image_size` (images implied), those larger as stand-ins at most `image_size` pixels on
+    their longer side, linked to their originals (`artlab.data.standins`). Returns the zip's path."""
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size={image_size}: give at least {MIN_IMAGE_SIZE} pixels")
+    images = images or image_size is not None
     chosen = [_run(r, runs_dir) for r in runs] if runs else _finished(runs_dir)
     if not chosen:
         raise ValueError(f"no finished run to pack under {runs_root(runs_dir)}")
@@ -124,8 +126,8 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="artlab-pack-") as shrunk:
         for name in collections if images else ():
-            links = _stand_in(members, name, Path(shrunk), image_size)
-            collections[name] |= {"image_size": image_size, "stand_ins": len(links)}
+            links, now = _stand_in(members, name, Path(shrunk), image_size)
+            collections[name] |= {"image_size": image_size, "shrunk": now, "stand_ins": len(links)}
         manifest = Pack(__version__, [run.name for run in chosen], collections, list(caches))
         with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
             archive.writestr(PACK_FILE, json.dumps(manifest.__dict__, indent=2))
@@ -135,12 +137,13 @@ def pack(out: str | Path, runs: list[str | Path] | None = None, runs_dir: str | 
     return out
 
 
-def _stand_in(members: dict[str, Path], collection: str, to: Path, image_size: int | None) -> dict[str, Original]:
+def _stand_in(members: dict[str, Path], collection: str, to: Path,
+              image_size: int | None) -> tuple[dict[str, Original], int]:
     """Replace the members of `collection` larger than `image_size` (None: none) by stand-ins written under `to`,
     and add the links file (`standins.LINKS_FILE`) of every stand-in packed as a member: the new ones, and those
     already stand-ins here (a pack made from an unpacked one), linked to their first originals. The links, by path
-    relative to the collection's folder."""
-    prefix, links = f"data/{collection}/", {}
+    relative to the collection's folder, and how many images were shrunk now."""
+    prefix, links, shrunk = f"data/{collection}/", {}, 0
     names = [name for name in members if name.startswith(prefix)]
     earlier = dict(zip(names, originals(members[name] for name in names)))
     shrinking = progress(names, desc=f"shrinking {collection}'s images to {image_size} px", unit="image",
@@ -151,11 +154,12 @@ def _stand_in(members: dict[str, Path], collection: str, to: Path, image_size: i
             first = earlier[name] or Original(content_id(source), file_signature(source), "")
             links[name.removeprefix(prefix)] = replace(first, standin_sha1=file_digest(target, "sha1"))
             members[name] = target
+            shrunk += 1
         elif earlier[name] is not None:
             links[name.removeprefix(prefix)] = earlier[name]
     if links:
-        members[f"{prefix}{LINKS_FILE}"] = write_links(to / prefix, links, image_size)
-    return links
+        members[f"{prefix}{LINKS_FILE}"] = write_links(to / prefix / LINKS_FILE, links)
+    return links, shrunk
 
 
 def read_pack(source: str | Path) -> Pack:
@@ -186,7 +190,8 @@ class Unpacked:
 
 def unpack(source: str | Path, to: str | Path = ".", runs_dir: str | Path | None = None) -> Unpacked:
     """Extract a pack under `to`: runs to `runs_dir` (default `to`/runs), images to `to`/data/<collection>, caches
-    into this machine's cache. Nothing is replaced: a file already there must be identical, else PackError."""
+    into this machine's cache. Nothing is replaced: a file already there must be identical, else PackError (a
+    collection's links file takes the links of both, unless they disagree)."""
     manifest = read_pack(source)
     to = Path(to)
     runs_dir, data_dir = Path(runs_dir) if runs_dir is not None else to / "runs", to / "data"
@@ -195,12 +200,23 @@ def unpack(source: str | Path, to: str | Path = ".", runs_dir: str | Path | None
     with zipfile.ZipFile(source) as archive:
         targets = [(info, _destination(info.filename, places, source)) for info in archive.infolist()
                    if info.filename != PACK_FILE and not info.is_dir()]
+        linked = {target: info for info, target in targets if target.name == LINKS_FILE and target.is_file()
+                  and not _same(archive, info, target)}  # two packs of one collection: their links together
         clashes = [str(target) for info, target in targets if target.is_file() and not info.filename.startswith(
-            "cache/") and not _same(archive, info, target)]  # a cache entry here is checked on read: kept
+            "cache/") and target not in linked and not _same(archive, info, target)]  # cache entries: checked on read
         if clashes:
             raise PackError(f"{len(clashes)} file(s) of {source} differ from those already here (e.g. {clashes[0]}); "
                             f"nothing was unpacked: unpack elsewhere (--to) or move them away")
+        try:
+            merged = {target: merged_links(target, archive.read(info)) for target, info in linked.items()}
+        except ValueError as exc:
+            raise PackError(f"{source} cannot be unpacked here: {exc}; nothing was unpacked: unpack elsewhere (--to)") \
+                from None
         for info, target in targets:
+            if target in merged:
+                write_links(target, merged[target])
+                written += 1
+                continue
             if target.is_file():
                 kept += 1
                 continue

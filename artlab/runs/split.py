@@ -169,7 +169,7 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
                                        "reason": "missing since the run recorded its split"})
     if "signature" in frame:
         recorded = frame["signature"][exists].tolist()
-        collection.changed = _changed(collection.table["path"].tolist(), recorded)
+        collection.changed, collection.stand_ins = _changed(collection.table["path"].tolist(), recorded)
     hint = "" if data is not None else f" (moved? give the collection's new folder as `data`, or set {DATA_ENV})"
     elsewhere = data is not None or root_now != root_then
     if elsewhere and len(frame) and len(collection.changed) == len(collection) and len(collection):
@@ -215,12 +215,14 @@ def content_keys(table: pd.DataFrame, root: Path | None, tasks: dict[str, bool])
             for signatures in ([own, stood_for] if stood_for != own else [own])}
 
 
-def _changed(paths: list[str], recorded: list[str | None]) -> list[str]:
-    """The paths whose content differs from their recorded signature; a verified stand-in of the recorded original
-    does not (`artlab.data.standins`)."""
+def _changed(paths: list[str], recorded: list[str | None]) -> tuple[list[str], list[str]]:
+    """The paths whose content differs from their recorded signature, and those that are verified stand-ins of the
+    recorded originals (`artlab.data.standins`), which do not."""
     differ = [(p, s) for p, s in zip(paths, recorded) if s and not _same_content(s, signature_or_none(p))]
-    stood_for = originals(p for p, _ in differ)
-    return [p for (p, s), original in zip(differ, stood_for) if not (original and _same_content(s, original.signature))]
+    changed, stand_ins = [], []
+    for (path, signature), original in zip(differ, originals(p for p, _ in differ)):
+        (stand_ins if original and _same_content(signature, original.signature) else changed).append(path)
+    return changed, stand_ins
 
 
 def _content(signature: str | None) -> str:
@@ -255,10 +257,10 @@ def exact(recorded: ArtCollection, collection: ArtCollection, tasks: tuple[str, 
     """The recorded split for resuming: refused if any of its images is missing, changed or relabelled; images
     added to the collection since are left out (and warned about)."""
     moved = relabelled(recorded, collection, tasks)
-    shrunk = [p for p, original in zip(recorded.table["path"], originals(recorded.table["path"])) if original]
-    if shrunk:  # its checkpoint's weights come from the originals; what is trained next would not
-        raise ValueError(f"cannot resume {where}: {len(shrunk)} of its images are a workshop pack's shrunk stand-ins "
-                         f"(e.g. {shrunk[0]}); resume it where the original images are")
+    if recorded.stand_ins:  # it trained on the originals; what it would train on next are smaller copies
+        raise ValueError(f"cannot resume {where}: {len(recorded.stand_ins)} of the images it trained on are here as a "
+                         f"workshop pack's shrunk stand-ins (e.g. {recorded.stand_ins[0]}); resume it where the "
+                         f"original images are")
     if len(recorded.skipped) or recorded.changed or moved:
         examples = (recorded.skipped["path"].tolist() + recorded.changed + moved)[:3]
         raise ValueError(f"cannot resume {where}: since it recorded its split, {len(recorded.skipped)} image(s) "

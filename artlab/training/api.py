@@ -17,7 +17,6 @@ from artlab import models
 from artlab.data.collection import SPLITS, ArtCollection
 from artlab.data.layouts import load
 from artlab.data.loading import ImageDataset
-from artlab.data.standins import originals
 from artlab.features import unreadable_rows
 from artlab.runs import MODEL_FILE, Run, as_run, index, load_network, run_collection, status
 from artlab.runs.split import content_keys, recorded_root, remember_move
@@ -146,8 +145,9 @@ def check_earlier_stage(earlier: Run, collection: ArtCollection) -> None:
     leaked = Holdout.of(collection).matching(paths)
     if leaked:
         raise ValueError(f"--init-from {earlier.path} trained on {len(leaked)} image(s) of this run's validation or "
-                         f"test split (the same files): scores here would be inflated; train the earlier stage with "
-                         f"them kept out (double_finetune and sweeps with a source do so) or draw another split")
+                         f"test split (the same files, or stand-ins of them): scores here would be inflated; train "
+                         f"the earlier stage with them kept out (double_finetune and sweeps with a source do so) or "
+                         f"draw another split")
 
 
 def check_config(config: TrainConfig) -> None:
@@ -393,8 +393,9 @@ def evaluate_run(run: Run | str | Path, part: str = "test", device: torch.device
 
     Never touches the training-time metrics.json: an evaluation of a finished run is written to
     `evaluations/<time>-<split>.json`; an unfinished run's is only returned. Images missing or
-    changed since training are counted in the result (and warned about). `data`: the run's collection
-    at another place (moved, or copied to another machine); its files' signatures must match the run's.
+    changed since training are counted in the result (and warned about), and so are a workshop pack's
+    stand-ins of them. `data`: the run's collection at another place (moved, or copied to another machine);
+    its files' signatures must match the run's (a stand-in's: its original's, `artlab.data.standins`).
     """
     run = as_run(run)
     metrics = _evaluate(run, part, device, data)
@@ -418,7 +419,7 @@ class Predictions:
     changed: int = 0
     unreadable: int = 0
     task: str = ""
-    stand_ins: int = 0  # images of the split that are a workshop pack's shrunk stand-ins (artlab.data.standins)
+    stand_ins: int = 0  # of `paths`, those that are a workshop pack's shrunk stand-ins of the run's images
 
 
 def predictions(run: Run | str | Path, part: str = "test", device: torch.device | str | None = None,
@@ -454,7 +455,7 @@ def _predict_tasks(run: Run | str | Path, part: str, device: torch.device | str 
         scores, seen = predict(model, dataset, device, config.batch_size * 2)
     heads = Tasks.of_card(card)
     targets = heads.targets(subset)
-    shrunk = sum(original is not None for original in originals(subset.table["path"]))
+    shrunk = int(np.isin(subset.table["path"].to_numpy()[seen], collection.stand_ins).sum())
     paths = subset.table["path"].to_numpy()[seen]
     out = []
     for head in heads:
