@@ -415,6 +415,10 @@ def test_an_edited_stand_in_or_a_damaged_links_file_is_not_taken_for_its_origina
     (data / LINKS_FILE).write_text('{"format": 99, "images": {}}')
     with pytest.warns(RuntimeWarning, match=r"written by a later artlab \(format 99\): update artlab"):
         assert original_of(data / "style0" / "p2.png") is None
+    (data / LINKS_FILE).unlink()  # copied without its hidden file: the error says what is missing
+    with pytest.raises(ValueError, match=rf"all are smaller: if they are a workshop pack's shrunk images, its links "
+                                         rf"file {LINKS_FILE} must be in that folder too"):
+        evaluate_run(tmp_path / "laptop" / "runs" / "fine_tune", data=data)
     with pytest.raises(ValueError, match="image_size=16: give at least 32 pixels"):
         pack(tmp_path / "x.zip", runs_dir=moved[0] / "runs", images=True, image_size=16)
 

@@ -23,7 +23,7 @@ import pandas as pd
 from artlab.cache import file_signature
 from artlab.data.collection import ArtCollection
 from artlab.data.layouts import collection_root
-from artlab.data.standins import originals
+from artlab.data.standins import LINKS_FILE, originals
 from artlab.io import DamagedFile, read_json, write_json
 
 SPLIT_FILE = "split.csv"
@@ -173,9 +173,11 @@ def read_split(folder: Path, multi_label: dict[str, bool], name: str, quiet: boo
     hint = "" if data is not None else f" (moved? give the collection's new folder as `data`, or set {DATA_ENV})"
     elsewhere = data is not None or root_now != root_then
     if elsewhere and len(frame) and len(collection.changed) == len(collection) and len(collection):
+        shrunk = all(_size(signature_or_none(p)) < _size(s) for p, s in zip(collection.table["path"], recorded) if s)
         raise ValueError(f"{collection.root} is not the collection run {name} trained on: none of its {len(frame)} "
                          f"images is there unchanged (found {len(collection)}, {len(collection.changed)} of them "
-                         f"different)")
+                         f"different)" + (f"; all are smaller: if they are a workshop pack's shrunk images, its links "
+                                          f"file {LINKS_FILE} must be in that folder too" if shrunk else ""))
     if data is not None and not len(collection) and len(frame):
         raise ValueError(f"{data} is not the collection run {name} trained on: none of its {len(frame)} images is "
                          f"there")
@@ -223,6 +225,11 @@ def _changed(paths: list[str], recorded: list[str | None]) -> tuple[list[str], l
     for (path, signature), original in zip(differ, originals(p for p, _ in differ)):
         (stand_ins if original and _same_content(signature, original.signature) else changed).append(path)
     return changed, stand_ins
+
+
+def _size(signature: str | None) -> int:
+    """The file size a signature records (0 for none)."""
+    return int(signature.split(":")[0]) if signature else 0
 
 
 def _content(signature: str | None) -> str:
