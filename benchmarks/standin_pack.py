@@ -32,8 +32,6 @@ def main() -> None:
     from artlab.data.standins import LINKS_FILE, original_of
     from artlab.runs import Run
     from artlab.runs.pack import pack, read_pack, unpack
-    from artlab.training import evaluate_run
-
     runs = sorted(p for p in Path(args.runs_dir).iterdir() if Run(p).finished)
     record: dict = {"runs": len(runs), "image_size": args.image_size}
     with tempfile.TemporaryDirectory(prefix="standin-pack-") as scratch:
@@ -51,7 +49,7 @@ def main() -> None:
                         if Path(str(run.config().get("data"))).name == data.name]
         probes = [(run, data) for run, data in on_stand_ins if run.config().get("strategy") == "off_the_shelf"]
         tuned = [(run, data) for run, data in on_stand_ins if run.config().get("strategy") != "off_the_shelf"][:1]
-        shown = [_evaluate(run, data, done.runs_dir, evaluate_run) for run, data in probes + tuned]
+        shown = [_evaluate(run, data, done.runs_dir) for run, data in probes + tuned]
         record["evaluated_on_stand_ins"] = shown
         linked = [(folder, json.loads((folder / LINKS_FILE).read_text())["images"]) for folder in folders
                   if (folder / LINKS_FILE).is_file()]
@@ -61,10 +59,11 @@ def main() -> None:
     print(json.dumps(record, indent=2))
 
 
-def _evaluate(run, data: Path, runs_dir: Path, evaluate_run) -> dict:
+def _evaluate(run, data: Path, runs_dir: Path) -> dict:
     """Evaluate the unpacked copy of `run` on the stand-ins in `data`; off-the-shelf runs with forward passes
     refused (their features are the teacher's)."""
     import artlab.features as features
+    from artlab.training import evaluate_run
 
     unpacked, strategy = runs_dir / run.path.name, run.config().get("strategy")
     real = features.forward_pass
