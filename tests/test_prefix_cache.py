@@ -87,8 +87,9 @@ def test_cached_prefix_trains_exactly_like_the_plain_path(tmp_path, monkeypatch,
     weights, _ = load_tensors(cached.run.file("model.safetensors"))
     reference, _ = load_tensors(plain.run.file("model.safetensors"))
     assert sorted(weights) == sorted(reference) == sorted(models.build("mobilenet_v2", num_classes=3).state_dict())
-    for key in reference:
-        assert torch.allclose(weights[key], reference[key], rtol=1e-4, atol=1e-5), key
+    for key in reference:  # float sums in another order (one torch thread, other batches) drift up to ~1.2e-4
+        # over two epochs on some CPUs; training on wrong inputs moves weights by 1e-2 and more
+        assert torch.allclose(weights[key], reference[key], rtol=1e-3, atol=5e-4), key
     assert cached.metrics["confusion_matrix"] == plain.metrics["confusion_matrix"]
 
     imagenet = models.build("mobilenet_v2", pretrained=True).state_dict()

@@ -63,13 +63,12 @@ class _Pair:
         self.nx_ny += float(nx @ ny)
 
 
-def _hsic(pair: _Pair, sx: _Stats, sy: _Stats, debiased: bool) -> float:
-    """HSIC of centred features, from raw sums (the centring is done algebraically)."""
+def _hsic(pair: _Pair, sx: _Stats, sy: _Stats) -> tuple[float, float]:
+    """HSIC of centred features from raw sums (the centring done algebraically): (biased, debiased), sharing the
+    p x q product that dominates the cost."""
     n, mx, my = sx.n, sx.mean, sy.mean
     cross = pair.xty - n * torch.outer(mx, my)  # Xc^T Yc
     xty = float((cross * cross).sum())
-    if not debiased:
-        return xty
     mx2, my2 = float(mx @ mx), float(my @ my)
     x_dot_mx_times_ny = float(pair.x_by_ny @ mx)  # sum_i (x_i . mx) ||y_i||^2
     y_dot_my_times_nx = float(pair.y_by_nx @ my)
@@ -80,7 +79,7 @@ def _hsic(pair: _Pair, sx: _Stats, sy: _Stats, debiased: bool) -> float:
             - 2 * x_dot_mx_times_ny + 4 * xm_ym - 2 * my2 * sum_x_dot_mx
             + mx2 * sy.sq_rows - 2 * mx2 * sum_y_dot_my + n * mx2 * my2)
     norm_x, norm_y = sx.sq_rows - n * mx2, sy.sq_rows - n * my2  # ||Xc||_F^2, ||Yc||_F^2
-    return xty - n / (n - 2) * rows + norm_x * norm_y / ((n - 1) * (n - 2))
+    return xty, xty - n / (n - 2) * rows + norm_x * norm_y / ((n - 1) * (n - 2))
 
 
 def _is_constant(stats: _Stats, tolerance: float = 1e-10) -> bool:
@@ -146,14 +145,16 @@ class StreamingCKA:
         if n < MIN_IMAGES:
             raise ValueError(f"CKA needs at least {MIN_IMAGES} images, got {n}")
         out, constant = [], set()
+        # each layer's HSIC with itself once, not once per pair it is in (a matrix of L x L pairs needs 2 L)
+        self_x = {a: _hsic(self.self_x[a], self.stats_x[a], self.stats_x[a]) for a in {a for a, _ in self.cross}}
+        self_y = {b: _hsic(self.self_y[b], self.stats_y[b], self.stats_y[b]) for b in {b for _, b in self.cross}}
         for (a, b), pair in self.cross.items():
             sx, sy = self.stats_x[a], self.stats_y[b]
             row = {"a": a, "b": b, "n_images": n}
             flat = [name for name, stats in ((f"x[{a}]", sx), (f"y[{b}]", sy)) if _is_constant(stats)]
-            for debiased, key in ((False, "cka"), (True, "cka_debiased")):
-                row[key] = float("nan") if flat else _cka(
-                    _hsic(pair, sx, sy, debiased), _hsic(self.self_x[a], sx, sx, debiased),
-                    _hsic(self.self_y[b], sy, sy, debiased))
+            hsic = None if flat else _hsic(pair, sx, sy)
+            for i, key in enumerate(("cka", "cka_debiased")):  # biased, debiased
+                row[key] = float("nan") if flat else _cka(hsic[i], self_x[a][i], self_y[b][i])
             constant.update(flat)
             out.append(row)
         if constant:
