@@ -25,6 +25,10 @@ _SCRATCH: list[str] = []
 
 #: The browser test and nbval's notebooks: one worker, first (the longest group), in this order.
 NOTEBOOKS_GROUP = "notebooks"
+#: The groups that take longest (30 s and more alone on 2 cores, longest first), handed out before the rest so that
+#: no long one is left to run alone at the end; the others follow in file order.
+LONGEST_FIRST = (NOTEBOOKS_GROUP, "teacher", "tests/test_notebooks.py", "tests/test_train.py",
+                 "tests/test_distributed.py")
 
 
 def pytest_configure(config):
@@ -50,8 +54,13 @@ def pytest_unconfigure(config):
 
 def pytest_collection_modifyitems(config, items):
     use_record(items)
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest group first
-        items.sort(key=lambda item: _group(item) != NOTEBOOKS_GROUP)  # stable: the browser test before nbval
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest groups first (stable: the browser test before nbval)
+        items.sort(key=lambda item: _rank(_group(item)))
+
+
+def _rank(group: str) -> int:
+    """Where a group comes in the order that workers take groups: LONGEST_FIRST, then the rest."""
+    return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -67,6 +76,7 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return _group_of(nodeid.split("::", 1)[0])
 
+    config.option.loadscopereorder = False  # groups in the order collected (LONGEST_FIRST), not by number of tests
     return ByFile(config, log)
 
 
