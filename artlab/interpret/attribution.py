@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion
 from PIL import Image
 from torch import nn
 
@@ -181,6 +180,8 @@ def _gradcam(subject: _Subject, index: int, layer: str | None) -> torch.Tensor:
     except AttributeError:
         raise KeyError(f"{models.arch_of(subject.network).name} has no layer {name!r}; "
                        f"its analysed layers are {list(models.arch_of(subject.network).layers)}") from None
+    from captum.attr import LayerAttribution, LayerGradCam  # Captum where a map is computed: cached maps need none
+
     cam = LayerGradCam(subject.network, module).attribute(subject.x, target=index, relu_attributions=True)
     upsampled = LayerAttribution.interpolate(cam, tuple(subject.x.shape[-2:]), interpolate_mode="bilinear")
     return upsampled[0, 0].relu()
@@ -188,6 +189,8 @@ def _gradcam(subject: _Subject, index: int, layer: str | None) -> torch.Tensor:
 
 def _integrated_gradients(subject: _Subject, index: int, n_steps: int) -> torch.Tensor:
     """Captum's IntegratedGradients from a baseline of zeros (ImageNet's mean colour), summed over channels."""
+    from captum.attr import IntegratedGradients
+
     ig = IntegratedGradients(subject.network)
     attributions = ig.attribute(subject.x, baselines=torch.zeros_like(subject.x), target=index, n_steps=n_steps,
                                 internal_batch_size=min(n_steps, 16))
@@ -202,6 +205,8 @@ def occlusion_window(image_size: int) -> tuple[int, int]:
 
 def _occlusion(subject: _Subject, index: int, window: int | None, stride: int | None) -> torch.Tensor:
     """Captum's Occlusion with mean-colour patches (zeros once normalised), summed over channels."""
+    from captum.attr import Occlusion
+
     window = window or occlusion_window(min(subject.x.shape[-2:]))[0]
     stride = stride or max(1, window // 2)
     attributions = Occlusion(subject.network).attribute(subject.x, sliding_window_shapes=(3, window, window),

@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Container
 
 import numpy as np
-from sklearn import metrics as skm
 from torch import nn
 
 
 def single_label(scores: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
     """Metrics from per-class scores (n, C) and integer targets (n,)."""
+    from sklearn import metrics as skm  # here, not at the top: a notebook showing finished runs never needs it
+
     labels = np.arange(len(classes))
     predicted = scores.argmax(axis=1)
     recall = skm.recall_score(targets, predicted, labels=labels, average=None, zero_division=0)
@@ -34,6 +35,8 @@ def multi_label(scores: np.ndarray, targets: np.ndarray, classes: list[str]) -> 
 
     Classes with no positive test image have no defined AP and are left out of the mean.
     """
+    from sklearn import metrics as skm
+
     per_class = {}
     for i, name in enumerate(classes):
         if targets[:, i].sum() > 0:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.preprocessing import StandardScaler
 
 from artlab import models
 from artlab.data.collection import ArtCollection
@@ -15,6 +14,10 @@ from artlab.models import ModelCard
 from artlab.runs import IMAGENET, Network, Run
 from artlab.training.config import TrainConfig
 from artlab.training.metrics import evaluate, headline, loss_function
+
+if TYPE_CHECKING:  # scikit-learn is imported where a probe is fitted: a finished run opens without it
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
 
 C_GRID = (0.01, 0.1, 1.0)
 
@@ -39,6 +42,9 @@ def features_for(config: TrainConfig, collection: ArtCollection, device: torch.d
 
 
 def _logreg(c: float, multi: bool, seed: int) -> LogisticRegression | OneVsRestClassifier:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
     base = LogisticRegression(C=c, max_iter=3000, random_state=seed)
     return OneVsRestClassifier(base) if multi else base
 
@@ -53,6 +59,8 @@ def fit_probe(config: TrainConfig, run: Run, collection: ArtCollection,
 
     Returns the history and the images that became unreadable since they were checked (left out).
     """
+    from sklearn.preprocessing import StandardScaler
+
     task, multi = config.task, collection.multi_label[config.task]
     classes = collection.classes(task)
     feats = features_for(config, collection, device)
