@@ -172,6 +172,42 @@ def test_a_task_with_many_classes_gets_a_row_each_with_the_same_gaps(small_synth
     assert gap(2) == pytest.approx(ROW_GAP) and gap(43) == pytest.approx(ROW_GAP)
 
 
+@pytest.mark.parametrize("count,columns", [(10, 5), (7, 3), (1, 5), (43, 1), (12, 4)])
+def test_an_image_grid_is_the_grid_make_subplots_draws(count, columns):
+    """The grid written out as one layout against plotly's own make_subplots with one trace added per image."""
+    import html
+
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from artlab.plots import GRID_SPACING, ROW_GAP, image_grid
+
+    rng = np.random.default_rng(count)
+    images = [None if i % 4 == 3 else rng.integers(0, 255, (8 + i, 9, 3), dtype=np.uint8) for i in range(count)]
+    captions = [f"<artwork> {i}" if i % 5 else "" for i in range(count)]
+    rows = -(-count // columns)
+    height = 170 * rows + 80
+    reference = make_subplots(rows=rows, cols=columns, subplot_titles=[html.escape(c) for c in captions],
+                              horizontal_spacing=GRID_SPACING, vertical_spacing=ROW_GAP / height)
+    for i, pixels in enumerate(images):
+        if pixels is not None:
+            reference.add_trace(go.Image(z=pixels), row=i // columns + 1, col=i % columns + 1)
+    reference.update_xaxes(visible=False).update_yaxes(visible=False).update_annotations(font_size=10)
+    reference.update_layout(title="a title", height=height, margin={"l": 10, "r": 10})
+    mine, theirs = image_grid(images, captions, "a title", columns).to_plotly_json(), reference.to_plotly_json()
+
+    def plain(value):  # numbers to 12 digits (plotly's domains add up their fractions another way), arrays as lists
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if k != "template"}
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [plain(v) for v in value]
+        return round(float(value), 12) if isinstance(value, (float, np.floating)) else value
+
+    assert plain(mine["layout"]) == plain(theirs["layout"])
+    assert plain(mine["data"]) == plain(theirs["data"])
+
+
 # ---- what fine-tuning changed -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def changed(tuned_run):
