@@ -316,27 +316,37 @@ def test_nbval_compares_recorded_outputs_after_sanitising(tmp_path):
     assert printed[0]["text"] == "runs in <runs> took <num>\n"
     table = record["01_print.ipynb"][book.cells[2].id]["outputs"]
     assert [list(o["data"]) for o in table] == [["text/html"]] and "<td><num></td>" in table[0]["data"]["text/html"]
-    (folder / "record.json").write_text(json.dumps(record))
+    # one nbval run over four copies of the notebook, each with its own record: as recorded; another word in the
+    # printed line; another word in the table; the table cell recorded from another source
+    def recorded(edit=None) -> dict:
+        cells = json.loads(json.dumps(record["01_print.ipynb"]))
+        if edit:
+            edit(cells[book.cells[1].id], cells[book.cells[2].id])
+        return cells
 
-    passed = _nbval(folder, "7.5", tmp_path / "other-runs")  # another runs folder, other numbers and figure
-    assert passed.returncode == 0, passed.stdout[-3000:]
-    record["01_print.ipynb"][book.cells[1].id]["outputs"][0]["text"] = "runs at <runs> took <num>\n"
-    (folder / "record.json").write_text(json.dumps(record))
-    failed = _nbval(folder, "7.5", tmp_path / "other-runs")
-    assert failed.returncode == 1 and "Cell outputs differ" in failed.stdout and "runs at" in failed.stdout
-    assert "1 failed, 1 passed" in failed.stdout  # the table cell still matches
+    def other_word(printed, table):
+        printed["outputs"][0]["text"] = "runs at <runs> took <num>\n"
 
-    record["01_print.ipynb"][book.cells[1].id]["outputs"][0]["text"] = "runs in <runs> took <num>\n"
-    cell = record["01_print.ipynb"][book.cells[2].id]
-    cell["outputs"][0]["data"]["text/html"] = cell["outputs"][0]["data"]["text/html"].replace(">class<", ">style<")
-    (folder / "record.json").write_text(json.dumps(record))
-    failed = _nbval(folder, "7.5", tmp_path / "other-runs")
-    assert failed.returncode == 1 and "1 failed, 1 passed" in failed.stdout and "style" in failed.stdout
+    def other_column(printed, table):
+        html = table["outputs"][0]["data"]
+        html["text/html"] = html["text/html"].replace(">class<", ">style<")
 
-    cell["source"] = "0" * 16  # recorded from another source: the cell fails, saying how to record it again
-    (folder / "record.json").write_text(json.dumps(record))
-    stale = _nbval(folder, "7.5", tmp_path / "other-runs")
-    assert stale.returncode == 1 and "has no recorded outputs for its current source" in stale.stdout
+    def other_source(printed, table):
+        table["source"] = "0" * 16
+
+    records = {"01_print.ipynb": recorded(), "02_word.ipynb": recorded(other_word),
+               "03_column.ipynb": recorded(other_column), "04_stale.ipynb": recorded(other_source)}
+    for name in records:
+        if name != "01_print.ipynb":
+            (folder / name).write_bytes((folder / "01_print.ipynb").read_bytes())
+    (folder / "record.json").write_text(json.dumps(records))
+    checked = _nbval(folder, "7.5", tmp_path / "other-runs")  # another runs folder, other numbers and figure
+    failed = sorted(re.findall(r"^FAILED (\S+ \d+)", checked.stdout, re.M))
+    assert checked.returncode == 1 and "3 failed, 5 passed" in checked.stdout, checked.stdout[-3000:]
+    assert failed == ["02_word.ipynb::Cell 0", "03_column.ipynb::Cell 1", "04_stale.ipynb::Cell 1"], failed
+    # (nbval counts code cells from 0): the table of 02 still matches, and so do the printed lines of 03 and 04
+    assert "Cell outputs differ" in checked.stdout and "runs at" in checked.stdout and "style" in checked.stdout
+    assert "has no recorded outputs for its current source" in checked.stdout
 
 
 def test_params_reach_the_notebooks_that_declare_them_and_the_index_states_peak_memory(tmp_path):
