@@ -7,7 +7,8 @@ static (no browser is attached); nbval compares the notebooks' cells with tests/
 With pytest-xdist (`make test` runs `-n 2`), each worker has its own folders and its share of
 the cores as torch threads (its notebooks' kernels too), so two workers on 2 cores do not slow each other
 down; each test file runs on one worker (its module fixtures made once), and the browser test, which trains
-the runs that nbval's notebooks then reuse, goes first with those notebooks on one worker.
+the runs that nbval's notebooks then reuse, goes first with those notebooks on one worker. The other longest
+groups (LONGEST_FIRST) are handed out next, so that none is left to run alone at the end.
 """
 
 from __future__ import annotations
