@@ -103,8 +103,8 @@ def image_grid(images: list[np.ndarray | None], captions: list[str], title: str,
     """H x W x 3 uint8 images in a grid, a caption above each (None leaves its cell empty).
 
     The figure is make_subplots' grid (the same axes, domains and caption annotations), written out as one layout:
-    building it through make_subplots and one update per image took 8 times as long, and explorers redraw galleries
-    on every click."""
+    building it through make_subplots and one update per image took 7 times as long, and explorers redraw galleries
+    on every click. It is a plain Figure: make_subplots' row= and col= helpers do not apply to it."""
     rows = max(1, -(-len(images) // columns))
     height = 170 * rows + 80
     across, down = GRID_SPACING, ROW_GAP / height  # the same gap in pixels for 2 or 43 rows

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,32 +71,33 @@ def tuned_run(small_synthetic, tmp_path_factory):
                              backbone_lr_mult=1.0), runs_dir=tmp_path_factory.mktemp("runs")).run
 
 
-#: The notebooks a workshop pack is tested with, the size its images travel at (stand-ins), and the parameters the
-#: teacher and the attendees run them with (the inspector's 3 test artworks keep 2 or more choices in every select).
+#: The notebooks a workshop pack is tested with, and the size its images travel at (stand-ins).
 TEACHER_NOTEBOOKS = "03,04,05,06"
 TEACHER_IMAGE_SIZE = 96
-TEACHER_PARAMETERS = {"artworks": 3}
 
 
 @dataclass(frozen=True)
 class Teacher:
-    """A workshop as a teacher prepares it: notebooks 03-06 run once with `--interactive`, then packed."""
+    """A workshop as a teacher prepares it: notebooks 03-06 run and packed, then pages with `--interactive`."""
 
-    series: Any  # artlab.tools.notebooks.Series of the run that was packed, its pages interactive
+    series: Any  # artlab.tools.notebooks.Series of the run that was packed
     pack: Path
-    pages: Path  # the series' folder: notebooks and interactive pages
+    pages: Path  # the interactive pages of 03, 04 and 06
+    interactive: Any  # their Series
     notebooks: str = TEACHER_NOTEBOOKS
     image_size: int = TEACHER_IMAGE_SIZE  # the pack's images, shrunk
-    parameters: dict = field(default_factory=lambda: dict(TEACHER_PARAMETERS))
 
 
 @pytest.fixture(scope="session")
 def teacher(tmp_path_factory) -> Teacher:
-    """Notebooks 03-06 run as the README's workshop recipe has the teacher run them, with `--interactive` in the
-    first command, in a cache of their own, on a collection of files (a copy of the generated one, 480 paintings
-    at 160 px), then packed with the images at 96 px (`artlab pack --image-size 96`: every image travels as a
-    stand-in). The workshop pack's round trip and the offline pages' browser tests share it (../conftest.py puts
-    both files on one worker, and starts them first: they are the longest group after the notebooks')."""
+    """Notebooks 03-06 run as the README's workshop recipe has the teacher run them, without `--interactive` and
+    with their default parameters, in a cache of their own, on a collection of files (a copy of the generated one,
+    480 paintings at 160 px), then packed with the images at 96 px (`artlab pack --image-size 96`: every image
+    travels as a stand-in). Packing before any interactive page keeps the round trip honest: the pack holds what
+    the plain recipe computed, not what drawing pages ahead added. After that, the interactive pages of 03, 04
+    and 06 on the same runs and cache (the inspector's 3 test artworks keep 2 or more choices in every select).
+    The workshop pack's round trip and the offline pages' browser tests share it (../conftest.py puts both files
+    on one worker, and hands that group out among the first)."""
     from artlab.cli import main
     from artlab.data.synthetic import synthetic_manifest
     from artlab.tools.notebooks import run_series
@@ -106,9 +107,11 @@ def teacher(tmp_path_factory) -> Teacher:
     runs = root / "runs"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ARTLAB_CACHE", str(root / "cache"))
-        series = run_series(root / "pages", quick=True, data=collection, only=TEACHER_NOTEBOOKS, log=None,
-                            interactive=True, runs_dir=runs, parameters=TEACHER_PARAMETERS)
+        series = run_series(root / "prepared", quick=True, data=collection, only=TEACHER_NOTEBOOKS, log=None,
+                            runs_dir=runs)
         assert main(["pack", str(root / "workshop.zip"), "--runs-dir", str(runs), "--image-size",
                      str(TEACHER_IMAGE_SIZE)]) == 0
-    assert [r["status"] for r in series.records.values()] == ["succeeded"] * 4
-    return Teacher(series, root / "workshop.zip", root / "pages")
+        interactive = run_series(root / "pages", quick=True, data=collection, only="03,04,06", log=None,
+                                 interactive=True, runs_dir=runs, parameters={"artworks": 3})
+    assert [r["status"] for r in interactive.records.values()] == ["succeeded"] * 3
+    return Teacher(series, root / "workshop.zip", root / "pages", interactive)

@@ -51,6 +51,27 @@ def test_streaming_cka_equals_direct_computation(debiased):
     assert cka_of_features(x, y, debiased, batch_size=5) == pytest.approx(direct_cka(x, y, debiased), rel=1e-9)
 
 
+def test_a_cka_matrix_of_two_sides_equals_direct_computation_pair_by_pair():
+    """Every pair of a matrix between 2 layers of X and 3 of Y, of other widths, against the brute-force CKA (each
+    pair's own self-similarities: a matrix computes them once per layer)."""
+    import itertools
+
+    from artlab.analysis.cka import StreamingCKA
+
+    rng = np.random.default_rng(3)
+    xs = [np.maximum(rng.normal(1.0, 2.0, (29, w)), 0) for w in (6, 11)]
+    ys = [np.tanh(xs[0] @ rng.normal(size=(6, w))) + 0.5 * rng.normal(size=(29, w)) + 2 for w in (4, 9, 13)]
+    pairs = list(itertools.product(range(2), range(3)))
+    cka = StreamingCKA([6, 11], [4, 9, 13], pairs, torch.device("cpu"))
+    for start in range(0, 29, 8):
+        cka.update([torch.as_tensor(x[start:start + 8]) for x in xs], [torch.as_tensor(y[start:start + 8]) for y in ys])
+    rows = {(r["a"], r["b"]): r for r in cka.result()}
+    assert sorted(rows) == pairs
+    for a, b in pairs:
+        assert rows[a, b]["cka"] == pytest.approx(direct_cka(xs[a], ys[b], False), rel=1e-9), (a, b)
+        assert rows[a, b]["cka_debiased"] == pytest.approx(direct_cka(xs[a], ys[b], True), rel=1e-9), (a, b)
+
+
 def test_cka_known_values():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 8))

@@ -179,6 +179,20 @@ def test_an_off_the_shelf_run_on_cached_features_never_imports_torchvision(small
         json.loads((tmp_path / "first" / "metrics.json").read_text())["accuracy"]
 
 
+def test_opening_artlab_imports_neither_scikit_learn_nor_captum():
+    """A notebook's imports (training, probes, metrics, attributions, explorers) leave scikit-learn and Captum for
+    the first metric, probe or map: a notebook showing finished runs starts without them."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport artlab\nfrom artlab import Comparison, TrainConfig, analyze, train\n"
+            "import artlab.training.probe, artlab.training.metrics, artlab.interpret.attribution, artlab.widgets\n"
+            "from artlab.widgets import ArtworkInspector, ChannelExplorer, StrategyExplorer\n"
+            "print(sorted(m for m in ('sklearn', 'captum') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1:] == ["[]"], done.stdout[-500:] + done.stderr[-500:]
+
+
 def test_the_command_line_parses_without_torch_pandas_or_scikit_learn():
     """`artlab --help` and a mistyped option answer at once: nothing heavy is imported before a command runs."""
     import subprocess

@@ -345,8 +345,12 @@ def test_nbval_compares_recorded_outputs_after_sanitising(tmp_path):
     assert checked.returncode == 1 and "3 failed, 5 passed" in checked.stdout, checked.stdout[-3000:]
     assert failed == ["02_word.ipynb::Cell 0", "03_column.ipynb::Cell 1", "04_stale.ipynb::Cell 1"], failed
     # (nbval counts code cells from 0): the table of 02 still matches, and so do the printed lines of 03 and 04
-    assert "Cell outputs differ" in checked.stdout and "runs at" in checked.stdout and "style" in checked.stdout
-    assert "has no recorded outputs for its current source" in checked.stdout
+    # each failure's report, under its heading "___ 02_word.ipynb::Cell 0 ___"
+    reasons = dict(zip(*[iter(re.split(r"^_{3,} (\S+)::Cell \d+ _{3,}$", checked.stdout, flags=re.M)[1:])] * 2))
+    assert sorted(reasons) == ["02_word.ipynb", "03_column.ipynb", "04_stale.ipynb"], checked.stdout[-3000:]
+    assert "Cell outputs differ" in reasons["02_word.ipynb"] and "runs at" in reasons["02_word.ipynb"]
+    assert "Cell outputs differ" in reasons["03_column.ipynb"] and "style" in reasons["03_column.ipynb"]
+    assert "has no recorded outputs for its current source" in reasons["04_stale.ipynb"]
 
 
 def test_params_reach_the_notebooks_that_declare_them_and_the_index_states_peak_memory(tmp_path):

@@ -86,7 +86,7 @@ def test_a_choice_drawn_ahead_elsewhere_moves_the_other_controls_and_says_so(tmp
 
 
 def test_interactive_pages_state_their_size_and_stay_small(teacher):
-    out, series = teacher.pages, teacher.series
+    out, series = teacher.pages, teacher.interactive
     index = (out / "index.html").read_text()
     for record in series.records.values():
         if record.get("status") == "succeeded":

@@ -55,6 +55,29 @@ def test_channel_explorer(analysed):
         explorer.select(channel=10_000)
 
 
+def test_offline_parts_render_each_layer_in_one_batch_per_network(analysed, monkeypatch):
+    """A page's states of the channel explorer: one render batch per layer and network, the views then drawn from
+    the cache (no render of their own)."""
+    import artlab.interpret.featurevis as fv
+    from artlab.widgets.offline import Part
+
+    _, analysis = analysed
+    explorer = ChannelExplorer(analysis, settings=RenderSettings(steps=2, size=32, seed=11))
+    batches: list[int] = []
+    real = fv.optimise
+
+    def counted(model, objective, batch, settings, *args, **kwargs):
+        if settings.seed == 11:  # this explorer's, not the renders ahead of an earlier test's explorer
+            batches.append(batch)
+        return real(model, objective, batch, settings, *args, **kwargs)
+
+    monkeypatch.setattr(fv, "optimise", counted)
+    [part] = explorer.offline_parts(per_layer=2)
+    assert isinstance(part, Part) and batches == [2] * (len(explorer.layers) * len(explorer.networks))
+    part.drawn()
+    assert batches == [2] * (len(explorer.layers) * len(explorer.networks)), "a view rendered again"
+
+
 def test_topk_browser(analysed):
     """An explorer like the others: every network's gallery at first, one network's when picked, each drawn once."""
     _, analysis = analysed

@@ -31,8 +31,7 @@ def test_notebooks_03_to_06_show_an_unpacked_pack_without_computing(teacher, tmp
                                                                   os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("ARTLAB_REFUSE_COMPUTING", "1")
     series = run_series(tmp_path / "laptop-pages", quick=True, data=str(collection / "manifest.csv"),
-                        only=teacher.notebooks, log=None, runs_dir=tmp_path / "laptop" / "runs",
-                        parameters=teacher.parameters)
+                        only=teacher.notebooks, log=None, runs_dir=tmp_path / "laptop" / "runs")
     assert [r["error"] for r in series.records.values()] == [None] * 4
 
 

@@ -206,7 +206,7 @@ def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int 
             for i in range(per_artist):
                 medium = MEDIA[int(medium_rng.integers(len(MEDIA)))]
                 name = f"{style}/{artist_name(style, artist)}_{i:03d}.png"
-                # PNG's fastest compression: the same pixels, written in half the time
+                # PNG's fastest compression: the same pixels, written faster (new bytes: caches miss once)
                 render(style, artist, medium, seed * 100_003 + i, size).save(tmp / name, compress_level=1)
                 rows.append(f"{name},{style},{artist_name(style, artist)},{medium}")
     (tmp / "manifest.csv").write_text("\n".join(rows) + "\n")
