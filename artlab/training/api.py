@@ -455,8 +455,8 @@ def _predict_tasks(run: Run | str | Path, part: str, device: torch.device | str 
         scores, seen = predict(model, dataset, device, config.batch_size * 2)
     heads = Tasks.of_card(card)
     targets = heads.targets(subset)
-    shrunk = int(np.isin(subset.table["path"].to_numpy()[seen], collection.stand_ins).sum())
     paths = subset.table["path"].to_numpy()[seen]
+    shrunk = int(np.isin(paths, collection.stand_ins).sum())
     out = []
     for head in heads:
         if tasks is not None and head.name not in tasks:
