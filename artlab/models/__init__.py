@@ -1,7 +1,7 @@
 """Backbones: the architecture registry, ImageNet weights, layer taps and model cards.
 
-The builder (and torchvision, 1.5 s to import) loads on first use of one of its names: a run that reads
-cached features, or the registry alone, never needs it.
+The builder (and torchvision, 0.3 s to import with its transforms: see models/vision.py) loads on first use of one
+of its names: a run that reads cached features, or the registry alone, never needs it.
 """
 
 from typing import TYPE_CHECKING

@@ -6,11 +6,10 @@ model alone: `freeze_blocks(model, k)`, `replace_head(model, n)`, `input_transfo
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
-from torchvision.transforms import v2 as T
 
 from artlab.models.registry import ARCH_ATTRIBUTE, arch, arch_of
+from artlab.models.vision import T, torchvision
 from artlab.models.weights import imagenet_state
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # torchvision is imported where a network is built or an image transformed: it costs 1.5 s
+if TYPE_CHECKING:  # torchvision is imported where a network is built or an image transformed: 0.3 s, models/vision.py
     from torchvision.transforms import v2 as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,13 +51,13 @@ class Arch:
 
     def weights_enum(self):
         """torchvision's weights entry for pretrained=True."""
-        import torchvision
+        from artlab.models.vision import torchvision
 
         return torchvision.models.get_model_weights(self.name)[self.weights]
 
     def transform(self, image_size: int, train: bool = False) -> T.Compose:
         """uint8 CHW image -> normalised float input: random crop and flip to train, resize + centre crop else."""
-        from torchvision.transforms import v2 as T
+        from artlab.models.vision import T
 
         if train:
             steps = [T.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True), T.RandomHorizontalFlip()]

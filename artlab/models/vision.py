@@ -1,0 +1,99 @@
+"""torchvision and its v2 transforms, imported without torch's compiler.
+
+Importing torchvision loads torch's compiler (`torch._dynamo`) twice over: its RoI-align op takes a function from
+`torch._dynamo.utils`, and its v2 transforms mark `tv_tensors.wrap` with `@torch.compiler.disable`. That is 1.2 s
+of the 3 s a command or a notebook kernel spends starting, for code that artlab never runs (RoI-align; `wrap` is
+called on TVTensors, not on the plain tensors artlab transforms). While torchvision is imported, both entry points
+are stand-ins that load the compiler on their first real use and then do exactly what the originals do; once it
+is imported, they are torch's own again, so `torch.compile` and every later import get the real compiler.
+
+Import torchvision through this module: `from artlab.models.vision import T, torchvision`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.compiler
+
+COMPILER = "torch._dynamo"
+COMPILER_UTILS = "torch._dynamo.utils"
+
+
+def compiler_loaded() -> bool:
+    """Whether torch's compiler has been imported in this process."""
+    return COMPILER in sys.modules
+
+
+@contextmanager
+def compiler_deferred() -> Iterator[None]:
+    """Within the block, `torch._dynamo.utils` and `torch.compiler.disable` are stand-ins that import nothing until
+    used (nothing changes when the compiler is already loaded)."""
+    if compiler_loaded():
+        yield
+        return
+    real_disable = torch.compiler.disable
+    stand_in = _utils_stand_in()
+    sys.modules[COMPILER_UTILS] = stand_in
+    torch.compiler.disable = _deferred_disable
+    try:
+        yield
+    finally:
+        if torch.compiler.disable is _deferred_disable:
+            torch.compiler.disable = real_disable
+        if sys.modules.get(COMPILER_UTILS) is stand_in:
+            del sys.modules[COMPILER_UTILS]
+
+
+def _real_utils() -> types.ModuleType:
+    """The real `torch._dynamo.utils` (a stand-in still registered makes way first)."""
+    if getattr(sys.modules.get(COMPILER_UTILS), "artlab_stand_in", False):
+        del sys.modules[COMPILER_UTILS]
+    return importlib.import_module(COMPILER_UTILS)
+
+
+def _utils_stand_in() -> types.ModuleType:
+    """A `torch._dynamo.utils` whose every name is the real module's, looked up when first used."""
+    module = types.ModuleType(COMPILER_UTILS, "artlab's stand-in while torchvision is imported (artlab.models.vision)")
+    module.artlab_stand_in = True
+
+    def is_compile_supported(*args: Any, **kwargs: Any) -> Any:  # what torchvision's RoI-align takes
+        return _real_utils().is_compile_supported(*args, **kwargs)
+
+    def __getattr__(name: str) -> Any:  # a name another torchvision takes; not what `inspect` asks of every module
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(_real_utils(), name)
+
+    module.is_compile_supported, module.__getattr__ = is_compile_supported, __getattr__
+    return module
+
+
+def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, reason: str | None = None) -> Any:
+    """`torch.compiler.disable`, applied on the function's first call (the compiler is imported then)."""
+    if fn is None:
+        return functools.partial(_deferred_disable, recursive=recursive, reason=reason)
+    disabled: Callable | None = None
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(fn, recursive, reason=reason)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
+with compiler_deferred():
+    import torchvision
+    from torchvision.transforms import v2 as T
+
+__all__ = ["T", "compiler_deferred", "compiler_loaded", "torchvision"]
