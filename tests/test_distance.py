@@ -45,6 +45,29 @@ def test_one_dimension_and_singular_covariances():
         frechet_distance(mu, sigma, mu[:5], sigma)
 
 
+def test_the_trace_of_the_root_is_the_reference_codes_sqrtm():
+    """Against the FID reference code's Tr(sqrtm(S1 S2)), full-rank and singular (fewer samples than features)."""
+    from scipy import linalg
+
+    from artlab.analysis.distance import trace_sqrt_product
+
+    rng = np.random.default_rng(3)
+    for s1, s2 in [(random_covariance(rng, 50), random_covariance(rng, 50)),
+                   (gaussian(rng.normal(size=(30, 80)))[1], gaussian(rng.normal(size=(20, 80)) * 3)[1])]:
+        reference = np.trace(linalg.sqrtm(s1 @ s2)).real
+        assert trace_sqrt_product(s1, s2) == pytest.approx(reference, rel=1e-7)
+        assert trace_sqrt_product(s2, s1) == pytest.approx(reference, rel=1e-7)
+
+
+def test_a_matrix_with_negative_eigenvalues_is_no_covariance():
+    """Non-negative variances, yet not positive semi-definite: refused, whichever side it is on."""
+    mu, sigma = np.zeros(2), np.eye(2)
+    not_psd = np.array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues 3 and -1
+    for args in ((mu, not_psd, mu, sigma), (mu, sigma, mu, not_psd)):
+        with pytest.raises(ValueError, match="negative eigenvalue .*not a covariance"):
+            frechet_distance(*args)
+
+
 def test_a_collection_is_at_distance_zero_from_itself(small_synthetic):
     result = collection_distance(small_synthetic, small_synthetic, image_size=64, device="cpu")
     features = collection_features(small_synthetic, image_size=64, device="cpu")
