@@ -1,10 +1,15 @@
-"""Packages whose names load their module on first use (PEP 562), so that importing one light module of a
-package, e.g. `artlab.training.config` for the command line's options, does not import torch through its siblings."""
+"""Imports paid for when used: packages whose names load their module on first use (PEP 562), so that importing one
+light module of a package, e.g. `artlab.training.config` for the command line's options, does not import torch
+through its siblings; and stand-ins for modules that other packages import and almost never use."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import importlib.util
+import sys
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -23,3 +28,55 @@ def exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], 
         return sorted(set(vars(importlib.import_module(package))) | set(names))
 
     return __getattr__, __dir__
+
+
+@contextmanager
+def stand_in(module: str, *names: str) -> Iterator[None]:
+    """While the block runs, `module` (not yet imported) is a stand-in whose `names` are functions that import the
+    real module when first called and return what its own would: code imported in the block that takes them
+    (`from module import name`) gets the real behaviour, later, without paying for the import now. Any other name
+    asked of the stand-in imports the real module at once. After the block, `module` imports as usual.
+
+    For optional imports that third-party packages make at import time and almost never use (see
+    `import_jsonschema`, `artlab.models.vision`). A top-level module that is not installed is left absent.
+    """
+    if module in sys.modules or ("." not in module and importlib.util.find_spec(module) is None):
+        yield
+        return
+    placeholder = types.ModuleType(module, f"artlab's stand-in for {module} (artlab.lazy.stand_in)")
+
+    def real() -> types.ModuleType:
+        if sys.modules.get(module) is placeholder:
+            del sys.modules[module]
+        return importlib.import_module(module)
+
+    def deferred(name: str) -> Callable:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(real(), name)(*args, **kwargs)
+        call.__name__ = call.__qualname__ = name
+        return call
+
+    def __getattr__(name: str) -> Any:  # not what `inspect` asks of every module (`__file__`, ...)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(real(), name)
+
+    for name in names:
+        setattr(placeholder, name, deferred(name))
+    placeholder.__getattr__ = __getattr__
+    sys.modules[module] = placeholder
+    try:
+        yield
+    finally:
+        if sys.modules.get(module) is placeholder:
+            del sys.modules[module]
+
+
+def import_jsonschema() -> None:
+    """Import jsonschema (nbformat imports it, and so plotly's notebook renderer and papermill) without the 1 s its
+    optional IRI checker, `rfc3987_syntax`, spends compiling 39 grammars on import; they are compiled if an IRI is
+    ever validated. Nothing happens where jsonschema is not installed or already imported."""
+    if "jsonschema" in sys.modules or importlib.util.find_spec("jsonschema") is None:
+        return
+    with stand_in("rfc3987_syntax", "is_valid_syntax"):
+        importlib.import_module("jsonschema")

@@ -19,6 +19,9 @@ from plotly.subplots import make_subplots
 
 from artlab.data.images import ImageError, load_rgb
 from artlab.io import write_text
+from artlab.lazy import import_jsonschema
+
+import_jsonschema()  # before plotly's notebook renderer imports it (through nbformat) as a figure is first shown
 
 #: About how many characters of a chart title fit on one line of a notebook's output on a laptop (some 750 px of
 #: plotly's 17 px title font): plotly draws a title on one line and cuts it at the figure's edge, often within a

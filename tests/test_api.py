@@ -199,13 +199,43 @@ from torchvision.transforms import v2
 assert type(v2.RandomHorizontalFlip(p=1)(tv_tensors.Image(torch.rand(3, 8, 8)))) is tv_tensors.Image
 assert roi_align(torch.rand(1, 2, 8, 8), torch.tensor([[0, 0.0, 0.0, 4.0, 4.0]]), output_size=2).shape == (1, 2, 2, 2)
 import torch._dynamo.utils
-assert torch.compiler.disable.__module__ == "torch.compiler" and not hasattr(torch._dynamo.utils, "artlab_stand_in")
+assert torch.compiler.disable.__module__ == "torch.compiler" and torch._dynamo.utils.__file__  # the real ones
 assert torch.compile(lambda a: a * 2, backend="eager")(torch.ones(2)).tolist() == [2.0, 2.0]
 print("compiler works")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines() == ["compiler loaded: False", "compiler works"], done.stdout[-500:] + \
         done.stderr[-1000:]
+
+
+def test_showing_a_figure_leaves_the_iri_grammars_uncompiled_and_iris_checked_as_before():
+    """plotly's notebook renderer imports nbformat, hence jsonschema, whose optional IRI checker compiles 39 grammars
+    on import (1 s of every kernel that shows a figure): after artlab's plots it is not imported, and an IRI is
+    checked as a process without artlab checks it (the grammars compiled then)."""
+    import subprocess
+    import sys
+
+    check = """import jsonschema, sys
+v = jsonschema.Draft7Validator({"format": "iri"}, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+print([v.is_valid(x) for x in ("https://example.org/peinture-é", "not an iri ::", "http://[::1")])
+print("rfc3987_syntax" in sys.modules)"""
+    shown = ("import sys\nimport artlab.plots\nimport plotly.graph_objects as go\n"
+             "go.Figure(go.Bar(x=['a'], y=[1]))._repr_mimebundle_({}, {})\n"
+             "print('grammars compiled:', 'rfc3987_syntax' in sys.modules)\n" + check)
+    with_artlab = subprocess.run([sys.executable, "-c", shown], capture_output=True, text=True, timeout=120)
+    plain = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert with_artlab.stdout.splitlines()[0] == "grammars compiled: False", with_artlab.stdout + with_artlab.stderr
+    assert with_artlab.stdout.splitlines()[1:] == plain.stdout.splitlines() == ["[True, False, False]", "True"], \
+        with_artlab.stdout + with_artlab.stderr + plain.stderr
+
+
+def test_a_stand_in_for_a_module_that_is_not_installed_leaves_it_missing():
+    import importlib
+
+    from artlab.lazy import stand_in
+
+    with stand_in("artlab_no_such_module", "f"), pytest.raises(ImportError):
+        importlib.import_module("artlab_no_such_module")
 
 
 def test_opening_artlab_imports_neither_scikit_learn_nor_captum():

@@ -13,9 +13,7 @@ Import torchvision through this module: `from artlab.models.vision import T, tor
 from __future__ import annotations
 
 import functools
-import importlib
 import sys
-import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,8 +21,9 @@ from typing import Any
 import torch
 import torch.compiler
 
+from artlab.lazy import stand_in
+
 COMPILER = "torch._dynamo"
-COMPILER_UTILS = "torch._dynamo.utils"
 
 
 def compiler_loaded() -> bool:
@@ -34,46 +33,19 @@ def compiler_loaded() -> bool:
 
 @contextmanager
 def compiler_deferred() -> Iterator[None]:
-    """Within the block, `torch._dynamo.utils` and `torch.compiler.disable` are stand-ins that import nothing until
-    used (nothing changes when the compiler is already loaded)."""
+    """Within the block, `torch._dynamo.utils` (its `is_compile_supported`) and `torch.compiler.disable` are
+    stand-ins that import nothing until used (nothing changes when the compiler is already loaded)."""
     if compiler_loaded():
         yield
         return
     real_disable = torch.compiler.disable
-    stand_in = _utils_stand_in()
-    sys.modules[COMPILER_UTILS] = stand_in
     torch.compiler.disable = _deferred_disable
     try:
-        yield
+        with stand_in(f"{COMPILER}.utils", "is_compile_supported"):
+            yield
     finally:
         if torch.compiler.disable is _deferred_disable:
             torch.compiler.disable = real_disable
-        if sys.modules.get(COMPILER_UTILS) is stand_in:
-            del sys.modules[COMPILER_UTILS]
-
-
-def _real_utils() -> types.ModuleType:
-    """The real `torch._dynamo.utils` (a stand-in still registered makes way first)."""
-    if getattr(sys.modules.get(COMPILER_UTILS), "artlab_stand_in", False):
-        del sys.modules[COMPILER_UTILS]
-    return importlib.import_module(COMPILER_UTILS)
-
-
-def _utils_stand_in() -> types.ModuleType:
-    """A `torch._dynamo.utils` whose every name is the real module's, looked up when first used."""
-    module = types.ModuleType(COMPILER_UTILS, "artlab's stand-in while torchvision is imported (artlab.models.vision)")
-    module.artlab_stand_in = True
-
-    def is_compile_supported(*args: Any, **kwargs: Any) -> Any:  # what torchvision's RoI-align takes
-        return _real_utils().is_compile_supported(*args, **kwargs)
-
-    def __getattr__(name: str) -> Any:  # a name another torchvision takes; not what `inspect` asks of every module
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(_real_utils(), name)
-
-    module.is_compile_supported, module.__getattr__ = is_compile_supported, __getattr__
-    return module
 
 
 def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, reason: str | None = None) -> Any:

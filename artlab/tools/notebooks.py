@@ -33,6 +33,7 @@ from typing import IO
 
 from artlab.experiments.settings import METADATA_KEY, collections_and_tasks, data_parameter
 from artlab.io import atomic_path, remove_partial_files, write_json, write_text
+from artlab.lazy import import_jsonschema
 
 PATTERN = "[0-9][0-9]_*.ipynb"
 #: The artlab package folder (this module sits in its tools/ folder).
@@ -117,6 +118,7 @@ def parameters_for(path: Path, quick: bool = True, data: str | None = None, extr
     `data` in the parameter that takes a collection (`experiments.settings.data_parameter`: a notebook's `data`,
     or the `target` of double fine-tuning, where your collection is the small target), and the `extra` ones
     (`--param NAME=VALUE`) it declares."""
+    import_jsonschema()
     import papermill
 
     declared = papermill.inspect_notebook(str(path))
@@ -211,6 +213,7 @@ def draw_plotly_figures(node: dict) -> None:
 def export_html(notebook: str | Path | dict, target: Path) -> Path:
     """An executed notebook (a path or a NotebookNode) as one self-contained HTML page, written atomically:
     its charts drawn by the plotly.js it carries, nothing fetched from the network."""
+    import_jsonschema()
     import nbformat
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
@@ -312,6 +315,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
                  runs_dir: str | Path | None = None, interactive: bool = False) -> dict:
     """Execute one notebook into `out_dir` (executed .ipynb and .html, also when it fails); its record.
     `interactive`: the page's explorers keep working offline over states computed ahead (artlab.widgets.offline)."""
+    import_jsonschema()
     import nbformat
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
