@@ -35,10 +35,12 @@ def stand_in(module: str, *names: str) -> Iterator[None]:
     """While the block runs, `module` (not yet imported) is a stand-in whose `names` are functions that import the
     real module when first called and return what its own would: code imported in the block that takes them
     (`from module import name`) gets the real behaviour, later, without paying for the import now. Any other name
-    asked of the stand-in imports the real module at once. After the block, `module` imports as usual.
+    asked of the stand-in (not a dunder such as `__version__`) imports the real module at once. After the block,
+    `module` imports as usual.
 
     For optional imports that third-party packages make at import time and almost never use (see
-    `import_jsonschema`, `artlab.models.vision`). A top-level module that is not installed is left absent.
+    `import_jsonschema`, `artlab.models.vision`). A top-level module that is not installed is left absent. The
+    functions taken are plain forwarders: they take any arguments, and they do not pickle by reference.
     """
     if module in sys.modules or ("." not in module and importlib.util.find_spec(module) is None):
         yield

@@ -193,6 +193,9 @@ image = torch.randint(0, 256, (3, 80, 80), dtype=torch.uint8)
 x = torch.stack([input_transform(model, 64, train=True)(image), input_transform(model, 64)(image)])
 assert model(x).shape == (2, 1000)
 print("compiler loaded:", "torch._dynamo" in sys.modules)
+from artlab.models.vision import compiler_deferred
+with compiler_deferred():  # a deferred function called while they are swapped: torch's own applies, once
+    assert torch.compiler.disable(lambda a: a + 1)(1) == 2
 from torchvision import tv_tensors
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
@@ -200,6 +203,10 @@ assert type(v2.RandomHorizontalFlip(p=1)(tv_tensors.Image(torch.rand(3, 8, 8))))
 assert roi_align(torch.rand(1, 2, 8, 8), torch.tensor([[0, 0.0, 0.0, 4.0, 4.0]]), output_size=2).shape == (1, 2, 2, 2)
 import torch._dynamo.utils
 assert torch.compiler.disable.__module__ == "torch.compiler" and torch._dynamo.utils.__file__  # the real ones
+taken = sys.modules["torchvision.ops.roi_align"].is_compile_supported  # what RoI-align took: answers as the real
+assert taken is not torch._dynamo.utils.is_compile_supported
+assert [taken(d) for d in ("cpu", "cuda", "meta")] == [torch._dynamo.utils.is_compile_supported(d) for d in
+                                                      ("cpu", "cuda", "meta")]
 assert torch.compile(lambda a: a * 2, backend="eager")(torch.ones(2)).tolist() == [2.0, 2.0]
 print("compiler works")
 """

@@ -59,6 +59,18 @@ def test_the_trace_of_the_root_is_the_reference_codes_sqrtm():
         assert trace_sqrt_product(s2, s1) == pytest.approx(reference, rel=1e-7)
 
 
+def test_float32_statistics_of_fewer_images_than_features_are_usable():
+    """Covariances computed in float32 (as torch computes them) from 100 images of 1,280 features: rounding leaves
+    eigenvalues a little below zero, which are no reason to refuse; the distance is the float64 one."""
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(100, 1280)), rng.normal(size=(120, 1280)) * 1.5 + 0.1
+    exact = frechet_distance(*gaussian(a), *gaussian(b))
+    single = [(x.mean(axis=0), np.cov(x, rowvar=False, dtype=np.float32))
+              for x in (a.astype(np.float32), b.astype(np.float32))]
+    assert single[0][1].dtype == np.float32
+    assert frechet_distance(*single[0], *single[1]) == pytest.approx(exact, rel=1e-4)
+
+
 def test_a_matrix_with_negative_eigenvalues_is_no_covariance():
     """Non-negative variances, yet not positive semi-definite: refused, whichever side it is on."""
     mu, sigma = np.zeros(2), np.eye(2)
@@ -66,6 +78,8 @@ def test_a_matrix_with_negative_eigenvalues_is_no_covariance():
     for args in ((mu, not_psd, mu, sigma), (mu, sigma, mu, not_psd)):
         with pytest.raises(ValueError, match="negative eigenvalue .*not a covariance"):
             frechet_distance(*args)
+    with pytest.raises(ValueError, match="second covariance is not symmetric"):
+        frechet_distance(mu, sigma, mu, np.array([[1.0, 0.5], [0.0, 1.0]]))
 
 
 def test_a_collection_is_at_distance_zero_from_itself(small_synthetic):

@@ -66,6 +66,8 @@ def _check_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigm
                          ("the second covariance", sigma2)):
         _check_finite(name, values)
     for name, mu, sigma in (("first", mu1, sigma1), ("second", mu2, sigma2)):
+        if not np.allclose(sigma, sigma.T, rtol=1e-5, atol=1e-8 * np.abs(sigma).max()):
+            raise ValueError(f"the {name} covariance is not symmetric: it is not a covariance matrix")
         variances = np.diagonal(sigma)
         if (variances < 0).any():
             raise ValueError(f"the {name} covariance has negative variances: it is not a covariance matrix")
@@ -74,24 +76,29 @@ def _check_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigm
                              f"to the network): the distance is degenerate")
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
     """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)): the squared Fréchet (2-Wasserstein) distance of two Gaussians.
 
     The trace of the square root comes from symmetric eigenvalues (`trace_sqrt_product`), not from
     `scipy.linalg.sqrtm` of the product as in the FID reference code: the same value, 4x faster for
-    1,280 features. Rounding can leave a tiny negative value for two equal Gaussians: it is reported as
-    0. Non-finite values, shapes that disagree, a matrix that is no covariance and a zero covariance (no
-    spread) raise ValueError before any eigenvalue is taken.
+    1,280 features, and no near-singular product to offset (`eps`, the reference code's offset, is
+    accepted for its signature and not needed). Rounding can leave a tiny negative value for two equal
+    Gaussians: it is reported as 0. Non-finite values, shapes that disagree, a matrix that is not symmetric
+    or has negative variances, and a zero covariance (no spread) raise ValueError before any eigenvalue is
+    taken; one with clearly negative eigenvalues, when they are.
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     _check_statistics(mu1, sigma1, mu2, sigma2)
+    sigma1, sigma2 = (sigma1 + sigma1.T) / 2, (sigma2 + sigma2.T) / 2  # rounding's asymmetry, nothing more
     diff = mu1 - mu2
     return max(0.0, float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)))
 
 
-#: Eigenvalues below -NEGATIVE_EIGENVALUE x the largest are no rounding: the matrix is not a covariance.
-NEGATIVE_EIGENVALUE = 1e-8
+#: Eigenvalues below -NEGATIVE_EIGENVALUE x the largest are no rounding: the matrix is not a covariance. Rounding
+#: leaves far less, even for statistics computed in float32 (about 1e-7 x for 1,280 features from 100 images).
+NEGATIVE_EIGENVALUE = 1e-5
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:

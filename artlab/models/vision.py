@@ -24,6 +24,9 @@ import torch.compiler
 from artlab.lazy import stand_in
 
 COMPILER = "torch._dynamo"
+#: torch's own `torch.compiler.disable`, which the deferred one applies (never itself, should a call come while
+#: a `compiler_deferred` block has swapped them).
+TORCH_DISABLE = torch.compiler.disable
 
 
 def compiler_loaded() -> bool:
@@ -38,14 +41,13 @@ def compiler_deferred() -> Iterator[None]:
     if compiler_loaded():
         yield
         return
-    real_disable = torch.compiler.disable
     torch.compiler.disable = _deferred_disable
     try:
         with stand_in(f"{COMPILER}.utils", "is_compile_supported"):
             yield
     finally:
         if torch.compiler.disable is _deferred_disable:
-            torch.compiler.disable = real_disable
+            torch.compiler.disable = TORCH_DISABLE
 
 
 def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, reason: str | None = None) -> Any:
@@ -58,7 +60,7 @@ def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, rea
     def call(*args: Any, **kwargs: Any) -> Any:
         nonlocal disabled
         if disabled is None:
-            disabled = torch.compiler.disable(fn, recursive, reason=reason)
+            disabled = TORCH_DISABLE(fn, recursive, reason=reason)
         return disabled(*args, **kwargs)
 
     return call

@@ -96,7 +96,7 @@ class TrainConfig:
                                   "and only the later blocks run while training")
     augment_views: int = _option(AUGMENT_VIEWS, "with --freeze K and augmentation: random crops and flips of each "
                                                 "training image whose frozen-block output is computed once and "
-                                                "cached (no more than --epochs); each epoch draws one of them (0: a "
+                                                "cached (1 for a 1-epoch run); each epoch draws one of them (0: a "
                                                 "new crop at every step, the K frozen blocks run every time)")
     # execution
     seed: int = _option(0, "random seed (same seed and config on CPU: same metrics)")
@@ -217,9 +217,11 @@ class TrainConfig:
     @property
     def cached_views(self) -> int:
         """How many augmented views of each training image the frozen-prefix cache holds (0: none, a new crop at
-        every step or, without augmentation, the centre crop): `augment_views`, but never more than the epochs, as
-        each epoch draws one view of an image (a 1-epoch run computes 1 view, not 4 of which it would use 1)."""
-        return min(self.augment_views, self.epochs) if _views_mattered(asdict(self)) else 0
+        every step or, without augmentation, the centre crop): `augment_views`, and 1 for a 1-epoch run, which draws
+        one view of each image (it would compute 4 and use 1; longer runs draw with replacement, so they keep all)."""
+        if not _views_mattered(asdict(self)):
+            return 0
+        return min(self.augment_views, 1) if self.epochs == 1 else self.augment_views
 
     def resolved(self, tasks: list[str]) -> TrainConfig:
         """This config with the task chosen (the collection's first when unset) and the name filled in."""

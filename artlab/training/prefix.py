@@ -4,7 +4,7 @@ With the first k blocks frozen (in eval mode), what those blocks compute from a 
 image never changes. `fit` then computes it once, keeps it on disk and trains only the later
 blocks on it: the network skips its first k blocks (`Suffix`) and takes their cached output as
 input. Validation images, and training images without augmentation, have one entry (the centre
-crop). With augmentation, each training image has `TrainConfig.augment_views` entries, random
+crop). With augmentation, each training image has `TrainConfig.cached_views` entries, random
 crops and flips drawn once (each image's own seeded draws, so a view never depends on which other
 images were computed with it); each epoch draws one of them per image.
 
