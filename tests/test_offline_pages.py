@@ -57,6 +57,8 @@ def test_large_values_are_stored_once_and_heatmaps_as_bytes():
     stored = _item(figure)["figure"]["data"][0]
     assert stored["zmin"] == 0 and stored["zmax"] == 254 and stored["z"]["dtype"] == "u1"
     assert figure.data[0].zmin == -1  # the figure shown in the notebook is left as it was
+    free = go.Figure([go.Heatmap(z=heat), go.Image(z=np.zeros((2, 2, 3), dtype=np.uint8))])  # no fixed range
+    assert _item(free)["figure"] == json.loads(free.to_json())
 
 
 def test_a_choice_drawn_ahead_elsewhere_moves_the_other_controls_and_says_so(tmp_path):

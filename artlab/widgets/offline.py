@@ -87,22 +87,33 @@ def pooled(states: dict[str, list[dict]], pool: list, index: dict[str, int], lea
 
 def _quantised(figure: go.Figure) -> go.Figure:
     """Heatmaps with a fixed colour range stored as bytes (0-254 over that range): a quarter of the size, the same
-    colours (their hover values are left out)."""
-    for trace in figure.data:
-        if isinstance(trace, go.Heatmap) and trace.zmin is not None and trace.zmax is not None and trace.z is not None:
-            z = np.asarray(trace.z, dtype=np.float64)
-            if z.ndim == 2 and np.isfinite(z).all() and trace.zmax > trace.zmin:
-                scaled = np.clip((z - trace.zmin) / (trace.zmax - trace.zmin), 0, 1) * 254
-                ticks = np.linspace(trace.zmin, trace.zmax, 5)  # the colour bar keeps the real range
-                trace.update(z=np.rint(scaled).astype(np.uint8), zmin=0, zmax=254, zmid=None, hoverinfo="skip",
-                             colorbar={"tickvals": np.linspace(0, 254, 5).tolist(),
-                                       "ticktext": [f"{t:g}" for t in ticks]})
+    colours (their hover values are left out). A copy when there are some (the figure shown is left as it was),
+    the figure itself when there are none (copying a gallery of 10 images costs 12 ms, 4 times its JSON)."""
+    heatmaps = [i for i, trace in enumerate(figure.data) if _fixed_range_heatmap(trace)]
+    if not heatmaps:
+        return figure
+    figure = go.Figure(figure)
+    for i in heatmaps:
+        trace = figure.data[i]
+        scaled = np.clip((np.asarray(trace.z, dtype=np.float64) - trace.zmin) / (trace.zmax - trace.zmin), 0, 1) * 254
+        ticks = np.linspace(trace.zmin, trace.zmax, 5)  # the colour bar keeps the real range
+        trace.update(z=np.rint(scaled).astype(np.uint8), zmin=0, zmax=254, zmid=None, hoverinfo="skip",
+                     colorbar={"tickvals": np.linspace(0, 254, 5).tolist(), "ticktext": [f"{t:g}" for t in ticks]})
     return figure
+
+
+def _fixed_range_heatmap(trace: object) -> bool:
+    """A heatmap of finite 2-D values with a fixed colour range, which `_quantised` stores as bytes."""
+    if not (isinstance(trace, go.Heatmap) and trace.zmin is not None and trace.zmax is not None and trace.z is not None
+            and trace.zmax > trace.zmin):
+        return False
+    z = np.asarray(trace.z, dtype=np.float64)
+    return z.ndim == 2 and bool(np.isfinite(z).all())
 
 
 def _item(item: object) -> dict:
     if isinstance(item, go.Figure):
-        return {"figure": json.loads(_quantised(go.Figure(item)).to_json())}
+        return {"figure": json.loads(_quantised(item).to_json())}
     if isinstance(item, pd.DataFrame):
         with pd.option_context("display.max_colwidth", None):
             return {"html": item.to_html()}
