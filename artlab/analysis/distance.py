@@ -76,17 +76,16 @@ def _check_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigm
                              f"to the network): the distance is degenerate")
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)): the squared Fréchet (2-Wasserstein) distance of two Gaussians.
 
     The trace of the square root comes from symmetric eigenvalues (`trace_sqrt_product`), not from
     `scipy.linalg.sqrtm` of the product as in the FID reference code: the same value, 4x faster for
-    1,280 features, and no near-singular product to offset (`eps`, the reference code's offset, is
-    accepted for its signature and not needed). Rounding can leave a tiny negative value for two equal
-    Gaussians: it is reported as 0. Non-finite values, shapes that disagree, a matrix that is not symmetric
-    or has negative variances, and a zero covariance (no spread) raise ValueError before any eigenvalue is
-    taken; one with clearly negative eigenvalues, when they are.
+    1,280 features, and no near-singular product to offset (the reference code's `eps` is gone). Rounding
+    can leave a tiny negative value for two equal Gaussians: it is reported as 0. Non-finite values, shapes
+    that disagree, a matrix that is not symmetric or has negative variances, and a zero covariance (no
+    spread) raise ValueError before any eigenvalue is taken; one with clearly negative eigenvalues, when
+    they are.
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)

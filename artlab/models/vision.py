@@ -29,16 +29,11 @@ COMPILER = "torch._dynamo"
 TORCH_DISABLE = torch.compiler.disable
 
 
-def compiler_loaded() -> bool:
-    """Whether torch's compiler has been imported in this process."""
-    return COMPILER in sys.modules
-
-
 @contextmanager
 def compiler_deferred() -> Iterator[None]:
     """Within the block, `torch._dynamo.utils` (its `is_compile_supported`) and `torch.compiler.disable` are
     stand-ins that import nothing until used (nothing changes when the compiler is already loaded)."""
-    if compiler_loaded():
+    if COMPILER in sys.modules:
         yield
         return
     torch.compiler.disable = _deferred_disable
@@ -70,4 +65,4 @@ with compiler_deferred():
     import torchvision
     from torchvision.transforms import v2 as T
 
-__all__ = ["T", "compiler_deferred", "compiler_loaded", "torchvision"]
+__all__ = ["T", "compiler_deferred", "torchvision"]
