@@ -95,7 +95,8 @@ def teacher(tmp_path_factory) -> Teacher:
     480 paintings at 160 px), then packed with the images at 96 px (`artlab pack --image-size 96`: every image
     travels as a stand-in). Packing before any interactive page keeps the round trip honest: the pack holds what
     the plain recipe computed, not what drawing pages ahead added. After that, the interactive pages of 03, 04
-    and 06 on the same runs and cache (the inspector's 3 test artworks keep 2 or more choices in every select).
+    and 06 on the same runs and cache (the inspector's 3 test artworks and the channel explorer's 2 layers keep 2 or
+    more choices in every select).
     The workshop pack's round trip and the offline pages' browser tests share it (../conftest.py puts both files
     on one worker, and hands that group out among the first)."""
     from artlab.cli import main
@@ -112,6 +113,7 @@ def teacher(tmp_path_factory) -> Teacher:
         assert main(["pack", str(root / "workshop.zip"), "--runs-dir", str(runs), "--image-size",
                      str(TEACHER_IMAGE_SIZE)]) == 0
         interactive = run_series(root / "pages", quick=True, data=collection, only="03,04,06", log=None,
-                                 interactive=True, runs_dir=runs, parameters={"artworks": 3})
+                                 interactive=True, runs_dir=runs,
+                                 parameters={"artworks": 3, "layers": ["features.16", "features.17"]})
     assert [r["status"] for r in interactive.records.values()] == ["succeeded"] * 3
     return Teacher(series, root / "workshop.zip", root / "pages", interactive)

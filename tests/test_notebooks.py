@@ -34,9 +34,9 @@ def _log(name: str) -> str:
     return f"with open('ran.txt', 'a') as f:\n    f.write('{name}\\n')"
 
 
-@pytest.fixture
-def series(tmp_path) -> Path:
-    """01 draws a plotly chart; 02 fails while fail.flag exists; 03 declares no parameters; a non-series file."""
+def _series(tmp_path: Path, chart: bool) -> Path:
+    """01 (with `chart`: draws plotly charts and a progress bar, says how its kernel runs; else prints a line);
+    02 fails while fail.flag exists; 03 declares no parameters; a non-series file."""
     folder = tmp_path / "notebooks"
     folder.mkdir()
     _notebook(folder / "01_chart.ipynb", [
@@ -45,7 +45,8 @@ def series(tmp_path) -> Path:
         "from ipykernel.connect import get_connection_info as info\nprint('transport', info(unpack=True)['transport'])",
         "import plotly.graph_objects as go\ngo.Figure(go.Bar(x=['a', 'b'], y=[1, 3 if quick else 4]))",
         "go.Figure(go.Scatter(x=[1, 2, 3], y=[2, 1, 2]))",
-        "from artlab.progress import progress\nfor _ in progress(range(3), desc='a bar'):\n    pass"],
+        "from artlab.progress import progress\nfor _ in progress(range(3), desc='a bar'):\n    pass"] if chart else [
+        _log("01"), "print('first', quick, data)"],
         parameters="quick = True\ndata = 'synthetic'")
     _notebook(folder / "02_fails.ipynb", [
         _log("02"), "from pathlib import Path\nvalue = 41",
@@ -55,6 +56,18 @@ def series(tmp_path) -> Path:
     _notebook(folder / "notes.ipynb", ["raise RuntimeError('not part of the series')"])
     (folder / "fail.flag").touch()
     return folder
+
+
+@pytest.fixture
+def series(tmp_path) -> Path:
+    """The series whose 01 draws charts (what its pages and records hold)."""
+    return _series(tmp_path, chart=True)
+
+
+@pytest.fixture
+def plain_series(tmp_path) -> Path:
+    """The series whose 01 prints a line: for what runs when, a kernel with no chart to draw starts faster."""
+    return _series(tmp_path, chart=False)
 
 
 def _ran(folder: Path) -> list[str]:
@@ -132,7 +145,8 @@ def _index_settings(index: Path) -> list[tuple[str, str]]:
                       r"<td>[^<]+</td><td>([^<]*)</td>", index.read_text())
 
 
-def test_other_artlab_code_or_a_damaged_record_runs_the_notebooks_again(series, tmp_path, monkeypatch):
+def test_other_artlab_code_or_a_damaged_record_runs_the_notebooks_again(plain_series, tmp_path, monkeypatch):
+    series = plain_series
     (series / "fail.flag").unlink()
     out = tmp_path / "out"
     run_series(out, only="01,02", folder=series, log=None)
@@ -146,14 +160,15 @@ def test_other_artlab_code_or_a_damaged_record_runs_the_notebooks_again(series, 
     run_series(out, only="01,02", folder=series, log=None)
     assert _ran(series) == ["01", "02", "02", "01", "02"]
     # 01 edited and run alone: 02 may have used what the old 01 made, so it is outdated until it runs again
-    (series / "01_chart.ipynb").write_text((series / "01_chart.ipynb").read_text().replace("a bar", "the bar"))
+    (series / "01_chart.ipynb").write_text((series / "01_chart.ipynb").read_text().replace("first", "1st"))
     run_series(out, only="01", folder=series, log=None)
     assert _index_rows(out / "index.html")[:2] == [("01_chart", "succeeded"), ("02_fails", "outdated")]
     run_series(out, only="01,02", folder=series, log=None)
     assert _ran(series)[5:] == ["01", "02"]
 
 
-def test_cli_only_and_failures(series, tmp_path, capsys):
+def test_cli_only_and_failures(plain_series, tmp_path, capsys):
+    series = plain_series
     out = tmp_path / "out"
     assert main(["notebooks", "run", "--notebooks", str(series), "--out", str(out), "--only", "03,01_chart"]) == 0
     assert _ran(series) == ["01", "03"]
