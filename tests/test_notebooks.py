@@ -190,6 +190,19 @@ def test_a_cell_that_runs_too_long_fails_the_notebook(tmp_path):
     assert (tmp_path / "out" / "01_slow.html").is_file()
 
 
+def test_a_kernel_that_dies_fails_its_notebook_and_keeps_what_ran(tmp_path):
+    """A kernel that ends mid-notebook (out of memory, say) fails it in one line, and its page keeps the cells that
+    ran before (the executed notebook is written once, at the end, whatever the end)."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_dies.ipynb", ["print('before the end')", "import os\nos._exit(1)", "print('never')"])
+    with pytest.raises(NotebookFailed, match=r"01_dies.ipynb failed in a cell: the kernel died .*cell \[2\]"):
+        run_series(tmp_path / "out", folder=folder, log=None)
+    executed = nbformat.read(tmp_path / "out" / "01_dies.ipynb", as_version=4)
+    printed = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert printed == ["before the end\n"] and "before the end" in (tmp_path / "out" / "01_dies.html").read_text()
+
+
 def test_the_index_shows_the_collection_and_task_each_notebook_ran_with(one_task, tmp_path):
     """--data reaches a notebook's `data`, or its `target` where it has no `data`; the index says what ran,
     a task the collection lacks replaced by its own (as the notebook's settings show)."""
