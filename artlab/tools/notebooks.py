@@ -14,6 +14,7 @@ and starts again at the first that did not (the failed one), running every noteb
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import html
 import json
@@ -272,10 +273,12 @@ def local_kernel_manager(stderr: IO[bytes] | None = None) -> type | None:
 SAVE_ONCE = "artlab-save-once"
 
 
+@functools.cache
 def save_once_engine() -> str:
-    """papermill's nbclient engine, registered as SAVE_ONCE, writing the executed notebook once when it ends (also
-    when a cell fails or times out, or the kernel dies), not as each cell starts and ends: every write encodes the
-    whole notebook, figures included, a second of parent CPU for a notebook of ten cells (the .part nobody reads)."""
+    """papermill's nbclient engine, registered as SAVE_ONCE, that writes the executed notebook only where papermill
+    would not: when the run stops on an exception (a cell timed out, the kernel died, Ctrl-C). papermill writes it
+    after a failing cell and at the end; its own engine also wrote it as each cell started and ended, each time
+    encoding the whole notebook, figures included: half a second of parent CPU for a notebook of ten cells."""
     from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
     from papermill.iorw import write_ipynb
 
@@ -283,16 +286,18 @@ def save_once_engine() -> str:
         @classmethod
         def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
                              autosave_cell_every=30, **kwargs):
-            # papermill's Engine.execute_notebook with the manager given no path: it saves nothing on its own
+            # papermill's Engine.execute_notebook, the manager given no path: it saves nothing on its own
             manager = NotebookExecutionManager(nb, progress_bar=progress_bar, log_output=log_output,
                                                autosave_cell_every=autosave_cell_every)
             manager.notebook_start()
+            stopped = True
             try:
                 cls.execute_managed_notebook(manager, kernel_name, log_output=log_output, **kwargs)
+                stopped = False
             finally:
                 manager.cleanup_pbar()
                 manager.notebook_complete()
-                if output_path:
+                if stopped and output_path:
                     write_ipynb(manager.nb, output_path)
             return manager.nb
 
