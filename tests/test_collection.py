@@ -98,6 +98,35 @@ def test_split_is_deterministic_stratified_and_complete(small_synthetic):
     assert (abs(per_class["test"] - 0.2 * n) <= 1).all() and (abs(per_class["val"] - 0.2 * n) <= 1).all()
 
 
+def test_a_split_drawn_before_comes_from_the_cache_without_scikit_learn(small_synthetic, tmp_path, monkeypatch):
+    """A drawn split is kept in the cache under everything it depends on: in a fresh process it comes back the
+    same without importing scikit-learn (a notebook reusing a finished run); another seed or fraction is drawn
+    anew, and a damaged entry is drawn again, the same."""
+    import subprocess
+    import sys
+    import warnings
+
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "cache"))
+    manifest = Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv"
+    drawn = load(str(manifest)).split(0.2, 0.2, "style", seed=3).table["split"].tolist()
+    entries = sorted((tmp_path / "cache" / "splits").iterdir())
+    assert len(entries) == 2  # test from the whole, then val from the rest
+    code = ("import sys\nfrom artlab.data import load\n"
+            f"split = load({str(manifest)!r}).split(0.2, 0.2, 'style', seed=3).table['split'].tolist()\n"
+            "print(split)\nprint('sklearn' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "ARTLAB_CACHE": str(tmp_path / "cache")})
+    assert done.stdout.splitlines()[-2:] == [str(drawn), "False"], done.stdout[-500:] + done.stderr[-500:]
+    assert load(str(manifest)).split(0.2, 0.2, "style", seed=4).table["split"].tolist() != drawn
+    assert load(str(manifest)).split(0.3, 0.2, "style", seed=3).table["split"].tolist() != drawn
+    assert len(list((tmp_path / "cache" / "splits").iterdir())) == 5  # the other fraction shares the test split
+    entries[0].write_bytes(b"not a split")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        again = load(str(manifest)).split(0.2, 0.2, "style", seed=3).table["split"].tolist()
+    assert again == drawn and any("damaged" in str(w.message) for w in said)
+
+
 def test_existing_split_is_kept_and_val_carved_from_train(tmp_path):
     for i in range(20):
         _image(tmp_path / ("train" if i < 15 else "test") / ("a" if i % 2 else "b") / f"{i}.jpg")

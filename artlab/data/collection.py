@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -329,9 +330,32 @@ class ArtCollection:
 
 
 def _split(index: np.ndarray, fraction: float, strata: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministically split `index` into (rest, fraction), stratified where possible."""
+    """Deterministically split `index` into (rest, fraction), stratified where possible. Kept in the cache under all
+    it depends on, scikit-learn's version included: a notebook that reuses a finished run checks its split without
+    importing scikit-learn (1.6 s)."""
     if fraction <= 0 or len(index) < 2:
         return index, index[:0]
+    import torch
+
+    from artlab.cache import cache_dir, digest, load_checked, save_checked
+    from artlab.io import load_tensors, save_tensors
+
+    spec = {"index": index.tolist(), "strata": None if strata is None else [str(s) for s in strata],
+            "fraction": fraction, "seed": seed, "scikit-learn": metadata.version("scikit-learn"), "version": 1}
+    path, what = cache_dir() / "splits" / f"{digest(spec)}.safetensors", f"split of {len(index)} images"
+    cached = load_checked(path, what, load_tensors)
+    if cached is not None and set(cached) == {"rest", "part"}:
+        rest, part = cached["rest"].numpy(), cached["part"].numpy()
+        if np.array_equal(np.sort(np.concatenate([rest, part])), np.sort(index)):
+            return rest, part
+    rest, part = _drawn_split(index, fraction, strata, seed)
+    save_checked(path, {"rest": torch.as_tensor(rest), "part": torch.as_tensor(part)}, {}, what, save_tensors)
+    return rest, part
+
+
+def _drawn_split(index: np.ndarray, fraction: float, strata: np.ndarray | None,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's `train_test_split` of `index`, stratified unless a class is too small for both sides."""
     from sklearn.model_selection import train_test_split
 
     try:
