@@ -125,6 +125,9 @@ def test_a_split_drawn_before_comes_from_the_cache_without_scikit_learn(small_sy
         warnings.simplefilter("always")
         again = load(str(manifest)).split(0.2, 0.2, "style", seed=3).table["split"].tolist()
     assert again == drawn and any("damaged" in str(w.message) for w in said)
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "not-a-folder"))  # nowhere to write: drawn all the same
+    assert load(str(manifest)).split(0.2, 0.2, "style", seed=3).table["split"].tolist() == drawn
 
 
 def test_existing_split_is_kept_and_val_carved_from_train(tmp_path):

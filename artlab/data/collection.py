@@ -349,7 +349,10 @@ def _split(index: np.ndarray, fraction: float, strata: np.ndarray | None, seed: 
         if np.array_equal(np.sort(np.concatenate([rest, part])), np.sort(index)):
             return rest, part
     rest, part = _drawn_split(index, fraction, strata, seed)
-    save_checked(path, {"rest": torch.as_tensor(rest), "part": torch.as_tensor(part)}, {}, what, save_tensors)
+    try:
+        save_checked(path, {"rest": torch.as_tensor(rest), "part": torch.as_tensor(part)}, {}, what, save_tensors)
+    except OSError:  # the cache is an optimisation: a full or read-only disk does not stop a split
+        pass
     return rest, part
 
 
