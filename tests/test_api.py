@@ -215,6 +215,59 @@ print("compiler works")
         done.stderr[-1000:]
 
 
+def test_training_and_rendering_leave_torchs_compiler_unloaded_and_step_as_torchs_optimisers(small_synthetic,
+                                                                                           tmp_path):
+    """torch's optimisers import its compiler (1.3 s) when built and at every step: a process that fine-tunes, trains
+    a linear head on features and renders a channel goes without it, and artlab's SGD and Adam move the weights
+    exactly as torch's do, with the step hooks called once a step, before the compiler is loaded and after."""
+    import subprocess
+    import sys
+
+    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    code = f"""import copy, sys, torch
+from artlab.cli import main
+for strategy in ("fine_tune", "off_the_shelf"):
+    assert main(["train", "--data", {manifest!r}, "--task", "style", "--strategy", strategy, "--epochs", "1",
+                 "--classifier", "linear", "--image-size", "32", "--device", "cpu", "--name", strategy,
+                 "--runs-dir", {str(tmp_path)!r}]) == 0
+from artlab.interpret.featurevis import RenderSettings, channel, optimise
+from artlab.models import build
+optimise(build("mobilenet_v2", pretrained=False), channel("features.2", 0), 1, RenderSettings(steps=2, size=16))
+print("compiler loaded:", "torch._dynamo" in sys.modules)
+from artlab.models.optim import SGD, Adam
+torch.manual_seed(0)
+start = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+
+def trained(optimizer, **options):
+    model, calls = copy.deepcopy(start), []
+    opt = optimizer([{{"params": model[0].parameters(), "lr": 0.01}}, {{"params": model[2].parameters()}}], lr=0.1,
+                    weight_decay=1e-4, **options)
+    opt.register_step_pre_hook(lambda *_: calls.append("pre"))
+    opt.register_step_post_hook(lambda *_: calls.append("post"))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        schedule.step()
+    opt.load_state_dict(opt.state_dict())
+    assert calls == ["pre", "post"] * 3, calls
+    return [p.detach().clone() for p in model.parameters()]
+
+ours = [trained(SGD, momentum=0.9), trained(Adam)]
+assert "torch._dynamo" not in sys.modules
+torchs = [trained(torch.optim.SGD, momentum=0.9), trained(torch.optim.Adam)]
+assert "torch._dynamo" in sys.modules
+for again in ([trained(SGD, momentum=0.9), trained(Adam)], ours):
+    assert all(torch.equal(a, b) for mine, theirs in zip(again, torchs) for a, b in zip(mine, theirs))
+print("steps as torch's")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert done.stdout.splitlines()[-2:] == ["compiler loaded: False", "steps as torch's"], done.stdout[-500:] + \
+        done.stderr[-1500:]
+
+
 def test_showing_a_figure_leaves_the_iri_grammars_uncompiled_and_iris_checked_as_before():
     """plotly's notebook renderer imports nbformat, hence jsonschema, whose optional IRI checker compiles 39 grammars
     on import (1 s of every kernel that shows a figure): after artlab's plots it is not imported, and IRIs are

@@ -33,6 +33,7 @@ from torch import nn
 from artlab import models
 from artlab.cache import cache_dir, digest, load_checked, save_checked
 from artlab.io import load_tensors, save_tensors
+from artlab.models.optim import Adam
 from artlab.progress import Cancelled
 from artlab.progress import progress as progress_bar
 
@@ -264,7 +265,7 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
     generator = torch.Generator().manual_seed(settings.seed)
     image = (FourierImage(seeds, settings.size) if settings.param == "fft"
              else PixelImage(seeds, settings.size)).to(device)
-    optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
+    optimizer = Adam(image.parameters(), lr=settings.lr)
     net = models.for_inference(model, device, keep=objective.layers).requires_grad_(False)  # a faster copy
     layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format  # as the copy
     with models.Taps(net, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:

@@ -16,6 +16,7 @@ from artlab import models
 from artlab.data.collection import ArtCollection
 from artlab.data.loading import ImageDataset, collate_present, loader
 from artlab.models import ModelCard
+from artlab.models.optim import SGD, Adam
 from artlab.progress import progress, tqdm
 from artlab.runs import Run
 from artlab.training import distributed, prefix
@@ -34,8 +35,8 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     mult = config.backbone_lr_mult if config.strategy == "fine_tune" else 1.0
     groups = [{"params": head, "lr": config.lr}, {"params": body, "lr": config.lr * mult}]
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+        return Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
 def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:

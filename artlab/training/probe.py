@@ -11,6 +11,7 @@ from artlab import models
 from artlab.data.collection import ArtCollection
 from artlab.features import cached_features, unreadable_rows
 from artlab.models import ModelCard
+from artlab.models.optim import Adam
 from artlab.runs import IMAGENET, Network, Run
 from artlab.training.config import TrainConfig
 from artlab.training.metrics import evaluate, headline, loss_function
@@ -102,7 +103,7 @@ def _torch_head(config: TrainConfig, x: np.ndarray, targets: np.ndarray, split: 
     yt = torch.tensor(targets)
     train, val = torch.as_tensor(split == "train"), split == "val"
     head = torch.nn.Linear(xt.shape[1], n_classes)
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=config.weight_decay)
+    optimizer = Adam(head.parameters(), lr=1e-3, weight_decay=config.weight_decay)
     loss_fn = loss_function(multi, config.label_smoothing)
     history, best = [], (-np.inf, None, None)
     for epoch in range(1, max(config.epochs, 1) * 20 + 1):
