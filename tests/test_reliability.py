@@ -278,14 +278,16 @@ def test_a_loss_that_becomes_nan_stops_on_its_first_step(tmp_path, capsys, monke
 
 
 def test_weights_that_become_infinite_stop_the_run_and_are_never_saved(tmp_path, capsys, monkeypatch):
-    real_step = torch.optim.SGD.step
+    from artlab.models.optim import SGD  # the optimiser a run trains with
+
+    real_step = SGD.step
 
     def overflowing_step(self, *args, **kwargs):
         out = real_step(self, *args, **kwargs)
         self.param_groups[0]["params"][0].data.fill_(float("inf"))
         return out
 
-    monkeypatch.setattr(torch.optim.SGD, "step", overflowing_step)
+    monkeypatch.setattr(SGD, "step", overflowing_step)
     code, err, steps = _train_counting_steps(_collection(tmp_path / "c"), tmp_path / "runs", capsys)
     assert code == 2 and steps == 1 and "NaN or infinite" in err and err.count("\n") == 1
     assert not (tmp_path / "runs" / "bad" / "model.safetensors").exists()

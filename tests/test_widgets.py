@@ -247,3 +247,25 @@ def test_a_slow_view_says_at_once_that_it_computes_and_a_fast_one_does_not_flick
     explorer.refresh()
     time.sleep(NOTICE_AFTER_S + 0.1)
     assert not [text for _, text in seen if text], "a view drawn at once shows no notice"
+
+
+def test_progress_bars_redraw_twice_a_second_at_most(monkeypatch):
+    """A bar over 0.8 s of steps is drawn at its start, about twice a second and at its end (at tqdm's 0.1 s: 10 times),
+    and still ends on the full count; a caller's own interval wins."""
+    import io
+    import time
+
+    from artlab.progress import progress
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("ARTLAB_STATIC", raising=False)
+
+    def draws(**kwargs) -> tuple[int, str]:
+        out = io.StringIO()
+        for _ in progress(range(40), file=out, disable=False, **kwargs):
+            time.sleep(0.02)
+        return out.getvalue().count("\r"), out.getvalue().rsplit("\r", 1)[-1]
+
+    count, last = draws()
+    assert count <= 4 and "40/40" in last, (count, last)
+    assert draws(mininterval=0.1)[0] >= 6
