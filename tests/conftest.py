@@ -95,7 +95,7 @@ def teacher(tmp_path_factory) -> Teacher:
     480 paintings at 160 px), then packed with the images at 96 px (`artlab pack --image-size 96`: every image
     travels as a stand-in). Packing before any interactive page keeps the round trip honest: the pack holds what
     the plain recipe computed, not what drawing pages ahead added. After that, the interactive pages of 03, 04
-    and 06 on the same runs and cache (the inspector's 3 test artworks and the channel explorer's 2 layers keep 2 or
+    and 06 on the same runs and cache (the inspector's 2 test artworks and the channel explorer's 2 layers keep 2 or
     more choices in every select).
     The workshop pack's round trip and the offline pages' browser tests share it (../conftest.py puts both files
     on one worker, and hands that group out among the first)."""
@@ -114,6 +114,6 @@ def teacher(tmp_path_factory) -> Teacher:
                      str(TEACHER_IMAGE_SIZE)]) == 0
         interactive = run_series(root / "pages", quick=True, data=collection, only="03,04,06", log=None,
                                  interactive=True, runs_dir=runs,
-                                 parameters={"artworks": 3, "layers": ["features.16", "features.17"]})
+                                 parameters={"artworks": 2, "layers": ["features.16", "features.17"]})
     assert [r["status"] for r in interactive.records.values()] == ["succeeded"] * 3
     return Teacher(series, root / "workshop.zip", root / "pages", interactive)
