@@ -31,15 +31,21 @@ CASES = {
     "python alone": [sys.executable, "-c", "pass"],
 }
 _IMAGE = "torch.zeros(3, 80, 80, dtype=torch.uint8)"
+_STEP = ("model = torch.nn.Linear(8, 2)\nstep = {optimizer}(model.parameters(), lr=0.1, momentum=0.9)\n"
+         "model(torch.ones(4, 8)).sum().backward()\nstep.step()")  # what a training or a channel render starts with
 _FIGURE = "go.Figure(go.Bar(y=[1]))._repr_mimebundle_({}, {})"  # what a notebook does to show a figure
-#: The first work of a command or a kernel, through artlab and as plain code does it (the plain imports pull in
-#: torch's compiler and jsonschema's IRI grammars, artlab's do not: artlab.models.vision, artlab.lazy).
+#: The first work of a command or a kernel, through artlab and as plain code does it (the plain imports and
+#: optimisers pull in torch's compiler and jsonschema's IRI grammars, artlab's do not: artlab.models.vision,
+#: artlab.models.optim, artlab.lazy).
 PAIRED = {
     "a network built, an image transformed": (
         "import torch\nfrom artlab.models import build, input_transform\n"
         f"input_transform(build('mobilenet_v2', pretrained=False), 64)({_IMAGE})",
         "import torch, torchvision\nfrom torchvision.transforms import v2\ntorchvision.models.mobilenet_v2()\n"
         f"v2.Compose([v2.Resize(64), v2.CenterCrop(64), v2.ToDtype(torch.float32, scale=True)])({_IMAGE})"),
+    "a first training step": (
+        f"import torch\nfrom artlab.models.optim import SGD\n{_STEP.format(optimizer='SGD')}",
+        f"import torch\n{_STEP.format(optimizer='torch.optim.SGD')}"),
     "a first figure shown as a notebook shows it": (
         f"from artlab.lazy import import_jsonschema\nimport_jsonschema()\nimport plotly.graph_objects as go\n{_FIGURE}",
         f"import plotly.graph_objects as go\n{_FIGURE}"),
