@@ -217,14 +217,16 @@ print("compiler works")
 
 def test_training_and_rendering_leave_torchs_compiler_unloaded_and_step_as_torchs_optimisers(small_synthetic,
                                                                                            tmp_path):
-    """torch's optimisers import its compiler (1.3 s) when built and at every step: a process that fine-tunes, trains
-    a linear head on features and renders a channel goes without it, and artlab's SGD and Adam move the weights
-    exactly as torch's do, with the step hooks called once a step, before the compiler is loaded and after."""
+    """torch's optimisers import its compiler (1.3 s) when first built and stepped: a process that fine-tunes,
+    trains a linear head on features and renders a channel goes without it, and artlab's SGD and Adam move the
+    weights exactly as torch's do (a closure, a learning-rate schedule, a state saved and loaded, the step hooks
+    once a step, the grad mode as it was), before the compiler is loaded and after, also when built after
+    torch's own (whose step then carries its hooks)."""
     import subprocess
     import sys
 
     manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
-    code = f"""import copy, sys, torch
+    code = f"""import copy, importlib, sys, warnings, torch
 from artlab.cli import main
 for strategy in ("fine_tune", "off_the_shelf"):
     assert main(["train", "--data", {manifest!r}, "--task", "style", "--strategy", strategy, "--epochs", "1",
@@ -234,38 +236,87 @@ from artlab.interpret.featurevis import RenderSettings, channel, optimise
 from artlab.models import build
 optimise(build("mobilenet_v2", pretrained=False), channel("features.2", 0), 1, RenderSettings(steps=2, size=16))
 print("compiler loaded:", "torch._dynamo" in sys.modules)
-from artlab.models.optim import SGD, Adam
+import artlab.models.optim as optim
+warnings.simplefilter("error")  # a schedule stepped out of order warns
 torch.manual_seed(0)
 start = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
 x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
 
-def trained(optimizer, **options):
-    model, calls = copy.deepcopy(start), []
+def built(optimizer, model, calls, **options):
     opt = optimizer([{{"params": model[0].parameters(), "lr": 0.01}}, {{"params": model[2].parameters()}}], lr=0.1,
                     weight_decay=1e-4, **options)
     opt.register_step_pre_hook(lambda *_: calls.append("pre"))
     opt.register_step_post_hook(lambda *_: calls.append("post"))
+    return opt
+
+def loss(model):
+    return torch.nn.functional.cross_entropy(model(x), y)
+
+def trained(optimizer, **options):
+    model, calls = copy.deepcopy(start), []
+    opt = built(optimizer, model, calls, **options)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
-    for _ in range(3):
+    def closure():
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+        value = loss(model)
+        value.backward()
+        return value
+
+    for step in range(3):
+        opt.zero_grad()
+        if step == 0:
+            loss(model).backward()
+            opt.step()
+            assert torch.is_grad_enabled()
+        elif step == 1:
+            assert isinstance(opt.step(closure), torch.Tensor)
+        else:
+            loss(model).backward()
+            with torch.no_grad():
+                opt.step()
+                assert not torch.is_grad_enabled()
         schedule.step()
-    opt.load_state_dict(opt.state_dict())
     assert calls == ["pre", "post"] * 3, calls
+    again, later = copy.deepcopy(model), []  # the state saved and loaded steps on as the optimiser itself does
+    loaded = built(optimizer, again, later, **options)
+    loaded.load_state_dict(copy.deepcopy(opt.state_dict()))
+    for each, net in ((opt, model), (loaded, again)):
+        each.zero_grad()
+        loss(net).backward()
+        each.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters())) and later == ["pre", "post"]
     return [p.detach().clone() for p in model.parameters()]
 
-ours = [trained(SGD, momentum=0.9), trained(Adam)]
+ours = [trained(optim.SGD, momentum=0.9), trained(optim.Adam)]
 assert "torch._dynamo" not in sys.modules
 torchs = [trained(torch.optim.SGD, momentum=0.9), trained(torch.optim.Adam)]
 assert "torch._dynamo" in sys.modules
-for again in ([trained(SGD, momentum=0.9), trained(Adam)], ours):
-    assert all(torch.equal(a, b) for mine, theirs in zip(again, torchs) for a, b in zip(mine, theirs))
+after = [trained(optim.SGD, momentum=0.9), trained(optim.Adam)]
+optim = importlib.reload(optim)  # built anew over torch's classes, whose step now carries the hooks
+rebuilt = [trained(optim.SGD, momentum=0.9), trained(optim.Adam)]
+for mine in (ours, after, rebuilt):
+    assert all(torch.equal(a, b) for m, t in zip(mine, torchs) for a, b in zip(m, t))
 print("steps as torch's")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert done.stdout.splitlines()[-2:] == ["compiler loaded: False", "steps as torch's"], done.stdout[-500:] + \
         done.stderr[-1500:]
+
+
+def test_only_torchs_own_wrappers_are_taken_off_its_optimiser_methods():
+    """artlab's optimisers bypass the wrappers torch 2.14 puts over its methods; a wrapper it does not know (another
+    torch) is kept: the method is then torch's own."""
+    import functools
+
+    import torch
+
+    from artlab.models.optim import SGD, bare
+
+    assert bare(torch.optim.SGD.step).__code__.co_filename.endswith("sgd.py")
+    assert bare(torch.optim.Optimizer.zero_grad).__qualname__ == "Optimizer.zero_grad"
+    assert bare(torch.optim.Optimizer.zero_grad) is not torch.optim.Optimizer.zero_grad  # under torch's mark
+    assert bare(functools.wraps(torch.optim.SGD.step)(lambda *a, **k: None)) is None
+    assert SGD.step is not torch.optim.SGD.step and SGD.__doc__ == torch.optim.SGD.__doc__
 
 
 def test_showing_a_figure_leaves_the_iri_grammars_uncompiled_and_iris_checked_as_before():

@@ -303,13 +303,17 @@ def test_notebook_outputs_are_recorded():
     assert not gone, f"NOT_COMPARED names cells that no notebook has: {gone}"
 
 
-#: A printed line with a folder and a number; a figure (plotly's bundle, shown raw: plotly's renderer would cost each
-#: of the five kernels 2 s of imports), a line on stderr and a table, all in one cell.
+#: A printed line with a folder and a number; a figure as plotly's notebook renderer shows it (plotly.js in a
+#: script, then the figure as JSON, HTML with a fresh id and text), a line on stderr and a table, all in one cell.
+#: The figure is displayed raw: plotly's renderer would cost each of the five kernels 2 s of imports.
 NBVAL_NOTEBOOK_CELLS = [
     "import os, sys\nprint('runs in', os.environ['ARTLAB_RUNS'], 'took', 1.5 + float(os.environ['SHIFT']))",
-    "import pandas as pd\n"
-    "display({'application/vnd.plotly.v1+json': {'data': [{'type': 'bar', 'y': [float(os.environ['SHIFT'])]}]}}, "
-    "raw=True)\n"
+    "import uuid\nimport pandas as pd\n"
+    "shift, div = float(os.environ['SHIFT']), uuid.uuid4()\n"
+    "display({'text/html': '<script type=\"text/javascript\">window.PlotlyConfig = {};</script>'}, raw=True)\n"
+    "display({'application/vnd.plotly.v1+json': {'data': [{'type': 'bar', 'y': [shift]}]},\n"
+    "         'text/html': f'<div id=\"{div}\"></div><script>Plotly.newPlot(\"{div}\", [{{y: [{shift}]}}])</script>',\n"
+    "         'text/plain': f'Figure({{\"data\": [{{\"y\": [{shift}]}}]}})'}, raw=True)\n"
     "print('warming up', os.environ['SHIFT'], file=sys.stderr)\npd.DataFrame({'class': ['a'], 'accuracy': [0.25]})",
 ]
 
