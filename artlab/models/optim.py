@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import torch
 from torch.optim.optimizer import Optimizer, _use_grad_for_differentiable
 
+#: torch's compiler, the module whose presence says it is in use (artlab.models.vision defers it too).
 COMPILER = "torch._dynamo"
 #: Optimizer's methods that torch marks `torch._disable_dynamo` (the mark imports the compiler on first call).
 MARKED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")

@@ -22,8 +22,8 @@ import torch
 import torch.compiler
 
 from artlab.lazy import stand_in
+from artlab.models.optim import COMPILER
 
-COMPILER = "torch._dynamo"
 #: torch's own `torch.compiler.disable`, which the deferred one applies (never itself, should a call come while
 #: a `compiler_deferred` block has swapped them).
 TORCH_DISABLE = torch.compiler.disable
