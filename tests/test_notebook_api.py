@@ -205,7 +205,34 @@ def test_an_image_grid_is_the_grid_make_subplots_draws(count, columns):
         return round(float(value), 12) if isinstance(value, (float, np.floating)) else value
 
     assert plain(mine["layout"]) == plain(theirs["layout"])
-    assert plain(mine["data"]) == plain(theirs["data"])
+    # each image is a PNG of exactly its pixels, where make_subplots' trace holds the pixels themselves
+    assert [_decoded(trace.pop("source")).tolist() for trace in mine["data"]] == [p.tolist() for p in images
+                                                                                  if p is not None]
+    assert plain(mine["data"]) == [{k: v for k, v in trace.items() if k != "z"} for trace in plain(theirs["data"])]
+
+
+def _decoded(source: str):
+    """The pixels of an image given as a data URI, read back by PIL."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    head, _, data = source.partition(",")
+    assert head == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
+def test_an_image_that_is_not_pixels_is_refused_by_name():
+    import numpy as np
+
+    from artlab.plots import picture
+
+    with pytest.raises(ValueError, match=r"uint8 pixels, not float64 \(4, 4, 3\)"):
+        picture(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match=r"not uint8 \(4, 4\)"):
+        picture(np.zeros((4, 4), np.uint8))
 
 
 # ---- what fine-tuning changed -----------------------------------------------------------------------
