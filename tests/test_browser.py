@@ -61,15 +61,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-#: Starts JupyterLab (by exec, same process) after asking Linux to SIGTERM it when the test process dies, even
-#: killed, so that a CI timeout leaves no server or kernel behind (the server stops its kernels). A launcher,
-#: not preexec_fn, which is unsafe in a parent with threads (torch's).
+#: Starts JupyterLab (in this process, as `python -m jupyterlab` does) after asking Linux to SIGTERM it when the
+#: test process dies, even killed, so that a CI timeout leaves no server or kernel behind (the server stops its
+#: kernels). A launcher, not preexec_fn, which is unsafe in a parent with threads (torch's). The server's event
+#: logger imports jsonschema: artlab's import of it skips 1 s of compiling IRI grammars the server never uses.
 LAUNCHER = """import ctypes, os, signal, sys
 if sys.platform == "linux" and ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) != 0:  # PR_SET_PDEATHSIG
     sys.exit("prctl(PR_SET_PDEATHSIG) failed")
 if os.getppid() != int(sys.argv[1]):
     sys.exit("the test process is already gone")
-os.execv(sys.executable, [sys.executable, "-m", "jupyterlab", *sys.argv[2:]])
+from artlab.lazy import import_jsonschema
+import_jsonschema()
+from jupyterlab.labapp import main
+sys.argv = ["jupyter-lab", *sys.argv[2:]]
+sys.exit(main())
 """
 
 

@@ -1,1 +1,2 @@
-"""Tooling around the library, above the science layers: the headless notebook runner (`artlab.tools.notebooks`)."""
+"""Tooling around the library, above the science layers: the headless notebook runner (`artlab.tools.notebooks`),
+and the pytest plugin of artlab's own tests (`artlab.tools.pytest_plugin`)."""
