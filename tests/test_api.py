@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from artlab import models
 from artlab.cli import main
@@ -20,6 +19,10 @@ from artlab.training.config import TrainConfig, default_name
 def test_taps_equal_torchvision_feature_extractor_and_stop_early():
     torch.manual_seed(0)
     model = models.build("mobilenet_v2", pretrained=False).eval()
+    # imported here, after artlab's torchvision: at the module's top it imported torchvision whole, and with it
+    # torch's compiler (1.6 s), in every worker that collects the tests
+    from torchvision.models.feature_extraction import create_feature_extractor
+
     layers = ["features.3", "features.8"]
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
