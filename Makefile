@@ -53,7 +53,7 @@ chromium:
 test: bytecode chromium
 	ARTLAB_STATIC=1 $(PY) -m pytest -q -n 2 --durations=15
 
-bench: $(STAMP)
+bench: bytecode
 	$(PY) benchmarks/transfer_peopleart.py
 	$(PY) benchmarks/analysis_peopleart.py
 	$(PY) benchmarks/topk_memory.py

@@ -107,8 +107,9 @@ def gallery(paths: list[str | None], captions: list[str], title: str, columns: i
 
 def picture(pixels: np.ndarray, **trace: object) -> go.Image:
     """An image trace that shows H x W x 3 (or x 4) uint8 pixels as a PNG, losslessly: plotly.js draws a PNG as one
-    picture, where pixels given as `z` are painted one by one (a gallery of 40 thumbnails draws 6 times faster in
-    chromium and its figure is 30% smaller). Hovering still shows a pixel's colour, read from the drawn picture."""
+    picture, where pixels given as `z` are painted one by one (a gallery of 20 to 40 thumbnails draws 7 to 8 times
+    faster in chromium, and a figure of paintings is a quarter to a third smaller; benchmarks/gallery_render.py).
+    Hovering still shows a pixel's colour, read from the drawn picture."""
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
         raise ValueError(f"an image to draw must be H x W x 3 or 4 uint8 pixels, not {pixels.dtype} {pixels.shape}")

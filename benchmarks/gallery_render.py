@@ -2,14 +2,15 @@
 
     python benchmarks/gallery_render.py [--data ../shared/data/genres] [--repeats 5]
 
-A click on an explorer ends when the browser has drawn the new view: for the collection browser (40
-thumbnails of 96 px), a top-k gallery (10) and the channel explorer's renders (2), that is drawing images. The
-figures are built by `artlab.plots.gallery`, whose image traces carry a PNG of the pixels (`plots.picture`), and
-again as plotly's own `go.Image(z=pixels)`, the baseline: the same grid, the pixels given as numbers. Each
-figure's draw is timed in headless chromium (Debian's, as the browser test) from `Plotly.newPlot` to the second
-animation frame after it, the median of `--repeats` runs, the two alternating. Also the figure's JSON size (what
-the kernel sends and a page or notebook keeps) and the time to build it in Python (images read included). Results go to
-benchmarks/results/gallery-render.json.
+A click on an explorer ends when the browser has drawn the new view: for the collection browser (its overview, 5
+thumbnails of 96 px per class, and a class, 20), a top-k gallery (10) and the channel explorer's renders (2 of
+128 px), that is drawing images. Each gallery is built by `artlab.plots`, whose image traces carry a PNG of the
+pixels (`plots.picture`), and again by the same code with `picture` giving plotly's own `go.Image(z=pixels)`, the
+baseline (the galleries before). The renders are stood in for by noise, which compresses as little as renders
+do. Each figure's draw is timed in headless chromium (Debian's, as the browser test) from `Plotly.newPlot` to the
+second animation frame after it, the median of `--repeats` runs, the two alternating; also the figure's JSON
+size (what the kernel sends and a page or notebook keeps) and the time to build it in Python (images read
+included, warm). Results go to benchmarks/results/gallery-render-<collection>.json.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import plotly.graph_objects as go
@@ -27,13 +29,9 @@ from plotly.offline import get_plotlyjs
 
 from artlab import plots
 from artlab.data import load, load_synthetic
-from artlab.data.images import load_rgb
 
-RESULTS = Path(__file__).resolve().parent / "results" / "gallery-render.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 CHROMIUM = "/usr/bin/chromium"
-#: The galleries measured: (name, number of images, thumbnail size, columns), as the explorers draw them.
-GALLERIES = [("collection browser: 40 thumbnails", 40, 96, 10), ("top-k gallery: 10 artworks", 10, 96, 5),
-             ("channel renders: 2 networks", 2, 128, 2)]
 DRAW = """async spec => {
     const start = performance.now();
     await Plotly.newPlot('figure', spec.data, spec.layout);
@@ -42,26 +40,38 @@ DRAW = """async spec => {
 }"""
 
 
-def as_pixels(figure: go.Figure, pixels: list) -> go.Figure:
-    """The baseline: the same figure with each image given as its pixels (`z`), as plotly's own Image does."""
-    plain = go.Figure(figure)
-    for trace, image in zip(plain.data, pixels, strict=True):
-        trace.source, trace.z = None, image
-    return plain
+def as_pixels(pixels: np.ndarray, **trace: object) -> go.Image:
+    """The baseline's image trace: the pixels as numbers, as plotly's own Image takes them."""
+    return go.Image(z=pixels, **trace)
 
 
-def build(paths: list[str], thumb: int, columns: int) -> tuple[go.Figure, go.Figure, float, float]:
-    """artlab's gallery of `paths` and the baseline, and the seconds each took to build (images read included)."""
-    start = time.perf_counter()
-    figure = plots.gallery(paths, [Path(p).stem[:20] for p in paths], "a gallery", columns=columns, thumb=thumb)
-    middle = time.perf_counter()
-    pixels = []
-    for path in paths:
-        image = load_rgb(path, max_side=thumb * 2)
-        image.thumbnail((thumb, thumb))
-        pixels.append(np.asarray(image))
-    baseline = as_pixels(figure, pixels)
-    return figure, baseline, middle - start, time.perf_counter() - middle
+def both_ways(draw) -> tuple[go.Figure, go.Figure, float, float]:
+    """`draw()` as artlab draws it and with its images as `z`, and the seconds each took (after one warm-up)."""
+    figures, seconds = [], []
+    for picture in (plots.picture, as_pixels):
+        with patch.object(plots, "picture", picture):
+            draw()  # the files read once, untimed: both builds then read them warm
+            start = time.perf_counter()
+            figures.append(draw())
+            seconds.append(time.perf_counter() - start)
+    return figures[0], figures[1], seconds[0], seconds[1]
+
+
+def galleries(collection) -> dict:
+    """Each gallery measured, as a function drawing it the way the explorers do."""
+    paths = list(collection.table["path"])
+    task = collection.tasks[0]
+    classes = collection.table[task].nunique()
+    overview = [p for _, rows in collection.table.groupby(task) for p in rows["path"][:5]]
+    noise = [np.random.default_rng(i).integers(0, 256, (128, 128, 3), dtype=np.uint8) for i in range(2)]
+    return {
+        f"collection browser, the overview: {len(overview)} thumbnails ({classes} classes)":
+            lambda: plots.gallery(overview, [""] * len(overview), "overview", columns=5),
+        "collection browser, a class: 20 thumbnails": lambda: plots.gallery(paths[:20], [""] * 20, "a class"),
+        "top-k gallery: 10 artworks": lambda: plots.gallery(paths[20:30], [""] * 10, "top-k"),
+        "channel renders: 2 of 128 px (noise: renders compress as little)":
+            lambda: plots.image_grid(noise, ["ImageNet", "fine-tuned"], "renders", columns=2),
+    }
 
 
 def main() -> None:
@@ -70,7 +80,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     collection = load(args.data) if args.data else load_synthetic()
-    paths = list(collection.table["path"])
     from playwright.sync_api import sync_playwright
 
     results = {"data": args.data or "synthetic", "repeats": args.repeats, "galleries": {}}
@@ -82,9 +91,8 @@ def main() -> None:
                                              args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(page_path.as_uri())
-        for name, count, thumb, columns in GALLERIES:
-            build(paths[:count], thumb, columns)  # the files read once, untimed: both builds then read them warm
-            figure, baseline, built, built_plain = build(paths[:count], thumb, columns)
+        for name, draw in galleries(collection).items():
+            figure, baseline, built, built_plain = both_ways(draw)
             specs = {"artlab (PNG)": json.loads(figure.to_json()), "baseline (z)": json.loads(baseline.to_json())}
             draws: dict[str, list[float]] = {case: [] for case in specs}
             for _ in range(args.repeats + 1):  # the first pair warms the page up, untimed
@@ -102,8 +110,9 @@ def main() -> None:
                   f"{mine['json_kib']:.0f} KiB against {plain['json_kib']:.0f} KiB; built in {mine['build_ms']:.0f} "
                   f"ms against {plain['build_ms']:.0f} ms")
         browser.close()
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {RESULTS}")
+    target = RESULTS / f"gallery-render-{Path(args.data).name if args.data else 'synthetic'}.json"
+    target.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {target}")
 
 
 if __name__ == "__main__":

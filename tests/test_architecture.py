@@ -19,7 +19,8 @@ RANKS = {
     "artlab.training": 4, "artlab.analysis": 4, "artlab.interpret": 4,  # side by side
     "artlab.experiments": 5,
     "artlab.widgets": 6,
-    "artlab.tools": 7,  # tooling above the science layers: the headless notebook runner, below the cli that calls it
+    "artlab.tools": 7,  # tooling above the science layers: the headless notebook runner, below the cli that calls
+    # it, and the plugin of artlab's own tests
     "artlab.cli": 8, "artlab.__main__": 9, "artlab": 9,
 }
 

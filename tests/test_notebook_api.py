@@ -224,10 +224,13 @@ def _decoded(source: str):
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
 
 
-def test_an_image_that_is_not_pixels_is_refused_by_name():
+def test_a_picture_keeps_its_pixels_and_refuses_what_is_not_pixels():
     import numpy as np
 
     from artlab.plots import picture
+
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)  # transparency kept
+    assert np.array_equal(_decoded(picture(rgba).source), rgba)
 
     with pytest.raises(ValueError, match=r"uint8 pixels, not float64 \(4, 4, 3\)"):
         picture(np.zeros((4, 4, 3)))
