@@ -113,9 +113,15 @@ def picture(pixels: np.ndarray, **trace: object) -> go.Image:
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
         raise ValueError(f"an image to draw must be H x W x 3 or 4 uint8 pixels, not {pixels.dtype} {pixels.shape}")
-    png = io.BytesIO()
-    Image.fromarray(pixels).save(png, format="PNG", compress_level=1)
-    return go.Image(source="data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii"), **trace)
+    return go.Image(source=data_url(Image.fromarray(pixels), compress_level=1), **trace)
+
+
+def data_url(image: Image.Image, format: str = "PNG", **options: object) -> str:
+    """An image as a base64 data URL, to embed in a figure or a page: PNG is lossless, JPEG smaller (`quality=`);
+    `options` go to PIL's `save`."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return f"data:image/{format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def image_grid(images: list[np.ndarray | None], captions: list[str], title: str, columns: int = 5) -> go.Figure:

@@ -328,6 +328,15 @@ def test_only_torchs_own_wrappers_are_taken_off_its_optimiser_methods():
     assert SGD.step is not torch.optim.SGD.step and SGD.__doc__ == torch.optim.SGD.__doc__
 
 
+def test_pytest_processes_import_jsonschema_without_compiling_the_iri_grammars():
+    """nbval's plugin imports nbformat, hence jsonschema, in every pytest process: artlab's plugin (pyproject's
+    `-p artlab.tools.pytest_plugin`) imports it first, artlab's way, so the grammars' parser (lark) is not loaded."""
+    import sys
+
+    assert "jsonschema" in sys.modules and "nbval.plugin" in sys.modules
+    assert "lark" not in sys.modules and "artlab.tools.pytest_plugin" in sys.modules
+
+
 def test_showing_a_figure_leaves_the_iri_grammars_uncompiled_and_iris_checked_as_before():
     """plotly's notebook renderer imports nbformat, hence jsonschema, whose optional IRI checker compiles 39 grammars
     on import (1 s of every kernel that shows a figure): after artlab's plots it is not imported, and IRIs are

@@ -9,10 +9,8 @@ a projection, so the map's Euclidean distances agree with `neighbours` and `sepa
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
-import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +31,7 @@ from artlab.cache import cache_dir, digest, load_checked, save_checked
 from artlab.data.collection import ArtCollection
 from artlab.data.images import ImageError, load_rgb
 from artlab.io import load_tensors, save_tensors, write_text
-from artlab.plots import gallery, write_plotlyjs
+from artlab.plots import data_url, gallery, write_plotlyjs
 from artlab.runs import Network, Run
 
 METHODS = ("pca", "tsne")
@@ -191,17 +189,10 @@ def _thumbnail(path: str | Path, size: int) -> Image.Image | None:
     return img
 
 
-def _data_url(img: Image.Image, quality: int) -> str:
-    """An image as a base64 JPEG data URL, for embedding in a page."""
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def thumbnail_url(path: str | Path, size: int = 64, quality: int = 80) -> str:
     """A small JPEG of an image as a base64 data URL (hover previews); "" for an unreadable file."""
     img = _thumbnail(path, size)
-    return "" if img is None else _data_url(img, quality)
+    return "" if img is None else data_url(img, "JPEG", quality=quality)
 
 
 def thumbnail_tile(path: str | Path, tile: int) -> Image.Image:
@@ -257,7 +248,7 @@ def build_sprite(paths: list[str], thumb: int = 64, quality: int = SPRITE_QUALIT
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         tiles = list(pool.map(lambda p: thumbnail_tile(p, tile), paths))
     per_sheet = columns * columns
-    sheets = tuple(_data_url(_sheet(tiles[start:start + per_sheet], tile, columns), quality)
+    sheets = tuple(data_url(_sheet(tiles[start:start + per_sheet], tile, columns), "JPEG", quality=quality)
                    for start in range(0, len(tiles), per_sheet))
     return Sprite(tuple(map(str, paths)), sheets, tile, columns)
 
