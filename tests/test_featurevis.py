@@ -125,6 +125,26 @@ def test_most_changed_channels_by_hand(pretrained):
     assert len(shown.figure().data) == 4
 
 
+def test_two_networks_render_side_by_side_each_as_it_would_alone(pretrained):
+    """With two torch threads, `before_after` renders the two networks at once on one thread each: the pixels are
+    those of each network rendered alone on one thread (nothing shared between the two renders)."""
+    tuned = copy.deepcopy(pretrained)
+    with torch.no_grad():
+        fv.last_convolution(tuned, "features.10").weight.mul_(1.5)
+    settings, channels = fv.RenderSettings(steps=4, size=32, seed=11), [3, 7]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = [fv.render_channels(model, "features.10", channels, settings=settings, cache=False, progress=False)
+                 for model in (pretrained, tuned)]
+        torch.set_num_threads(2)
+        shown = fv.before_after(pretrained, tuned, "features.10", channels, settings=settings)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(shown.images["ImageNet"], alone[0]) and np.array_equal(shown.images["fine-tuned"], alone[1])
+    assert not np.array_equal(alone[0], alone[1])
+
+
 def test_channel_filters_are_found_only_where_they_exist():
     resnet = models.build("resnet18", pretrained=False)
     assert fv.last_convolution(resnet, "layer2.0") is resnet.layer2[0].conv2  # not the downsample shortcut

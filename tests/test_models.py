@@ -64,6 +64,25 @@ def test_a_corrupted_cached_file_is_refused(empty_hub):
         models.build("mobilenet_v2", pretrained=True)
 
 
+def test_weights_are_read_once_and_a_file_changed_on_disk_is_verified_again(empty_hub, monkeypatch):
+    path = models.weights_file("mobilenet_v2")  # installed into the empty hub from the offline package
+    reference = torch.load(path, map_location="cpu", weights_only=True)
+    reads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: reads.append(args[0]) or load(*args, **kwargs))
+    first, second = models.build("mobilenet_v2"), models.build("mobilenet_v2")
+    assert reads == [path]
+    for network in (first, second):
+        assert all(torch.equal(network.state_dict()[name], value) for name, value in reference.items())
+    with torch.no_grad():
+        first.features[0][0].weight.add_(1.0)  # training one network leaves the next one's ImageNet weights alone
+    assert torch.equal(models.build("mobilenet_v2").features[0][0].weight, reference["features.0.0.weight"])
+    data = path.read_bytes()  # the file replaced by a damaged one of the same size: read and verified again
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(models.WeightsUnavailable, match="sha256"):
+        models.build("mobilenet_v2")
+    assert reads == [path]  # refused before loading
+
+
 def test_offline_pretrained_other_architecture_names_the_file(empty_hub):
     with pytest.raises(models.WeightsUnavailable) as info:
         models.build("resnet18", pretrained=True)
@@ -147,3 +166,33 @@ def test_transform_output_is_normalised_square():
     x = models.arch("mobilenet_v2").transform(96, train=True)(torch.from_numpy(picture).permute(2, 0, 1))
     assert x.shape == (3, 96, 96)
     assert x.abs().max() < 0.1  # ImageNet's mean colour maps to about zero
+
+
+def test_side_by_side_shares_this_threads_torch_threads_and_keeps_order_context_and_errors():
+    import contextvars
+    import threading
+    from functools import partial
+
+    shown = contextvars.ContextVar("shown", default="nowhere")
+    shown.set("this cell")  # what a progress bar would be shown in
+
+    def probe(i):
+        return i, threading.current_thread() is threading.main_thread(), torch.get_num_threads(), shown.get()
+
+    def fails():
+        raise ValueError("a network failed")
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert models.side_by_side([partial(probe, 0), partial(probe, 1)]) == [(0, False, 1, "this cell"),
+                                                                              (1, False, 1, "this cell")]
+        assert torch.get_num_threads() == 2  # this thread's own are left as they were
+        assert models.side_by_side([partial(probe, 2)]) == [(2, True, 2, "this cell")]  # one call: here
+        with pytest.raises(ValueError, match="a network failed"):
+            models.side_by_side([partial(probe, 3), fails])
+        torch.set_num_threads(1)  # one torch thread (a test worker): the calls run here, in order
+        assert models.side_by_side([partial(probe, 4), partial(probe, 5)]) == [(4, True, 1, "this cell"),
+                                                                              (5, True, 1, "this cell")]
+    finally:
+        torch.set_num_threads(threads)

@@ -61,16 +61,27 @@ def test_large_values_are_stored_once_and_heatmaps_as_bytes():
     assert _item(free)["figure"] == json.loads(free.to_json())
 
 
-def test_a_choice_drawn_ahead_elsewhere_moves_the_other_controls_and_says_so(tmp_path):
+@pytest.fixture(scope="module")
+def chromium():
+    """One headless chromium for the module's pages (each test opens its own page in a fresh context)."""
+    sync_playwright = browser_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_a_choice_drawn_ahead_elsewhere_moves_the_other_controls_and_says_so(tmp_path, chromium):
     part = Part({"layer": ["a", "b", "c"], "channel": [1, 2]},
                 lambda layer, channel: [pd.DataFrame({"shown": [f"{layer}-{channel}"]})],
                 states=[("a", 1), ("b", 2)])  # like the channel explorer: each layer's own channels
     page = tmp_path / "page.html"
     page.write_text(f"<html><body>{offline_block('channels', [part])}</body></html>")
-    sync_playwright = browser_or_skip()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
-        tab = browser.new_page()
+    context = chromium.new_context()
+    try:
+        tab = context.new_page()
         errors = []
         tab.on("pageerror", lambda error: errors.append(str(error)))
         tab.goto(page.as_uri())
@@ -84,7 +95,8 @@ def test_a_choice_drawn_ahead_elsewhere_moves_the_other_controls_and_says_so(tmp
         assert layer.input_value() == "a" and "a-1" in view.inner_text() and "Shown with layer a" in view.inner_text()
         layer.select_option("c")  # nothing drawn with c: said so
         assert view.inner_text().strip() == NOT_COMPUTED and not errors
-        browser.close()
+    finally:
+        context.close()
 
 
 def test_interactive_pages_state_their_size_and_stay_small(teacher):
@@ -99,13 +111,14 @@ def test_interactive_pages_state_their_size_and_stay_small(teacher):
 
 @pytest.mark.parametrize("notebook", ["03_what_finetuning_changed", "04_filter_visualisation",
                                       "06_why_did_it_say_that"])
-def test_every_offline_control_changes_its_view_with_the_network_blocked(teacher, notebook):
+def test_every_offline_control_changes_its_view_with_the_network_blocked(teacher, chromium, notebook):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     out = teacher.pages
-    sync_playwright = browser_or_skip()
     errors, requests = [], []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
 
@@ -131,9 +144,15 @@ def test_every_offline_control_changes_its_view_with_the_network_blocked(teacher
                     continue
                 before = view.inner_html()
                 select.select_option(values[1])  # the second choice: drawn ahead in every part
-                page.wait_for_timeout(200)
+                try:  # the page redraws the view on the change event: within 2 s, or it did not change
+                    page.wait_for_function("([v, before]) => v.innerHTML !== before",
+                                           arg=[view.element_handle(), before], timeout=2000)
+                except PlaywrightTimeout:
+                    pass
                 assert view.inner_html() != before, f"block {b}, select {s}: the view did not change"
                 assert "[object Object]" not in view.inner_text() and "not computed ahead" not in view.inner_text()
                 changed += 1
+        page.wait_for_timeout(200)  # what the last change draws may still log an error
         assert changed >= 2 and not errors and not requests, (changed, errors, requests)
-        browser.close()
+    finally:
+        context.close()

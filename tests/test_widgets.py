@@ -125,6 +125,40 @@ def test_artwork_inspector(small_synthetic):
         inspector.select(method="lime")
 
 
+def test_explorers_compute_each_networks_part_side_by_side_as_each_alone(analysed, small_synthetic):
+    """With two torch threads, a view's part by each network (the channel explorer's renders, the inspector's maps)
+    is computed in two threads at once, one torch thread each: the same pixels and maps as each network alone."""
+    import torch
+    from PIL import Image
+
+    from artlab.interpret import attribution as attr
+    from artlab.interpret import featurevis as fv
+
+    _, analysis = analysed
+    channels = ChannelExplorer(analysis, settings=RenderSettings(steps=3, size=32, seed=13))
+    paths = small_synthetic.table["path"].tolist()[:2]
+    tuned = channels.networks[channels.names[1]]
+    inspector = ArtworkInspector({"ImageNet": models.build("mobilenet_v2"), "tuned": tuned}, paths, image_size=64)
+    threads, seen = torch.get_num_threads(), []
+    real = models.side_by_side
+    try:
+        torch.set_num_threads(2)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(models, "side_by_side", lambda calls: seen.append(len(calls)) or real(calls))
+            renders, maps = channels.renders(), inspector.attributions()
+        torch.set_num_threads(1)
+        for name, model in channels.networks.items():
+            alone = fv.render_channels(model, channels.layer, [channels.channel], settings=channels.settings,
+                                       cache=False, progress=False)[0]
+            assert np.array_equal(renders[name], alone), name
+        for name, model in inspector.networks.items():  # an image in memory: computed, never from the cache
+            alone = attr.attribute(model, Image.open(paths[0]).convert("RGB"), "gradcam", image_size=64)
+            assert np.array_equal(maps[name].map, alone.map), name
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [2, 2] and channels.computed["render"] == 2 and inspector.computed["attribution"] == 2
+
+
 def test_collection_map(small_synthetic):
     rng = np.random.default_rng(0)
     styles = small_synthetic.table["style"].to_numpy()
@@ -181,7 +215,7 @@ def test_the_channel_explorer_renders_the_next_channels_ahead_and_the_user_comes
     explorer = ChannelExplorer(analysis, settings=settings)
     order = explorer.most_changed()
     explorer.view()
-    guessed = [g.key for g in explorer.guesses(channels=2)]
+    guessed = [key for guess in explorer.guesses(channels=2) for key in guess.keys]
     assert guessed == [("render", (name, explorer.layer, c)) for c in order[1:3] for name in explorer.names]
     explorer.prefetch()
     explorer.view()  # the view shown, drawn again, leaves the renders ahead alone
@@ -199,7 +233,7 @@ def test_the_channel_explorer_renders_the_next_channels_ahead_and_the_user_comes
 
     started, steps = threading.Event(), []
 
-    def slow(self, model, layer, channel, stop):  # a guess that takes long, step by step, until told to stop
+    def slow(self, networks, layer, channel, stop):  # a guess that takes long, step by step, until told to stop
         started.set()
         while not stop.is_set():
             steps.append(channel)

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -394,8 +395,9 @@ class BeforeAfter:
 def before_after(before: nn.Module, after: nn.Module, layer: str, channels: list[int] | None = None, n: int = 8,
                  names: tuple[str, str] = ("ImageNet", "fine-tuned"), settings: RenderSettings = RenderSettings(),
                  device: torch.device | str = "cpu") -> BeforeAfter:
-    """Render the same channels for two networks of one architecture (default: the `n` most changed ones)."""
+    """Render the same channels for two networks of one architecture (default: the `n` most changed ones), the two
+    side by side (`models.side_by_side`)."""
     channels = list(channels) if channels is not None else most_changed_channels(before, after, layer, n)
-    images = {names[0]: render_channels(before, layer, channels, settings=settings, device=device),
-              names[1]: render_channels(after, layer, channels, settings=settings, device=device)}
-    return BeforeAfter(layer, channels, images)
+    rendered = models.side_by_side([partial(render_channels, model, layer, channels, settings=settings, device=device)
+                                    for model in (before, after)])
+    return BeforeAfter(layer, channels, dict(zip(names, rendered)))

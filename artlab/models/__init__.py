@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from artlab.lazy import exports
 from artlab.models.card import DEFAULT_IMAGE_SIZE, IMAGENET_IMAGE_SIZE, ModelCard, attach_card, card_of
-from artlab.models.device import default_device, resolve_device
+from artlab.models.device import default_device, resolve_device, side_by_side
 from artlab.models.registry import (
     ARCHS,
     IMAGENET_MEAN,
@@ -49,5 +49,5 @@ __all__ = ["ARCHS", "Arch", "DEFAULT_IMAGE_SIZE", "IMAGENET_IMAGE_SIZE", "IMAGEN
            "OFFLINE_WEIGHTS", "POOLINGS", "Taps", "WeightsUnavailable", "arch", "arch_of", "attach_card",
            "block_modules", "build", "card_of", "check_layers", "checkpoint_dir", "default_device", "describe",
            "fold_batchnorm", "for_inference", "freeze_blocks", "head_module", "imagenet_classes", "input_transform",
-           "is_head_parameter", "model_digest", "pooling", "pools", "replace_head", "resolve_device", "weights_file",
-           "weights_id"]
+           "is_head_parameter", "model_digest", "pooling", "pools", "replace_head", "resolve_device", "side_by_side",
+           "weights_file", "weights_id"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from artlab.cache import file_digest, tensors_digest
+from artlab.cache import file_digest, file_signature, tensors_digest
 from artlab.io import atomic_path
 from artlab.models.registry import ARCHS, Arch, arch
 
@@ -96,11 +96,24 @@ def _verify_prefix(path: Path) -> None:
         raise WeightsUnavailable(f"{path} does not match its expected sha256 prefix {expected}; delete it and retry")
 
 
+#: Verified ImageNet state dicts read in this process: file -> (its signature when read, the tensors).
+_READ: dict[Path, tuple[str, dict[str, torch.Tensor]]] = {}
+
+
 def imagenet_state(spec: Arch) -> dict[str, torch.Tensor]:
-    """The verified ImageNet state dict of an architecture."""
+    """The verified ImageNet state dict of an architecture.
+
+    Read and verified once per process while its file keeps its signature (a replaced file is read again):
+    every network built with ImageNet weights used to spend some 35 ms on it. The tensors are shared between
+    callers, which copy them into a network (`load_state_dict`) and never change them.
+    """
     path = weights_file(spec.name)
-    _verify_prefix(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    signature = file_signature(path)
+    read = _READ.get(path)
+    if read is None or read[0] != signature:
+        _verify_prefix(path)
+        read = _READ[path] = signature, torch.load(path, map_location="cpu", weights_only=True)
+    return dict(read[1])
 
 
 def weights_id(name: str) -> str:

@@ -6,6 +6,7 @@ attribution map of each network's prediction (Grad-CAM, Integrated Gradients or 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -64,12 +65,12 @@ class ArtworkInspector(Explorer):
         return pd.concat(frames, ignore_index=True)[["network", "class", "probability"]]
 
     def attributions(self) -> dict[str, attr.Attribution]:
-        """Each network's map of its own prediction on the current artwork, with the current method."""
-        out = {}
-        for name, model in self.networks.items():
-            out[name] = self.cached("attribution", (name, self.index, self.method), lambda model=model: attr.attribute(
-                model, self.paths[self.index], self.method, image_size=self.image_size))
-        return out
+        """Each network's map of its own prediction on the current artwork, with the current method (the networks
+        side by side)."""
+        maps = self.cached_each("attribution", {(name, self.index, self.method): partial(
+            attr.attribute, model, self.paths[self.index], self.method, image_size=self.image_size)
+            for name, model in self.networks.items()})
+        return {name: found for (name, _, _), found in maps.items()}
 
     def view(self) -> list[object]:
         label = f" ({self.labels[self.index]})" if self.labels[self.index] else ""

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from artlab import models
 from artlab.analysis import Analysis
 from artlab.interpret import featurevis as fv
 from artlab.runs import Network, Run
@@ -90,33 +91,39 @@ class ChannelExplorer(Explorer):
 
     # ---- what is shown ------------------------------------------------------------------------------
     def renders(self) -> dict[str, np.ndarray]:
-        """Each network's render of the current channel (rendered once, then from memory or the disk cache)."""
-        wanted = {("render", (name, self.layer, self.channel)) for name in self.networks}
-        if not all(self.is_cached(*key) for key in wanted):  # the renders ahead go on while a shown view is redrawn
-            self.prefetcher.settle(wanted)
-        out = {}
-        for name, model in self.networks.items():
-            out[name] = self.cached("render", (name, self.layer, self.channel), lambda model=model: fv.render_channels(
-                model, self.layer, [self.channel], settings=self.settings, device=self.device)[0])
-        return out
+        """Each network's render of the current channel (rendered once, the networks side by side, then from memory
+        or the disk cache)."""
+        rendered = self.cached_each("render", {(name, self.layer, self.channel): partial(
+            self._render, model, self.layer, self.channel) for name, model in self.networks.items()})
+        return {name: image for (name, _, _), image in rendered.items()}
+
+    def _render(self, model: nn.Module, layer: str, channel: int) -> np.ndarray:
+        return fv.render_channels(model, layer, [channel], settings=self.settings, device=self.device)[0]
 
     def guesses(self, channels: int = 3) -> list[Guess]:
         """Renders of the next `channels` channels of the layer's list (most changed first) after the current one:
-        where the user goes next from the dropdown."""
+        where the user goes next from the dropdown. One guess per channel, its networks rendered side by side."""
         order = self.most_changed()
         ahead = order[order.index(self.channel) + 1:] if self.channel in order else order
-        return [Guess(("render", (name, self.layer, channel)), partial(self._render_ahead, model, self.layer, channel))
-                for channel in ahead[:channels] for name, model in self.networks.items()
-                if not self.is_cached("render", (name, self.layer, channel))]
+        guesses = []
+        for channel in ahead[:channels]:
+            todo = {name: model for name, model in self.networks.items()
+                    if not self.is_cached("render", (name, self.layer, channel))}
+            if todo:
+                keys = tuple(("render", (name, self.layer, channel)) for name in todo)
+                guesses.append(Guess(keys, partial(self._render_ahead, list(todo.values()), self.layer, channel)))
+        return guesses
 
-    def _render_ahead(self, model: nn.Module, layer: str, channel: int, stop: threading.Event) -> None:
-        """Render on a private copy of `model` (the same weights, so the same cache entry): a render copies the
-        network it is given, and other code may use the explorer's networks meanwhile (another explorer, a notebook
-        cell) and hang its hooks on them, which a copy made at that moment would carry."""
-        if id(model) not in self._copies:
-            self._copies[id(model)] = copy.deepcopy(model)
-        fv.render_channels(self._copies[id(model)], layer, [channel], settings=self.settings, device=self.device,
-                           progress=False, stop=stop)
+    def _render_ahead(self, networks: list[nn.Module], layer: str, channel: int, stop: threading.Event) -> None:
+        """Render on private copies of `networks` (the same weights, so the same cache entries), side by side: a
+        render copies the network it is given, and other code may use the explorer's networks meanwhile (another
+        explorer, a notebook cell) and hang its hooks on them, which a copy made at that moment would carry."""
+        for model in networks:
+            if id(model) not in self._copies:
+                self._copies[id(model)] = copy.deepcopy(model)
+        models.side_by_side([partial(fv.render_channels, self._copies[id(model)], layer, [channel],
+                                     settings=self.settings, device=self.device, progress=False, stop=stop)
+                             for model in networks])
 
     def facts(self) -> pd.DataFrame:
         """The channel's figures from the analysis tables: filter change, top-k overlap, class entropy."""
@@ -152,12 +159,13 @@ class ChannelExplorer(Explorer):
         return shown
 
     def offline_parts(self, per_layer: int = 3) -> list[Part]:
-        """The `per_layer` most changed channels of every layer, rendered now in one batch per layer and network
-        (a batch of 3 costs far less than 3 renders of one; the views drawn below find them in the disk cache)."""
+        """The `per_layer` most changed channels of every layer, rendered now in one batch per layer and network,
+        the networks side by side (a batch of 3 costs far less than 3 renders of one; the views drawn below find them
+        in the disk cache)."""
         chosen = {layer: self.most_changed(layer)[:per_layer] for layer in self.layers}
         for layer, wanted in chosen.items():
-            for model in self.networks.values():
-                fv.render_channels(model, layer, wanted, settings=self.settings, device=self.device)
+            models.side_by_side([partial(fv.render_channels, model, layer, wanted, settings=self.settings,
+                                         device=self.device) for model in self.networks.values()])
         states = [(layer, channel) for layer, wanted in chosen.items() for channel in wanted]
         channels = sorted({channel for _, channel in states})
         return [Part({"layer": self.layers, "channel (most changed)": channels},

@@ -1,6 +1,7 @@
 """Views computed ahead: while the user looks at one view, a background thread computes the likely next ones.
 
-An explorer offers `Guess`es (the view's cache key and a function that computes it into the disk cache); the
+An explorer offers `Guess`es (the cache keys of the views it computes, and a function that computes them into the
+disk cache); the
 `Prefetcher` works through them one at a time in a daemon thread. The user always comes first: before the
 explorer computes anything itself, it `settle`s the prefetcher, which waits for a guess the user now asks
 for, and otherwise stops the guess in progress between two of its steps. So the background never
@@ -18,10 +19,10 @@ from artlab.progress import Cancelled
 
 @dataclass(frozen=True)
 class Guess:
-    """A view the user may ask for next: `key` as the explorer caches it, `compute(stop)` fills the disk cache and
-    returns early (raising `Cancelled`) once `stop` is set."""
+    """Views the user may ask for next: their `keys` as the explorer caches them (a channel's render by each
+    network), `compute(stop)` fills the disk cache and returns early (raising `Cancelled`) once `stop` is set."""
 
-    key: Hashable
+    keys: tuple[Hashable, ...]
     compute: Callable[[threading.Event], object]
 
 
@@ -32,7 +33,7 @@ class Prefetcher:
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()  # start no further guess
         self._stop = threading.Event()  # abandon the guess in progress
-        self._current: Hashable | None = None
+        self._current: tuple[Hashable, ...] = ()  # the keys of the guess in progress
         self.done: list[Hashable] = []  # keys computed ahead, in order (benchmarks and tests read it)
 
     def start(self, guesses: list[Guess]) -> None:
@@ -46,13 +47,13 @@ class Prefetcher:
         self._thread.start()
 
     def settle(self, wanted: Collection[Hashable] = ()) -> None:
-        """Return once the background is idle: the guess in progress finishes if its key is among `wanted` (what
-        the user's view needs), else stops."""
+        """Return once the background is idle: the guess in progress finishes if one of its keys is among `wanted`
+        (what the user's view needs), else stops."""
         thread = self._thread
         if thread is None:
             return
         self._halt.set()
-        if self._current not in wanted:
+        if not set(self._current) & set(wanted):
             self._stop.set()
         thread.join()
         self._thread = None
@@ -72,7 +73,7 @@ class Prefetcher:
         for guess in guesses:
             if halt.is_set():
                 return
-            self._current = guess.key
+            self._current = guess.keys
             try:
                 guess.compute(stop)
             except Cancelled:
@@ -80,5 +81,5 @@ class Prefetcher:
             except Exception:  # noqa: BLE001 - a failed guess is not the user's concern: the view computes it again
                 return          # in the foreground and reports its error there
             finally:
-                self._current = None
-            self.done.append(guess.key)
+                self._current = ()
+            self.done.extend(guess.keys)
