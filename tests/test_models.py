@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.error
+from functools import partial
 
 import numpy as np
 import pytest
@@ -171,7 +172,6 @@ def test_transform_output_is_normalised_square():
 def test_side_by_side_shares_this_threads_torch_threads_and_keeps_order_context_and_errors():
     import contextvars
     import threading
-    from functools import partial
 
     shown = contextvars.ContextVar("shown", default="nowhere")
     shown.set("this cell")  # what a progress bar would be shown in
@@ -191,8 +191,41 @@ def test_side_by_side_shares_this_threads_torch_threads_and_keeps_order_context_
         assert models.side_by_side([partial(probe, 2)]) == [(2, True, 2, "this cell")]  # one call: here
         with pytest.raises(ValueError, match="a network failed"):
             models.side_by_side([partial(probe, 3), fails])
+        later = []  # a thread started afterwards (a render ahead) gets the two torch threads as before
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert later == [2]
         torch.set_num_threads(1)  # one torch thread (a test worker): the calls run here, in order
         assert models.side_by_side([partial(probe, 4), partial(probe, 5)]) == [(4, True, 1, "this cell"),
                                                                               (5, True, 1, "this cell")]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_side_by_side_interrupted_stops_its_calls_and_waits_for_them(monkeypatch):
+    """Ctrl-C while the calls run sets their stop event; both end before the interruption goes on."""
+    import threading
+
+    import artlab.models.device as device
+
+    stop, ended, running = threading.Event(), [], threading.Barrier(3)
+
+    def render(i):  # a render that runs until told to stop
+        running.wait(5)
+        stopped = stop.wait(10)
+        ended.append((i, stopped))
+
+    def interrupted(futures):
+        running.wait(5)  # both calls are running
+        raise KeyboardInterrupt
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(device, "wait", interrupted)
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(KeyboardInterrupt):
+            models.side_by_side([partial(render, 0), partial(render, 1)], stop)
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(ended) == [(0, True), (1, True)]

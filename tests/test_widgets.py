@@ -144,7 +144,7 @@ def test_explorers_compute_each_networks_part_side_by_side_as_each_alone(analyse
     try:
         torch.set_num_threads(2)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(models, "side_by_side", lambda calls: seen.append(len(calls)) or real(calls))
+            patch.setattr(models, "side_by_side", lambda calls, stop=None: seen.append(len(calls)) or real(calls, stop))
             renders, maps = channels.renders(), inspector.attributions()
         torch.set_num_threads(1)
         for name, model in channels.networks.items():

@@ -398,6 +398,7 @@ def before_after(before: nn.Module, after: nn.Module, layer: str, channels: list
     """Render the same channels for two networks of one architecture (default: the `n` most changed ones), the two
     side by side (`models.side_by_side`)."""
     channels = list(channels) if channels is not None else most_changed_channels(before, after, layer, n)
-    rendered = models.side_by_side([partial(render_channels, model, layer, channels, settings=settings, device=device)
-                                    for model in (before, after)])
+    stop = threading.Event()
+    rendered = models.side_by_side([partial(render_channels, model, layer, channels, settings=settings, device=device,
+                                            stop=stop) for model in (before, after)], stop)
     return BeforeAfter(layer, channels, dict(zip(names, rendered)))

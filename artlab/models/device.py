@@ -4,8 +4,9 @@ how several networks share this process's torch threads."""
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
 import torch
@@ -32,14 +33,15 @@ def resolve_device(name: str | torch.device) -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:1', 'mps', ..., not {name!r}") from None
 
 
-def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
+def side_by_side(calls: Sequence[Callable[[], T]], stop: threading.Event | None = None) -> list[T]:
     """The results of `calls`, run at once in threads that split this thread's torch threads between them.
 
     Rendering a channel or attributing one image keeps about one core busy: on two cores, two networks side by
     side (one torch thread each) finish in about half the time of one after the other (two threads each, the
     second mostly waiting). With one torch thread (a test worker, OMP_NUM_THREADS=1) or one call, the calls run
     here, in order. Each runs in a copy of this thread's context, as `asyncio.to_thread` does, so what it shows (a
-    progress bar) goes where this thread's would; the first error raised is raised here, once all have ended.
+    progress bar) goes where this thread's would. Interrupted while waiting (Ctrl-C), it sets `stop`, which the
+    calls are given to stop between two steps, and waits for them; an error of a call is raised once all ended.
     """
     budget = torch.get_num_threads()
     if len(calls) < 2 or budget < 2:
@@ -47,13 +49,19 @@ def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
     workers = min(len(calls), budget)
 
     def share(call: Callable[[], T]) -> T:
-        own = torch.get_num_threads()  # torch's threads are per thread: this one's, set aside for the call
-        torch.set_num_threads(budget // workers)
-        try:
-            return call()
-        finally:
-            torch.set_num_threads(own)
+        torch.set_num_threads(budget // workers)  # this thread's, and the default of threads started meanwhile
+        return call()
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="artlab-side-by-side") as pool:
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="artlab-side-by-side")
+    try:
         futures = [pool.submit(contextvars.copy_context().run, share, call) for call in calls]
+        try:
+            wait(futures)
+        except BaseException:
+            if stop is not None:
+                stop.set()
+            raise
+    finally:
+        pool.shutdown(wait=True)
+        torch.set_num_threads(budget)  # the default of threads started later, as it was (and this thread's own)
     return [future.result() for future in futures]

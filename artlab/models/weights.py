@@ -96,7 +96,8 @@ def _verify_prefix(path: Path) -> None:
         raise WeightsUnavailable(f"{path} does not match its expected sha256 prefix {expected}; delete it and retry")
 
 
-#: Verified ImageNet state dicts read in this process: file -> (its signature when read, the tensors).
+#: The verified ImageNet state dict read last in this process: file -> (its signature when read, the tensors). One
+#: file at most: a session explores one architecture, and VGG16's would hold half a gigabyte.
 _READ: dict[Path, tuple[str, dict[str, torch.Tensor]]] = {}
 
 
@@ -105,13 +106,14 @@ def imagenet_state(spec: Arch) -> dict[str, torch.Tensor]:
 
     Read and verified once per process while its file keeps its signature (a replaced file is read again):
     every network built with ImageNet weights used to spend some 35 ms on it. The tensors are shared between
-    callers, which copy them into a network (`load_state_dict`) and never change them.
+    callers: its one caller, `build`, copies them into the network (`load_state_dict`) and never changes them.
     """
     path = weights_file(spec.name)
     signature = file_signature(path)
     read = _READ.get(path)
     if read is None or read[0] != signature:
         _verify_prefix(path)
+        _READ.clear()
         read = _READ[path] = signature, torch.load(path, map_location="cpu", weights_only=True)
     return dict(read[1])
 

@@ -65,17 +65,18 @@ class Explorer:
             kept[key] = compute()
         return kept[key]  # type: ignore[return-value]
 
-    def cached_each(self, kind: str, computes: dict[Hashable, Callable[[], T]]) -> dict[Hashable, T]:
+    def cached_each(self, kind: str, computes: dict[Hashable, Callable[[], T]],
+                    stop: threading.Event | None = None) -> dict[Hashable, T]:
         """`cached(kind, key, compute)` for each key of `computes` (a view's part by each network), the ones not kept
         yet computed side by side (`artlab.models.side_by_side`: on two cores, two networks in about the time of
-        one)."""
+        one; `stop`, which the computes watch, is set if the user interrupts)."""
         missing = [key for key in computes if not self.is_cached(kind, key)]
         done: dict[Hashable, T] = {}
         if len(missing) > 1:
             from artlab.models import side_by_side  # torch: only explorers of networks get here
 
             self.prefetcher.settle({(kind, key) for key in missing})
-            done = dict(zip(missing, side_by_side([computes[key] for key in missing])))
+            done = dict(zip(missing, side_by_side([computes[key] for key in missing], stop)))
         return {key: self.cached(kind, key, (lambda key=key: done[key]) if key in done else compute)
                 for key, compute in computes.items()}
 

@@ -93,12 +93,13 @@ class ChannelExplorer(Explorer):
     def renders(self) -> dict[str, np.ndarray]:
         """Each network's render of the current channel (rendered once, the networks side by side, then from memory
         or the disk cache)."""
+        stop = threading.Event()
         rendered = self.cached_each("render", {(name, self.layer, self.channel): partial(
-            self._render, model, self.layer, self.channel) for name, model in self.networks.items()})
+            self._render, model, self.layer, self.channel, stop) for name, model in self.networks.items()}, stop)
         return {name: image for (name, _, _), image in rendered.items()}
 
-    def _render(self, model: nn.Module, layer: str, channel: int) -> np.ndarray:
-        return fv.render_channels(model, layer, [channel], settings=self.settings, device=self.device)[0]
+    def _render(self, model: nn.Module, layer: str, channel: int, stop: threading.Event) -> np.ndarray:
+        return fv.render_channels(model, layer, [channel], settings=self.settings, device=self.device, stop=stop)[0]
 
     def guesses(self, channels: int = 3) -> list[Guess]:
         """Renders of the next `channels` channels of the layer's list (most changed first) after the current one:
@@ -107,11 +108,12 @@ class ChannelExplorer(Explorer):
         ahead = order[order.index(self.channel) + 1:] if self.channel in order else order
         guesses = []
         for channel in ahead[:channels]:
-            todo = {name: model for name, model in self.networks.items()
-                    if not self.is_cached("render", (name, self.layer, channel))}
-            if todo:
-                keys = tuple(("render", (name, self.layer, channel)) for name in todo)
-                guesses.append(Guess(keys, partial(self._render_ahead, list(todo.values()), self.layer, channel)))
+            keys = tuple(("render", (name, self.layer, channel)) for name in self.networks
+                         if not self.is_cached("render", (name, self.layer, channel)))
+            if keys:  # every network, side by side (one from the disk cache in no time): off the kernel's main
+                # thread, one torch thread each is twice as fast as one network on all of them
+                guesses.append(Guess(keys, partial(self._render_ahead, list(self.networks.values()), self.layer,
+                                                   channel)))
         return guesses
 
     def _render_ahead(self, networks: list[nn.Module], layer: str, channel: int, stop: threading.Event) -> None:
