@@ -145,6 +145,16 @@ def test_two_networks_render_side_by_side_each_as_it_would_alone(pretrained):
     assert not np.array_equal(alone[0], alone[1])
 
 
+def test_a_render_shows_its_progress_bar_before_copying_the_network(pretrained, monkeypatch):
+    """A click on an unrendered channel shows its bar at once, not after the network's copy (0.1 s and more)."""
+    events, bar, copy_network = [], fv.progress_bar, models.for_inference
+    monkeypatch.setattr(fv, "progress_bar", lambda *args, **kwargs: events.append("bar") or bar(*args, **kwargs))
+    monkeypatch.setattr(models, "for_inference", lambda *args, **kwargs: events.append("copy") or copy_network(
+        *args, **kwargs))
+    fv.optimise(pretrained, fv.channel("features.3", [0]), 1, fv.RenderSettings(steps=1, size=32), progress=False)
+    assert events == ["bar", "copy"]
+
+
 def test_channel_filters_are_found_only_where_they_exist():
     resnet = models.build("resnet18", pretrained=False)
     assert fv.last_convolution(resnet, "layer2.0") is resnet.layer2[0].conv2  # not the downsample shortcut

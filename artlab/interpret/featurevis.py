@@ -260,28 +260,30 @@ def optimise(model: nn.Module, objective: Objective, batch: int, settings: Rende
     """
     spec = models.arch_of(model)
     models.check_layers(spec, list(objective.layers))
-    device = torch.device(device)
-    keys = list(range(batch)) if image_keys is None else list(image_keys)
-    seeds = [settings.seed * 1_000_003 + key for key in keys]
-    generator = torch.Generator().manual_seed(settings.seed)
-    image = (FourierImage(seeds, settings.size) if settings.param == "fft"
-             else PixelImage(seeds, settings.size)).to(device)
-    optimizer = Adam(image.parameters(), lr=settings.lr)
-    net = models.for_inference(model, device, keep=objective.layers).requires_grad_(False)  # a faster copy
-    layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format  # as the copy
-    with models.Taps(net, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
-        for _ in progress_bar(range(settings.steps), desc=f"render {objective.describe}", leave=False,
-                              disable=not progress):
-            if stop is not None and stop.is_set():
-                raise Cancelled(f"render {objective.describe} stopped")
-            optimizer.zero_grad(set_to_none=True)
-            x = _normalise(settings.robustness.apply(image(), generator), spec)
-            acts, logits = taps.run(x.contiguous(memory_format=layout))
-            loss = -objective.score(acts, logits).sum()
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            return image().detach().cpu()
+    # the bar first, before the network's copy is made: a click shows its progress at once
+    with progress_bar(range(settings.steps), desc=f"render {objective.describe}", leave=False,
+                      disable=not progress) as steps:
+        device = torch.device(device)
+        keys = list(range(batch)) if image_keys is None else list(image_keys)
+        seeds = [settings.seed * 1_000_003 + key for key in keys]
+        generator = torch.Generator().manual_seed(settings.seed)
+        image = (FourierImage(seeds, settings.size) if settings.param == "fft"
+                 else PixelImage(seeds, settings.size)).to(device)
+        optimizer = Adam(image.parameters(), lr=settings.lr)
+        net = models.for_inference(model, device, keep=objective.layers).requires_grad_(False)  # a faster copy
+        layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format  # as the copy
+        with models.Taps(net, list(objective.layers), pool="none", stop_early=not objective.needs_logits) as taps:
+            for _ in steps:
+                if stop is not None and stop.is_set():
+                    raise Cancelled(f"render {objective.describe} stopped")
+                optimizer.zero_grad(set_to_none=True)
+                x = _normalise(settings.robustness.apply(image(), generator), spec)
+                acts, logits = taps.run(x.contiguous(memory_format=layout))
+                loss = -objective.score(acts, logits).sum()
+                loss.backward()
+                optimizer.step()
+            with torch.no_grad():
+                return image().detach().cpu()
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
