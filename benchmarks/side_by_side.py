@@ -62,7 +62,8 @@ def main() -> None:
         try:
             fv.render_channels(model, "features.17", [next(channels)], settings=settings, progress=False)
         finally:
-            torch.set_num_threads(threads)
+            if one_thread:
+                torch.set_num_threads(threads)
 
     def elsewhere(work) -> None:
         worker = threading.Thread(target=work)
@@ -86,7 +87,9 @@ def main() -> None:
     plain = rows["two networks one after the other (plain)"]["wall_s"]
     for name, row in rows.items():
         print(f"{name:45s} {row['wall_s']:6.2f} s  cpu {row['cpu_s']:5.2f} s  switches {row['switches']:7.0f}")
-    result = {"steps": args.steps, "size": 128, "layer": "features.17", "torch_threads": threads,
+    result = {"code": os.popen("git rev-parse --short HEAD").read().strip(), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "torch": torch.__version__, "steps": args.steps, "size": 128, "layer": "features.17",
+              "torch_threads": threads,
               "rounds": args.rounds, "median": rows, "runs": runs,
               "side_by_side_vs_plain": rows["two networks side by side (artlab)"]["wall_s"] / plain}
     print(f"side by side / plain: {result['side_by_side_vs_plain']:.2f}x")

@@ -191,11 +191,13 @@ def test_side_by_side_shares_this_threads_torch_threads_and_keeps_order_context_
         assert models.side_by_side([partial(probe, 2)]) == [(2, True, 2, "this cell")]  # one call: here
         with pytest.raises(ValueError, match="a network failed"):
             models.side_by_side([partial(probe, 3), fails])
-        later = []  # a thread started afterwards (a render ahead) gets the two torch threads as before
-        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
-        thread.start()
-        thread.join()
-        assert later == [2]
+        later = []  # threads started afterwards (renders ahead) get the two torch threads as before, whichever
+        for _ in range(3):  # call ends last
+            models.side_by_side([partial(probe, 0), lambda: threading.Event().wait(0.05)])
+            thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+            thread.start()
+            thread.join()
+        assert later == [2, 2, 2]
         torch.set_num_threads(1)  # one torch thread (a test worker): the calls run here, in order
         assert models.side_by_side([partial(probe, 4), partial(probe, 5)]) == [(4, True, 1, "this cell"),
                                                                               (5, True, 1, "this cell")]
@@ -216,16 +218,52 @@ def test_side_by_side_interrupted_stops_its_calls_and_waits_for_them(monkeypatch
         stopped = stop.wait(10)
         ended.append((i, stopped))
 
-    def interrupted(futures):
+    def interrupted(futures, **options):
         running.wait(5)  # both calls are running
         raise KeyboardInterrupt
 
-    threads = torch.get_num_threads()
+    threads, later = torch.get_num_threads(), []
     monkeypatch.setattr(device, "wait", interrupted)
     try:
         torch.set_num_threads(2)
         with pytest.raises(KeyboardInterrupt):
             models.side_by_side([partial(render, 0), partial(render, 1)], stop)
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
     finally:
         torch.set_num_threads(threads)
-    assert sorted(ended) == [(0, True), (1, True)]
+    assert sorted(ended) == [(0, True), (1, True)] and later == [2]
+
+
+def test_side_by_side_stops_the_other_calls_when_one_fails():
+    import threading
+
+    stop, ended = threading.Event(), []
+
+    def fails():
+        raise ValueError("this network failed")
+
+    def render():  # runs until told to stop (10 s at most)
+        ended.append(stop.wait(10))
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="this network failed"):
+            models.side_by_side([render, fails], stop)
+    finally:
+        torch.set_num_threads(threads)
+    assert ended == [True]
+
+
+def test_only_the_last_weights_file_read_is_kept_and_never_a_large_one(empty_hub, monkeypatch):
+    from artlab.models import weights
+
+    path = models.weights_file("mobilenet_v2")
+    models.build("mobilenet_v2")
+    assert list(weights._READ) == [path]
+    monkeypatch.setattr(weights, "KEEP_BYTES", path.stat().st_size - 1)  # as if it were VGG16's 528 MB
+    weights._READ.clear()
+    models.build("mobilenet_v2")
+    assert weights._READ == {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 import torch
@@ -37,11 +37,13 @@ def side_by_side(calls: Sequence[Callable[[], T]], stop: threading.Event | None 
     """The results of `calls`, run at once in threads that split this thread's torch threads between them.
 
     Rendering a channel or attributing one image keeps about one core busy: on two cores, two networks side by
-    side (one torch thread each) finish in about half the time of one after the other (two threads each, the
-    second mostly waiting). With one torch thread (a test worker, OMP_NUM_THREADS=1) or one call, the calls run
-    here, in order. Each runs in a copy of this thread's context, as `asyncio.to_thread` does, so what it shows (a
-    progress bar) goes where this thread's would. Interrupted while waiting (Ctrl-C), it sets `stop`, which the
-    calls are given to stop between two steps, and waits for them; an error of a call is raised once all ended.
+    side (one torch thread each) take about 0.6 of the time of one after the other (two threads each, the second
+    mostly waiting; benchmarks/side_by_side.py). With one torch thread (a test worker, OMP_NUM_THREADS=1) or one
+    call, the calls run here, in order. Each runs in a copy of this thread's context, as `asyncio.to_thread` does,
+    so what it shows (a progress bar) goes where this thread's would. `stop` is the event the caller built its calls
+    to watch (a render's): it is set when one call fails or the wait is interrupted (Ctrl-C), and the others are
+    waited for; the first error in the order of `calls` is raised. While the calls run, threads started meanwhile
+    get one torch thread (torch keeps one default for all threads); this thread's count is the default after.
     """
     budget = torch.get_num_threads()
     if len(calls) < 2 or budget < 2:
@@ -52,16 +54,18 @@ def side_by_side(calls: Sequence[Callable[[], T]], stop: threading.Event | None 
         torch.set_num_threads(budget // workers)  # this thread's, and the default of threads started meanwhile
         return call()
 
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="artlab-side-by-side")
+    futures: list[Future[T]] = []
     try:
-        futures = [pool.submit(contextvars.copy_context().run, share, call) for call in calls]
-        try:
-            wait(futures)
-        except BaseException:
-            if stop is not None:
-                stop.set()
-            raise
+        with ThreadPoolExecutor(workers, thread_name_prefix="artlab-side-by-side") as pool:  # waits for every call
+            try:
+                futures = [pool.submit(contextvars.copy_context().run, share, call) for call in calls]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                if stop is not None and any(future.exception() is not None for future in done):
+                    stop.set()
+            except BaseException:
+                if stop is not None:
+                    stop.set()
+                raise
     finally:
-        pool.shutdown(wait=True)
         torch.set_num_threads(budget)  # the default of threads started later, as it was (and this thread's own)
     return [future.result() for future in futures]

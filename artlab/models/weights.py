@@ -97,8 +97,9 @@ def _verify_prefix(path: Path) -> None:
 
 
 #: The verified ImageNet state dict read last in this process: file -> (its signature when read, the tensors). One
-#: file at most: a session explores one architecture, and VGG16's would hold half a gigabyte.
+#: file at most (a session explores one architecture), and none above KEEP_BYTES (VGG16's is half a gigabyte).
 _READ: dict[Path, tuple[str, dict[str, torch.Tensor]]] = {}
+KEEP_BYTES = 128 * 2**20
 
 
 def imagenet_state(spec: Arch) -> dict[str, torch.Tensor]:
@@ -114,7 +115,9 @@ def imagenet_state(spec: Arch) -> dict[str, torch.Tensor]:
     if read is None or read[0] != signature:
         _verify_prefix(path)
         _READ.clear()
-        read = _READ[path] = signature, torch.load(path, map_location="cpu", weights_only=True)
+        read = signature, torch.load(path, map_location="cpu", weights_only=True)
+        if path.stat().st_size <= KEEP_BYTES:
+            _READ[path] = read
     return dict(read[1])
 
 

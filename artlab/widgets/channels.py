@@ -164,10 +164,10 @@ class ChannelExplorer(Explorer):
         """The `per_layer` most changed channels of every layer, rendered now in one batch per layer and network,
         the networks side by side (a batch of 3 costs far less than 3 renders of one; the views drawn below find them
         in the disk cache)."""
-        chosen = {layer: self.most_changed(layer)[:per_layer] for layer in self.layers}
+        chosen, stop = {layer: self.most_changed(layer)[:per_layer] for layer in self.layers}, threading.Event()
         for layer, wanted in chosen.items():
             models.side_by_side([partial(fv.render_channels, model, layer, wanted, settings=self.settings,
-                                         device=self.device) for model in self.networks.values()])
+                                         device=self.device, stop=stop) for model in self.networks.values()], stop)
         states = [(layer, channel) for layer, wanted in chosen.items() for channel in wanted]
         channels = sorted({channel for _, channel in states})
         return [Part({"layer": self.layers, "channel (most changed)": channels},
