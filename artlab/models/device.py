@@ -37,7 +37,7 @@ def side_by_side(calls: Sequence[Callable[[], T]], stop: threading.Event | None 
     """The results of `calls`, run at once in threads that split this thread's torch threads between them.
 
     Rendering a channel or attributing one image keeps about one core busy: on two cores, two networks side by
-    side (one torch thread each) take about 0.6 of the time of one after the other (two threads each, the second
+    side (one torch thread each) take about two thirds of the time of one after the other (two threads each, the second
     mostly waiting; benchmarks/side_by_side.py). With one torch thread (a test worker, OMP_NUM_THREADS=1) or one
     call, the calls run here, in order. Each runs in a copy of this thread's context, as `asyncio.to_thread` does,
     so what it shows (a progress bar) goes where this thread's would. `stop` is the event the caller built its calls
