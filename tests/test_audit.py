@@ -70,5 +70,10 @@ def test_audit_explorer(probe_run):
     assert explorer.by == "medium" and explorer.computed["audit"] == 2
     controls["group by"].value = "style"
     assert explorer.computed["audit"] == 2, "an audit already made is reused"
+    controls["min. images"].value = 3
+    assert explorer.computed["audit"] == 3 and explorer.computed["predictions"] == 1, "one forward pass per explorer"
+    alone = audit(probe_run.run.path, by="style", min_size=3).table  # computing its own predictions
+    pd.testing.assert_frame_equal(explorer.result().table, alone)
+    controls["min. images"].value = 5
     figure, facts, table = explorer.view()
     assert facts.loc["groups", "value"] == len(table) == 8 and list(figure.data[0].x) == table["group"].tolist()

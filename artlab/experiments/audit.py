@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from artlab import plots
 from artlab.io import write_csv
 from artlab.runs import Run, as_run
-from artlab.training import predictions
+from artlab.training import Predictions, predictions
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
@@ -61,18 +61,20 @@ def group_accuracy(groups: pd.Series, correct: pd.Series, min_size: int = 10) ->
 
 
 def audit(run: Run | str | Path, by: str, split: str = "test", min_size: int = 10,
-          out_dir: str | Path | None = None, task: str | None = None) -> Audit:
+          out_dir: str | Path | None = None, task: str | None = None, scored: Predictions | None = None) -> Audit:
     """Per-group test accuracy of a single-label run (or one `task` of a multi-task run), grouped by any
     column of its split.csv.
 
     Writes `<run>/audit/<split>-by-<column>.csv` and `.html` (`<split>-<task>-by-<column>` for one task of a
     multi-task run; under `out_dir` if given), so audits of other splits and tasks sit beside each other.
+    `scored`: the run's `predictions(run, split, task=task)` when the caller has them already (an explorer
+    auditing several columns and sizes computes them once), else they are computed here.
     """
     run = as_run(run)
     if not run.finished:
         raise ValueError(f"run {run.path} has not finished training (no metrics.json): an audit describes a "
                          f"finished run; finish it first (artlab train ... --resume)")
-    scored = predictions(run, split, task=task)
+    scored = predictions(run, split, task=task) if scored is None else scored
     if scored.multi_label:
         raise ValueError(f"{run.path} is multi-label: the audit compares accuracies of single-label runs")
     recorded = run.split_table()
