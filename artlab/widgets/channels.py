@@ -125,7 +125,7 @@ class ChannelExplorer(Explorer):
                 self._copies[id(model)] = copy.deepcopy(model)
         models.side_by_side([partial(fv.render_channels, self._copies[id(model)], layer, [channel],
                                      settings=self.settings, device=self.device, progress=False, stop=stop)
-                             for model in networks])
+                             for model in networks], stop)
 
     def facts(self) -> pd.DataFrame:
         """The channel's figures from the analysis tables: filter change, top-k overlap, class entropy."""
