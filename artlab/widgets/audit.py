@@ -9,7 +9,7 @@ import pandas as pd
 
 from artlab.experiments.audit import Audit, audit
 from artlab.runs import Run, as_run
-from artlab.training import predictions
+from artlab.training import Predictions, predictions
 from artlab.widgets.base import Explorer, expect, one_of, small_table
 
 
@@ -36,11 +36,15 @@ class AuditExplorer(Explorer):
         self.refresh()
 
     def result(self) -> Audit:
-        """The audit of the current column and size, from the run's predictions (one forward pass over the split
-        per explorer, not one per click: a click on another column or size then answers at once)."""
+        """The audit of the current column and size, from the run's predictions."""
         return self.cached("audit", (self.by, self.min_size), lambda: audit(
-            self.run, self.by, self.split, self.min_size, task=self.task, scored=self.cached(
-                "predictions", (self.split, self.task), lambda: predictions(self.run, self.split, task=self.task))))
+            self.run, self.by, self.split, self.min_size, task=self.task, scored=self.predictions()))
+
+    def predictions(self) -> Predictions:
+        """The run's scores on the split: one forward pass per explorer, not one per click (a click on another
+        column or size then answers at once)."""
+        return self.cached("predictions", (self.split, self.task),
+                           lambda: predictions(self.run, self.split, task=self.task))
 
     def view(self) -> list[object]:
         result = self.result()

@@ -68,8 +68,8 @@ class Explorer:
     def cached_each(self, kind: str, computes: dict[Hashable, Callable[[], T]],
                     stop: threading.Event | None = None) -> dict[Hashable, T]:
         """`cached(kind, key, compute)` for each key of `computes` (a view's part by each network), the ones not kept
-        yet computed side by side (`artlab.models.side_by_side`: on two cores, two networks in about the time of
-        one; `stop`, which the computes watch, is set if the user interrupts)."""
+        yet computed side by side (`artlab.models.side_by_side`: on two cores, two networks in about two thirds of
+        the time of one after the other; `stop`, which the computes watch, is set if the user interrupts)."""
         missing = [key for key in computes if not self.is_cached(kind, key)]
         done: dict[Hashable, T] = {}
         if len(missing) > 1:

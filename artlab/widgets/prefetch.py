@@ -1,11 +1,10 @@
 """Views computed ahead: while the user looks at one view, a background thread computes the likely next ones.
 
 An explorer offers `Guess`es (the cache keys of the views it computes, and a function that computes them into the
-disk cache); the
-`Prefetcher` works through them one at a time in a daemon thread. The user always comes first: before the
-explorer computes anything itself, it `settle`s the prefetcher, which waits for a guess the user now asks
-for, and otherwise stops the guess in progress between two of its steps. So the background never
-computes at the same time as the foreground, and a network is never used by two threads at once.
+disk cache); the `Prefetcher` works through them one at a time in a daemon thread. The user always comes first:
+before the explorer computes anything itself, it `settle`s the prefetcher, which waits for a guess the user now asks
+for, and otherwise stops the guess in progress between two of its steps. So the background never computes at the
+same time as the foreground, and a network is never used by two threads at once.
 """
 
 from __future__ import annotations
