@@ -33,10 +33,11 @@ demo: bytecode
 # JupyterLab from .venv with the notebooks open. It listens on localhost only, port 8888 (the next free one
 # when that is taken; `make lab LAB_ARGS=--port=9999` to choose), and prints its address with a fresh token:
 # open that link. Runs go to ./runs, as from the command line. Ctrl-C twice stops it. JUPYTER_PATH puts the
-# .venv's own "python3" kernel (the one with artlab) before any a user registered for another Python.
+# .venv's own "python3" kernel (the one with artlab) before any a user registered for another Python. Its kernels
+# start warm: forked from a process that has imported torch already (artlab/tools/warm_kernels.py).
 lab: bytecode
 	ARTLAB_RUNS=$${ARTLAB_RUNS:-$(CURDIR)/runs} JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH} \
-	  $(VENV)/bin/jupyter lab --notebook-dir=notebooks \
+	  $(VENV)/bin/jupyter lab --notebook-dir=notebooks --KernelProvisionerFactory.default_provisioner_name=artlab-warm-kernel \
 	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 # Debian's chromium when missing and apt-get can install it (root, or sudo without a password);

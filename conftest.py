@@ -46,6 +46,9 @@ def pytest_configure(config):
     os.environ["ARTLAB_RUNS"] = os.path.join(scratch, "runs")
     os.environ.update(KERNEL_ENV)  # as recorded: static explorers, no progress bars, plotly's default renderer
     os.environ.pop("PLOTLY_RENDERER", None)
+    from artlab.tools.warm_kernels import use_warm_kernels
+
+    use_warm_kernels()  # nbval's kernels too, as the series' and `make lab`'s
 
 
 def pytest_unconfigure(config):

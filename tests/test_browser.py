@@ -65,6 +65,7 @@ def free_port() -> int:
 #: test process dies, even killed, so that a CI timeout leaves no server or kernel behind (the server stops its
 #: kernels). A launcher, not preexec_fn, which is unsafe in a parent with threads (torch's). The server's event
 #: logger imports jsonschema: artlab's import of it skips 1 s of compiling IRI grammars the server never uses.
+#: Kernels start warm, as under `make lab`.
 LAUNCHER = """import ctypes, os, signal, sys
 if sys.platform == "linux" and ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) != 0:  # PR_SET_PDEATHSIG
     sys.exit("prctl(PR_SET_PDEATHSIG) failed")
@@ -72,6 +73,8 @@ if os.getppid() != int(sys.argv[1]):
     sys.exit("the test process is already gone")
 from artlab.lazy import import_jsonschema
 import_jsonschema()
+from artlab.tools.warm_kernels import use_warm_kernels
+assert use_warm_kernels(), "artlab's kernel provisioner is not installed: make install"
 from jupyterlab.labapp import main
 sys.argv = ["jupyter-lab", *sys.argv[2:]]
 sys.exit(main())
@@ -101,6 +104,7 @@ class Lab:
     token: str
     root: Path
     scratch: Path
+    pid: int  # the server's process
 
     def api(self, path: str, method: str = "GET"):
         request = urllib.request.Request(f"{self.url}/api/{path}", method=method,
@@ -108,6 +112,14 @@ class Lab:
         with urllib.request.urlopen(request, timeout=10) as answer:
             body = answer.read()
         return json.loads(body) if body else None
+
+    def warm_kernels(self) -> list[int]:
+        """The kernels forked by the server's zygotes (artlab.tools.warm_kernels), as under `make lab`."""
+        import psutil
+
+        zygotes = [child for child in psutil.Process(self.pid).children()
+                   if any(part.endswith("kernel_zygote.py") for part in child.cmdline())]
+        return [kernel.pid for zygote in zygotes for kernel in zygote.children()]
 
     def shut_down_kernels(self) -> None:
         """End every session and its kernel (a finished notebook's kernel holds its networks in memory)."""
@@ -157,7 +169,7 @@ def jupyterlab(tmp_path_factory):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"JupyterLab did not answer on {url} within 120 s: see {log_path}") from None
                 time.sleep(0.5)
-        yield Lab(url, token, root, scratch)
+        yield Lab(url, token, root, scratch, server.pid)
     finally:
         stop(server)
         log.close()
@@ -436,6 +448,7 @@ def test_notebook_in_jupyterlab(notebook, jupyterlab, lab_page):
     try:
         page = lab_page.open(notebook.name)
         wait_for_kernel(page, jupyterlab, notebook.name)
+        assert jupyterlab.warm_kernels(), "the notebook's kernel was not forked warm, as under `make lab`"
         times["opened"] = time.monotonic()
         run_all_cells(page)
         wait_until_ran(page, RUN_ALL_TIMEOUT_S)

@@ -358,6 +358,8 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
+    from artlab.tools.warm_kernels import use_warm_kernels
+
     ipynb, page = out_dir / path.name, out_dir / f"{path.stem}.html"
     record = {"notebook": path.name, "parameters": parameters, "source_sha256": source_digest(path),
               "artlab_code": code_digest(), "ipynb": ipynb.name, "html": page.name, "error": None,
@@ -365,6 +367,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
     # absolute, so that runs land where the command line's do although the kernel works in the notebooks folder
     env = {**KERNEL_ENV, "ARTLAB_RUNS": str(Path(runs_dir or os.environ.get("ARTLAB_RUNS") or "runs").resolve()),
            "JUPYTER_PATH": own_kernel_first(), "ARTLAB_INTERACTIVE": "1" if interactive else "0"}
+    use_warm_kernels()
     start, peak = time.perf_counter(), PeakMemory()
     failure, last_words = None, ""
     quiet, log = _Drop("Timeout waiting for execute reply", "Kernel died"), logging.getLogger("papermill")
@@ -397,7 +400,8 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
 class PeakMemory:
     """The peak resident memory of this process's children (the kernel and any workers it starts), summed, sampled
     every `interval` seconds while the block runs: a notebook's peak memory. Where Linux gives each process's own
-    peak (VmHWM), that is summed, so a peak between two samples is not missed."""
+    peak (VmHWM), that is summed, so a peak between two samples is not missed. A warm kernel's zygote counts with its
+    files' pages (the libraries a fresh kernel would have loaded itself); its other memory is the kernel's too."""
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.mib = interval, 0.0
@@ -415,22 +419,28 @@ class PeakMemory:
     def _sample(self) -> None:
         import psutil
 
+        from artlab.tools.warm_kernels import zygote_pids
+
         me = psutil.Process()
         while not self._done.wait(self.interval):
-            total = 0
+            total, zygotes = 0, zygote_pids()
             for child in me.children(recursive=True):
+                if child.pid in zygotes:
+                    total += _status_bytes(child.pid, "RssFile:")
+                    continue
                 try:
-                    total += max(child.memory_info().rss, _high_water_mark(child.pid))
+                    total += max(child.memory_info().rss, _status_bytes(child.pid, "VmHWM:"))
                 except psutil.Error:  # ended between the listing and the reading
                     continue
             self.mib = max(self.mib, round(total / 2**20, 1))
 
 
-def _high_water_mark(pid: int) -> int:
-    """A process's peak resident memory in bytes so far (Linux's VmHWM); 0 where it cannot be read."""
+def _status_bytes(pid: int, field: str) -> int:
+    """A process's memory figure from Linux's /proc status, in bytes (VmHWM: its peak resident memory so far;
+    RssFile: its files' pages resident); 0 where it cannot be read."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            line = next((line for line in status if line.startswith("VmHWM:")), "")
+            line = next((line for line in status if line.startswith(field)), "")
     except OSError:
         return 0
     fields = line.split()

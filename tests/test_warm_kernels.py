@@ -1,0 +1,201 @@
+"""Warm kernels (artlab.tools.warm_kernels): forked from a zygote that imported torch ahead, and otherwise the kernel
+jupyter_client would have started: its environment, folder, streams, process group, interrupts, exit status, and
+an end with its manager."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="kernels are forked warm on Linux only")
+
+
+def started(cwd: Path, warm: bool = True, **env: str):
+    """A kernel manager and client for this interpreter's python3 kernel, started in `cwd`, warm or as jupyter_client
+    starts it (its local provisioner)."""
+    from jupyter_client.manager import KernelManager
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    from artlab.tools.warm_kernels import use_warm_kernels
+
+    assert use_warm_kernels(), "artlab's provisioner is not registered (make install)"
+    factory = KernelProvisionerFactory.instance()
+    if not warm:
+        factory.default_provisioner_name = "local-provisioner"
+    try:
+        manager = KernelManager(kernel_name="python3")
+        manager.start_kernel(cwd=str(cwd), env={**os.environ, **env})
+    finally:
+        use_warm_kernels()
+    client = manager.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    return manager, client
+
+
+def run(client, code: str, interrupt=None) -> tuple[str, str | None]:
+    """What `code` printed, and the name of the error it raised (None if none); `interrupt()` is called 1 s in."""
+    msg_id, printed, error = client.execute(code), [], None
+    if interrupt is not None:
+        time.sleep(1.0)
+        interrupt()
+    while True:
+        message = client.get_iopub_msg(timeout=60)
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            printed.append(message["content"]["text"])
+        elif message["msg_type"] == "error":
+            error = message["content"]["ename"]
+        elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            return "".join(printed), error
+
+
+def stop(manager, client) -> None:
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
+
+
+#: What a kernel reports of itself as soon as it starts, before importing anything.
+ITSELF = """import json, os, sys
+print(json.dumps({"pid": os.getpid(), "parent": os.getppid(), "group": os.getpgid(0), "cwd": os.getcwd(),
+                  "path": sys.path, "argv0": sys.argv[0], "main": __name__, "torch_loaded": "torch" in sys.modules,
+                  "marker": os.environ.get("ARTLAB_TEST_MARKER"), "session": os.environ.get("JPY_SESSION_NAME"),
+                  "seed": __import__("numpy").random.randint(1 << 30)}))"""
+
+
+def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(tmp_path):
+    (tmp_path / "here.txt").write_text("x")
+    seen = []
+    for warm, session in ((False, "fresh.ipynb"), (True, "first.ipynb"), (True, "second.ipynb")):
+        manager, client = started(tmp_path, warm, ARTLAB_TEST_MARKER="warm", JPY_SESSION_NAME=session)
+        try:
+            printed, error = run(client, ITSELF)
+            assert error is None, printed
+            seen.append({**json.loads(printed), "provisioner_pid": manager.provisioner.pid})
+            assert run(client, "print(open('here.txt').read())") == ("x\n", None)  # the folder given
+        finally:
+            stop(manager, client)
+    fresh, first, second = seen
+    for kernel in seen:
+        assert kernel["pid"] == kernel["provisioner_pid"] == kernel["group"]  # its own process group, as jupyter's
+        for key in ("cwd", "path", "argv0", "main", "marker"):
+            assert kernel[key] == fresh[key], key
+    assert fresh["cwd"] == str(tmp_path) and fresh["marker"] == "warm"
+    assert not fresh["torch_loaded"] and first["torch_loaded"] and second["torch_loaded"]  # imported ahead
+    assert fresh["parent"] == os.getpid() != first["parent"] == second["parent"]  # one zygote for one environment
+    assert [kernel["session"] for kernel in seen] == ["fresh.ipynb", "first.ipynb", "second.ipynb"]
+    assert first["seed"] != second["seed"]  # numpy's global seed drawn anew, as in a fresh process
+
+
+def test_another_environment_gets_its_own_zygote_and_its_variables_at_import(tmp_path):
+    """What a module reads from the environment as it is imported is the kernel's own environment's."""
+    parents = []
+    for marker in ("a", "b"):
+        manager, client = started(tmp_path, ARTLAB_TEST_MARKER=marker)
+        try:
+            printed, error = run(client, ITSELF)
+            assert error is None, printed
+            kernel = json.loads(printed)
+            assert kernel["marker"] == marker
+            parents.append(kernel["parent"])
+        finally:
+            stop(manager, client)
+    assert parents[0] != parents[1]
+
+
+def test_an_interrupt_stops_the_cell_and_the_kernel_goes_on(tmp_path):
+    manager, client = started(tmp_path)
+    try:
+        printed, error = run(client, "import time\ntime.sleep(30)", interrupt=manager.interrupt_kernel)
+        assert error == "KeyboardInterrupt"
+        assert run(client, "print(6 * 7)") == ("42\n", None)
+    finally:
+        stop(manager, client)
+
+
+def test_a_kernel_that_dies_reports_its_status_and_a_restart_gives_a_working_one(tmp_path):
+    manager, client = started(tmp_path)
+    try:
+        client.execute("import os; os._exit(3)")
+        deadline = time.monotonic() + 20
+        while manager.is_alive():
+            assert time.monotonic() < deadline, "the dead kernel still counts as alive"
+            time.sleep(0.05)
+        assert manager.provisioner.process.poll() == 3
+        manager.restart_kernel(now=True)
+        client.wait_for_ready(timeout=60)
+        assert run(client, "print('back')") == ("back\n", None)
+    finally:
+        stop(manager, client)
+
+
+MANAGER = """
+import json, os, sys, time
+from jupyter_client.manager import KernelManager
+from artlab.tools.warm_kernels import use_warm_kernels, zygote_pids
+assert use_warm_kernels()
+manager = KernelManager(kernel_name="python3")
+manager.start_kernel(cwd=sys.argv[1])
+client = manager.client(); client.start_channels(); client.wait_for_ready(timeout=60)
+print(json.dumps({"kernel": manager.provisioner.pid, "zygote": sorted(zygote_pids())[0]}), flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, ended and waiting to be reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_zygote_and_its_kernels_end_when_the_manager_is_killed(tmp_path):
+    manager = subprocess.Popen([sys.executable, "-c", MANAGER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "ARTLAB_TEST_MARKER": "killed manager"})
+    try:
+        pids = json.loads(manager.stdout.readline())
+        assert alive(pids["kernel"]) and alive(pids["zygote"])
+    finally:
+        manager.send_signal(signal.SIGKILL)
+        manager.wait()
+    deadline = time.monotonic() + 20
+    while alive(pids["kernel"]) or alive(pids["zygote"]):
+        assert time.monotonic() < deadline, f"left behind: {pids}"
+        time.sleep(0.1)
+
+
+def test_a_module_changed_on_disk_retires_its_zygote_after_its_last_kernel(tmp_path):
+    """A pip install between two kernels: the next kernel needs a new zygote; the kernel already running keeps
+    working, and the old zygote ends with it."""
+    from artlab.tools.warm_kernels import ForkedKernel, Zygote
+
+    package = tmp_path / "site" / "artlab_probe"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("VERSION = 1\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    zygote = Zygote(env, ahead=("artlab_probe",))
+    command = [sys.executable, "-m", "ipykernel_launcher", "-f", str(tmp_path / "kernel.json")]
+    log = (tmp_path / "kernel.log").open("w")
+    streams = [0, log.fileno(), log.fileno()]
+    try:
+        first = zygote.fork(command, env, str(tmp_path), streams)
+        assert first is not None
+        os.utime(package / "__init__.py", ns=(0, 0))  # as a reinstall changes the files' times
+        assert zygote.fork(command, env, str(tmp_path), streams) is None  # stale
+        kernel = ForkedKernel(zygote, first, None)
+        assert kernel.poll() is None  # still running
+        kernel.kill()
+        assert kernel.wait(timeout=20) == -signal.SIGKILL
+        assert zygote.process.wait(timeout=20) == 0  # it ended with its last kernel
+    finally:
+        zygote.close()
+        log.close()
