@@ -63,12 +63,16 @@ def stop(manager, client) -> None:
     manager.shutdown_kernel(now=True)
 
 
-#: What a kernel reports of itself as soon as it starts, before importing anything.
-ITSELF = """import json, os, sys
-print(json.dumps({"pid": os.getpid(), "parent": os.getppid(), "group": os.getpgid(0), "cwd": os.getcwd(),
+#: What a kernel reports of itself as soon as it starts: among it what modules read as they are imported (pandas's
+#: table width, which differs in a kernel and a terminal; ipykernel's parent, from the environment).
+ITSELF = """import json, os, select, sys
+stdin = os.read(0, 10).decode() if select.select([0], [], [], 2.0)[0] else "no end of file"
+print(json.dumps({"stdin": stdin, "max_columns": __import__("pandas").get_option("display.max_columns"),
+                  "pid": os.getpid(), "parent": os.getppid(), "group": os.getpgid(0), "cwd": os.getcwd(),
                   "path": sys.path, "argv0": sys.argv[0], "main": __name__, "torch_loaded": "torch" in sys.modules,
                   "marker": os.environ.get("ARTLAB_TEST_MARKER"), "session": os.environ.get("JPY_SESSION_NAME"),
-                  "seed": __import__("numpy").random.randint(1 << 30)}))"""
+                  "seed": __import__("numpy").random.randint(1 << 30),
+                  "parent_handle": sys.modules["ipykernel.kernelapp"].IPKernelApp.instance().parent_handle}))"""
 
 
 def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(tmp_path):
@@ -86,9 +90,9 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(tmp_path):
     fresh, first, second = seen
     for kernel in seen:
         assert kernel["pid"] == kernel["provisioner_pid"] == kernel["group"]  # its own process group, as jupyter's
-        for key in ("cwd", "path", "argv0", "main", "marker"):
+        for key in ("cwd", "path", "argv0", "main", "marker", "stdin", "max_columns", "parent_handle"):
             assert kernel[key] == fresh[key], key
-    assert fresh["cwd"] == str(tmp_path) and fresh["marker"] == "warm"
+    assert fresh["cwd"] == str(tmp_path) and fresh["marker"] == "warm" and fresh["stdin"] == ""
     assert not fresh["torch_loaded"] and first["torch_loaded"] and second["torch_loaded"]  # imported ahead
     assert fresh["parent"] == os.getpid() != first["parent"] == second["parent"]  # one zygote for one environment
     assert [kernel["session"] for kernel in seen] == ["fresh.ipynb", "first.ipynb", "second.ipynb"]
@@ -98,7 +102,7 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(tmp_path):
 def test_another_environment_gets_its_own_zygote_and_its_variables_at_import(tmp_path):
     """What a module reads from the environment as it is imported is the kernel's own environment's."""
     parents = []
-    for marker in ("a", "b"):
+    for marker in ("warm", "other"):
         manager, client = started(tmp_path, ARTLAB_TEST_MARKER=marker)
         try:
             printed, error = run(client, ITSELF)
@@ -112,7 +116,7 @@ def test_another_environment_gets_its_own_zygote_and_its_variables_at_import(tmp
 
 
 def test_an_interrupt_stops_the_cell_and_the_kernel_goes_on(tmp_path):
-    manager, client = started(tmp_path)
+    manager, client = started(tmp_path, ARTLAB_TEST_MARKER="warm")
     try:
         printed, error = run(client, "import time\ntime.sleep(30)", interrupt=manager.interrupt_kernel)
         assert error == "KeyboardInterrupt"
@@ -122,7 +126,7 @@ def test_an_interrupt_stops_the_cell_and_the_kernel_goes_on(tmp_path):
 
 
 def test_a_kernel_that_dies_reports_its_status_and_a_restart_gives_a_working_one(tmp_path):
-    manager, client = started(tmp_path)
+    manager, client = started(tmp_path, ARTLAB_TEST_MARKER="warm")
     try:
         client.execute("import os; os._exit(3)")
         deadline = time.monotonic() + 20
@@ -139,13 +143,11 @@ def test_a_kernel_that_dies_reports_its_status_and_a_restart_gives_a_working_one
 
 MANAGER = """
 import json, os, sys, time
-from jupyter_client.manager import KernelManager
-from artlab.tools.warm_kernels import use_warm_kernels, zygote_pids
-assert use_warm_kernels()
-manager = KernelManager(kernel_name="python3")
-manager.start_kernel(cwd=sys.argv[1])
-client = manager.client(); client.start_channels(); client.wait_for_ready(timeout=60)
-print(json.dumps({"kernel": manager.provisioner.pid, "zygote": sorted(zygote_pids())[0]}), flush=True)
+from artlab.tools.warm_kernels import Zygote
+zygote = Zygote(dict(os.environ), ahead=("json",))
+kernel = zygote.fork([sys.executable, "-m", "ipykernel_launcher", "-f", sys.argv[1]], dict(os.environ), os.getcwd(),
+                     [0, 2, 2])
+print(json.dumps({"kernel": kernel, "zygote": zygote.process.pid}), flush=True)
 time.sleep(600)
 """
 
@@ -159,8 +161,8 @@ def alive(pid: int) -> bool:
 
 
 def test_the_zygote_and_its_kernels_end_when_the_manager_is_killed(tmp_path):
-    manager = subprocess.Popen([sys.executable, "-c", MANAGER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "ARTLAB_TEST_MARKER": "killed manager"})
+    manager = subprocess.Popen([sys.executable, "-c", MANAGER, str(tmp_path / "kernel.json")],
+                               stdout=subprocess.PIPE, text=True)
     try:
         pids = json.loads(manager.stdout.readline())
         assert alive(pids["kernel"]) and alive(pids["zygote"])
@@ -191,7 +193,7 @@ def test_a_module_changed_on_disk_retires_its_zygote_after_its_last_kernel(tmp_p
         assert first is not None
         os.utime(package / "__init__.py", ns=(0, 0))  # as a reinstall changes the files' times
         assert zygote.fork(command, env, str(tmp_path), streams) is None  # stale
-        kernel = ForkedKernel(zygote, first, None)
+        kernel = ForkedKernel(zygote, first)
         assert kernel.poll() is None  # still running
         kernel.kill()
         assert kernel.wait(timeout=20) == -signal.SIGKILL
@@ -199,3 +201,36 @@ def test_a_module_changed_on_disk_retires_its_zygote_after_its_last_kernel(tmp_p
     finally:
         zygote.close()
         log.close()
+
+
+def test_a_killed_zygote_reports_its_kernels_killed_and_they_die_with_it(tmp_path):
+    from artlab.tools.warm_kernels import ForkedKernel, Zygote
+
+    zygote = Zygote(dict(os.environ), ahead=("json",))
+    command = [sys.executable, "-m", "ipykernel_launcher", "-f", str(tmp_path / "kernel.json")]
+    try:
+        kernel = ForkedKernel(zygote, zygote.fork(command, dict(os.environ), str(tmp_path), [0, 2, 2]))
+        assert kernel.poll() is None
+        zygote.process.kill()
+        assert kernel.wait(timeout=20) == -signal.SIGKILL
+        deadline = time.monotonic() + 20
+        while alive(kernel.pid):
+            assert time.monotonic() < deadline, "the kernel outlived its zygote"
+            time.sleep(0.05)
+    finally:
+        zygote.close()
+
+
+def test_a_retired_zygote_forks_no_more_and_ends_and_one_that_cannot_start_says_so(tmp_path):
+    from artlab.tools.warm_kernels import Zygote, ZygoteGone
+
+    zygote = Zygote(dict(os.environ), ahead=("json",))
+    try:
+        zygote.retire()
+        assert zygote.process.wait(timeout=20) == 0  # no kernel left: it ends at once
+        with pytest.raises(ZygoteGone):
+            zygote.fork([sys.executable, "-m", "ipykernel_launcher"], dict(os.environ), str(tmp_path), [0, 2, 2])
+    finally:
+        zygote.close()
+    with pytest.raises(ZygoteGone):
+        Zygote(dict(os.environ), ahead=("artlab_no_such_module",))

@@ -358,7 +358,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
-    from artlab.tools.warm_kernels import use_warm_kernels
+    from artlab.tools.warm_kernels import kernels_warm
 
     ipynb, page = out_dir / path.name, out_dir / f"{path.stem}.html"
     record = {"notebook": path.name, "parameters": parameters, "source_sha256": source_digest(path),
@@ -367,12 +367,11 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
     # absolute, so that runs land where the command line's do although the kernel works in the notebooks folder
     env = {**KERNEL_ENV, "ARTLAB_RUNS": str(Path(runs_dir or os.environ.get("ARTLAB_RUNS") or "runs").resolve()),
            "JUPYTER_PATH": own_kernel_first(), "ARTLAB_INTERACTIVE": "1" if interactive else "0"}
-    use_warm_kernels()
     start, peak = time.perf_counter(), PeakMemory()
     failure, last_words = None, ""
     quiet, log = _Drop("Timeout waiting for execute reply", "Kernel died"), logging.getLogger("papermill")
-    with atomic_path(ipynb) as partial, kernel_environment(env), warnings.catch_warnings(), \
-            tempfile.TemporaryFile() as kernel_log, peak:
+    with atomic_path(ipynb) as partial, kernel_environment(env), kernels_warm(uses_artlab(path)), \
+            warnings.catch_warnings(), tempfile.TemporaryFile() as kernel_log, peak:
         warnings.filterwarnings("ignore", message=r"The specified file .* does not end in")  # the .part file
         log.addFilter(quiet)
         try:
@@ -397,11 +396,18 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
     return record
 
 
+def uses_artlab(path: Path) -> bool:
+    """Whether a notebook's code mentions artlab: its kernel will import torch, so it starts warm."""
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    return any("artlab" in "".join(cell.get("source", "")) for cell in cells if cell.get("cell_type") == "code")
+
+
 class PeakMemory:
     """The peak resident memory of this process's children (the kernel and any workers it starts), summed, sampled
     every `interval` seconds while the block runs: a notebook's peak memory. Where Linux gives each process's own
-    peak (VmHWM), that is summed, so a peak between two samples is not missed. A warm kernel's zygote counts with its
-    files' pages (the libraries a fresh kernel would have loaded itself); its other memory is the kernel's too."""
+    peak (VmHWM), that is summed, so a peak between two samples is not missed. The zygote of a warm kernel
+    (artlab.tools.warm_kernels) counts with its files' pages, the libraries a fresh kernel would have loaded itself;
+    its other pages count in the kernel, which inherited them."""
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.mib = interval, 0.0
@@ -425,8 +431,8 @@ class PeakMemory:
         while not self._done.wait(self.interval):
             total, zygotes = 0, zygote_pids()
             for child in me.children(recursive=True):
-                if child.pid in zygotes:
-                    total += _status_bytes(child.pid, "RssFile:")
+                if child.pid in zygotes:  # its files' pages, which its kernels use without loading them again
+                    total += _status_bytes(child.pid, "RssFile:") if child.children() else 0
                     continue
                 try:
                     total += max(child.memory_info().rss, _status_bytes(child.pid, "VmHWM:"))

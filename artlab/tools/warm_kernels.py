@@ -1,12 +1,15 @@
 """Warm kernels: a notebook's Python kernel forked from a process that has already imported torch and the kernel's
 own stack, ready in a fraction of a second where a fresh one spends 2-3 s of CPU importing them.
 
-`WarmKernelProvisioner` is a jupyter_client kernel provisioner (registered as "artlab-warm-kernel"): JupyterLab
-under `make lab`, the headless series and the tests' nbval use it. It keeps one `Zygote` per kernel environment
-(`artlab/tools/kernel_zygote.py`), started with the first kernel of that environment, and forks later ones from it.
-A kernel it cannot fork (another Python, not Linux, a zygote that failed) starts as jupyter_client starts any.
-The kernel itself is the same: same environment, working folder, streams, own process group; modules that changed
-on disk since the zygote imported them (a pip install) make a new zygote; artlab's own code is never imported ahead.
+`WarmKernelProvisioner` is a jupyter_client kernel provisioner (registered as "artlab-warm-kernel"), used by
+JupyterLab under `make lab`, the headless series for notebooks that use artlab, and the tests' nbval. It keeps a
+`Zygote` (`artlab/tools/kernel_zygote.py`) per kernel environment, started with that environment's first kernel,
+and forks later ones from it; the two used last are kept. A kernel it cannot fork (another Python, not Linux, other
+launch options, a zygote that failed) starts as jupyter_client starts any.
+A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own
+process group and exit of a fresh one; modules changed on disk since the zygote imported them (a pip install) make
+a new zygote; artlab's own code is never imported ahead. What differs: `ps` shows it as kernel_zygote.py, and the
+kernels of one zygote share its string hash seed and the paths it resolved on start (relative PYTHONPATH entries).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,10 @@ ZYGOTE_FILE = Path(__file__).with_name("kernel_zygote.py")
 #: imported: they do not pick the zygote. (ipykernel reads JPY_PARENT_PID on import: it is the manager's, the same
 #: for all its kernels.)
 OWN_VARIABLES = frozenset({"JPY_SESSION_NAME", "PYTEST_CURRENT_TEST"})
+#: jupyter_client's launch options a fork honours; any other makes the kernel start the usual way.
+LAUNCH_OPTIONS = frozenset({"stdin", "stdout", "stderr", "env", "cwd", "independent", "extra_arguments", "kernel_id"})
+#: Zygotes kept at once (a few hundred MB each): the ones used last; an older one ends with its last kernel.
+KEEP_ZYGOTES = 2
 #: Seconds a zygote may take to import what it imports ahead before its kernels start the usual way.
 READY_TIMEOUT_S = 120
 log = logging.getLogger(__name__)
@@ -48,36 +58,57 @@ class Zygote:
         """`ahead`: the modules it imports ahead, where not its own list (kernel_zygote.AHEAD)."""
         ours, theirs = socket.socketpair()
         command = [sys.executable, str(ZYGOTE_FILE), str(theirs.fileno())] + ([",".join(ahead)] if ahead else [])
-        self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)  # Ctrl-C at the terminal does not reach it
-        theirs.close()
-        self.socket, self.lock, self.exits, self.buffer = ours, threading.Lock(), {}, b""
+        try:
+            self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)  # Ctrl-C at the terminal does not reach it
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.socket, self.lock, self.exits, self.buffer, self.closed = ours, threading.Lock(), {}, b"", False
         with self.lock:
-            self._read_until(lambda message: message.get("ready"), READY_TIMEOUT_S)
+            try:
+                self._read_until(lambda message: message.get("ready"), READY_TIMEOUT_S)
+            except ZygoteGone:
+                self.close()
+                raise
 
     def fork(self, argv: list[str], env: dict[str, str], cwd: str, streams: list[int]) -> int | None:
         """A kernel running `argv` with `env` in `cwd`, `streams` as its stdin, stdout and stderr: its pid, or None
-        when a module imported ahead changed on disk since (this zygote is stale)."""
+        when this zygote forks no more (stale, retired) or could not fork."""
         request = json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode() + b"\n"
         with self.lock:
-            try:
-                socket.send_fds(self.socket, [request], streams)
-            except OSError as error:
-                raise ZygoteGone(str(error)) from None
-            reply = self._read_until(lambda message: "pid" in message or "stale" in message, READY_TIMEOUT_S)
+            self._send(request, streams)
+            reply = self._read_until(lambda message: message.keys() & {"pid", "stale", "error"}, READY_TIMEOUT_S)
+            if "pid" in reply:
+                self.exits.pop(reply["pid"], None)  # an earlier kernel's, whose pid this one reuses
         return reply.get("pid")
 
-    def exit_code(self, pid: int) -> int | None:
-        """The exit status of kernel `pid` as subprocess gives it, None while it runs."""
+    def retire(self) -> None:
+        """Fork no more; the zygote ends with its last kernel."""
         with self.lock:
             try:
-                self._read_until(lambda message: False, timeout=0)
-            except ZygoteGone:  # its kernels died with it (SIGKILL), unreported
-                return self.exits.get(pid, -signal.SIGKILL)
-        return self.exits.get(pid)
+                self._send(b'{"retire": true}\n', [])
+            except ZygoteGone:
+                pass
+
+    def exit_code(self, pid: int) -> int | None:
+        """The exit status of kernel `pid` as subprocess gives it (reported once), None while it runs or while
+        another thread is busy with the zygote (asked again soon: never waits)."""
+        if not self.lock.acquire(blocking=False):
+            return self.exits.pop(pid, None)
+        try:
+            self._read_until(lambda message: False, timeout=0)
+        except ZygoteGone:  # its kernels died with it (SIGKILL), unreported
+            return self.exits.pop(pid, -signal.SIGKILL)
+        finally:
+            self.lock.release()
+        return self.exits.pop(pid, None)
 
     def close(self) -> None:
         """Stop the zygote (its kernels stop with it)."""
+        self.closed = True
         self.socket.close()
         try:
             self.process.wait(timeout=10)
@@ -85,8 +116,17 @@ class Zygote:
             self.process.kill()
             self.process.wait()
 
+    def _send(self, data: bytes, streams: list[int]) -> None:
+        try:
+            sent = socket.send_fds(self.socket, [data], streams)
+            if sent < len(data):
+                self.socket.sendall(data[sent:])
+        except OSError as error:
+            raise ZygoteGone(str(error)) from None
+
     def _read_until(self, wanted, timeout: float) -> dict:
-        """Read messages, keeping the kernels' exits, until one is `wanted` (returned) or `timeout` s pass ({})."""
+        """Read messages, keeping the kernels' exits, until one is `wanted` (returned) or, with `timeout` 0, none is
+        waiting ({}); a zygote silent for `timeout` s is closed."""
         deadline = time.monotonic() + timeout
         while True:
             while b"\n" in self.buffer:
@@ -96,12 +136,14 @@ class Zygote:
                     self.exits[message["exit"]] = message["code"]
                 elif wanted(message):
                     return message
+            if self.closed:
+                raise ZygoteGone("closed")
             left = deadline - time.monotonic()
-            if left < 0 and timeout:
+            if timeout and left < 0:
                 self.close()
                 raise ZygoteGone(f"no answer within {timeout:g} s")
-            self.socket.settimeout(max(left, 0) if timeout else 0)
             try:
+                self.socket.settimeout(left if timeout else 0)
                 data = self.socket.recv(1 << 16)
             except (BlockingIOError, TimeoutError):
                 if not timeout:
@@ -110,6 +152,7 @@ class Zygote:
             except OSError as error:
                 raise ZygoteGone(str(error)) from None
             if not data:
+                self.closed = True
                 raise ZygoteGone(f"the zygote ended ({self.process.poll()})")
             self.buffer += data
 
@@ -117,8 +160,8 @@ class Zygote:
 class ForkedKernel:
     """What jupyter_client asks of a kernel's Popen, for a kernel forked by a zygote (not this process's child)."""
 
-    def __init__(self, zygote: Zygote, pid: int, stdin: Any):
-        self.zygote, self.pid, self.stdin, self.stdout, self.stderr = zygote, pid, stdin, None, None
+    def __init__(self, zygote: Zygote, pid: int):
+        self.zygote, self.pid, self.stdin, self.stdout, self.stderr = zygote, pid, None, None, None
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -136,7 +179,10 @@ class ForkedKernel:
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, signum)
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:  # it ended and its end is not reported yet, as Popen tolerates
+                pass
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -145,25 +191,29 @@ class ForkedKernel:
         self.send_signal(signal.SIGKILL)
 
 
-_zygotes: dict[tuple, Zygote] = {}
+_zygotes: OrderedDict[tuple, Zygote] = OrderedDict()  # by environment, the one used last at the end
+_retired: list[Zygote] = []  # ending with their last kernels
 _failed: set[tuple] = set()  # environments whose zygote could not start: their kernels start the usual way
-_zygotes_lock = threading.Lock()
+_zygotes_lock = threading.Lock()  # held while a zygote starts: kernels of other environments wait for it
 
 
 def zygote_pids() -> set[int]:
-    """This process's zygotes (a notebook's peak memory counts its kernel, not the zygote it was forked from)."""
-    return {zygote.process.pid for zygote in list(_zygotes.values())}
+    """This process's zygotes still running (a notebook's peak memory counts their files' pages once, in
+    artlab.tools.notebooks.PeakMemory)."""
+    return {zygote.process.pid for zygote in [*_zygotes.values(), *_retired] if zygote.process.poll() is None}
 
 
-def forkable(cmd: list[str]) -> bool:
-    """Whether `cmd` is this interpreter's ipykernel, on Linux (fork after torch's import is safe there)."""
-    return sys.platform == "linux" and cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]
+def forkable(cmd: list[str], options: dict) -> bool:
+    """Whether `cmd` is this interpreter's ipykernel, on Linux (fork after torch's import is safe there), launched
+    with options a fork honours."""
+    return (sys.platform == "linux" and cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]
+            and set(options) <= LAUNCH_OPTIONS and not options.get("independent"))
 
 
-def stream_fds(stdin: Any, stdout: Any, stderr: Any) -> tuple[list[int], Any, list[int]] | None:
-    """The kernel's stdin, stdout and stderr descriptors for Popen-style arguments (stdin a pipe by default, as
-    jupyter_client asks), the manager's end of that pipe, and the descriptors to close once sent; None for a kind
-    not handled here (a pipe to read the kernel's output from: the kernel then starts the usual way)."""
+def stream_fds(stdin: Any, stdout: Any, stderr: Any) -> tuple[list[int], list[int]] | None:
+    """The kernel's stdin, stdout and stderr descriptors for Popen-style arguments, and those to close once sent;
+    None for a kind not handled here (a pipe to read the kernel's output from: it then starts the usual way).
+    stdin is by default a pipe already closed at this end (its reads end at once), as jupyter_client leaves it."""
     opened: list[int] = []
 
     def descriptor(stream: Any, inherited: int) -> int:
@@ -178,12 +228,12 @@ def stream_fds(stdin: Any, stdout: Any, stderr: Any) -> tuple[list[int], Any, li
             return stream.fileno()
         raise ValueError(stream)
 
-    keep = None
     try:
         if stdin is None or stdin == subprocess.PIPE:
             read_end, write_end = os.pipe()
+            os.close(write_end)
             opened.append(read_end)
-            keep, fds = os.fdopen(write_end, "wb"), [read_end]
+            fds = [read_end]
         else:
             fds = [descriptor(stdin, 0)]
         fds.append(descriptor(stdout, 1))
@@ -191,10 +241,33 @@ def stream_fds(stdin: Any, stdout: Any, stderr: Any) -> tuple[list[int], Any, li
     except ValueError:
         for fd in opened:
             os.close(fd)
-        if keep is not None:
-            keep.close()
         return None
-    return fds, keep, opened
+    return fds, opened
+
+
+def zygote_for(key: tuple) -> Zygote | None:
+    """The running zygote of environment `key`, started if there is none (the oldest beyond KEEP_ZYGOTES retired);
+    None where one could not start before."""
+    with _zygotes_lock:
+        _retired[:] = [zygote for zygote in _retired if zygote.process.poll() is None]
+        zygote = _zygotes.get(key)
+        if zygote is not None and zygote.process.poll() is None and not zygote.closed:
+            _zygotes.move_to_end(key)
+            return zygote
+        _zygotes.pop(key, None)
+        if key in _failed:
+            return None
+        try:
+            zygote = _zygotes[key] = Zygote(dict(key))
+        except (OSError, ZygoteGone) as error:
+            _failed.add(key)
+            log.debug("no warm kernels for this environment: %s", error)
+            return None
+        while len(_zygotes) > KEEP_ZYGOTES:
+            _, oldest = _zygotes.popitem(last=False)
+            oldest.retire()
+            _retired.append(oldest)
+        return zygote
 
 
 def fork_kernel(cmd: list[str], env: dict[str, str], cwd: str, stdin: Any = None, stdout: Any = None,
@@ -204,60 +277,62 @@ def fork_kernel(cmd: list[str], env: dict[str, str], cwd: str, stdin: Any = None
     streams = stream_fds(stdin, stdout, stderr)
     if streams is None:
         return None
-    fds, keep, opened = streams
+    fds, opened = streams
     key = tuple(sorted((name, value) for name, value in env.items() if name not in OWN_VARIABLES))
     try:
         for _ in range(2):  # a stale or ended zygote is replaced once
-            with _zygotes_lock:
-                if key in _failed:
-                    break
-                zygote = _zygotes.get(key)
-                if zygote is None or zygote.process.poll() is not None:
-                    try:
-                        zygote = _zygotes[key] = Zygote(dict(key))
-                    except (OSError, ZygoteGone):
-                        _failed.add(key)
-                        raise
+            zygote = zygote_for(key)
+            if zygote is None:
+                return None
             try:
                 pid = zygote.fork(cmd, env, cwd, fds)
             except ZygoteGone:
                 pid = None
             if pid is not None:
-                return ForkedKernel(zygote, pid, keep)
-            with _zygotes_lock:  # a stale one ends by itself with its last kernel
+                return ForkedKernel(zygote, pid)
+            with _zygotes_lock:  # stale, retired, or failed to fork: it ends with its last kernel
                 if _zygotes.get(key) is zygote:
                     del _zygotes[key]
-    except (OSError, ZygoteGone) as error:
-        log.debug("no warm kernel (%s): starting one the usual way", error)
+                    _retired.append(zygote)
+        return None
     finally:
         for fd in opened:
             os.close(fd)
-    if keep is not None:
-        keep.close()
-    return None
 
 
-def use_warm_kernels() -> bool:
-    """Have this process's kernel managers start kernels warm (those whose kernelspec names no provisioner);
-    whether they do (not when artlab is installed without its provisioner's entry point: `make install`)."""
+def use_warm_kernels(warm: bool = True) -> bool:
+    """Have this process's kernel managers start kernels warm, or as jupyter_client does (`warm` False), where a
+    kernelspec names no provisioner of its own; whether they now start warm (not when artlab is installed without
+    its provisioner's entry point: `make install`)."""
     from jupyter_client.provisioning import KernelProvisionerFactory
 
     factory = KernelProvisionerFactory.instance()
-    if NAME not in factory.provisioners:
-        return False
-    factory.default_provisioner_name = NAME
-    return True
+    warm = warm and NAME in factory.provisioners
+    factory.default_provisioner_name = NAME if warm else "local-provisioner"
+    return warm
+
+
+@contextmanager
+def kernels_warm(warm: bool) -> Iterator[bool]:
+    """`use_warm_kernels(warm)` inside the block, the choice made before after it."""
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    factory = KernelProvisionerFactory.instance()
+    before = factory.default_provisioner_name
+    try:
+        yield use_warm_kernels(warm)
+    finally:
+        factory.default_provisioner_name = before
 
 
 class WarmKernelProvisioner(LocalProvisioner):
     """jupyter_client's local provisioner, its kernels forked from a zygote where they can be (see the module)."""
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any):
-        if not forkable(cmd):
+        if not forkable(cmd, kwargs):
             return await super().launch_kernel(cmd, **kwargs)
         env = dict(kwargs.get("env") or os.environ)
-        if not kwargs.get("independent"):
-            env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher sets it
+        env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher sets it
         cwd = str(kwargs.get("cwd") or os.getcwd())
         kernel = await asyncio.to_thread(fork_kernel, cmd, env, cwd, kwargs.get("stdin"), kwargs.get("stdout"),
                                          kwargs.get("stderr"))
