@@ -234,3 +234,13 @@ def test_a_retired_zygote_forks_no_more_and_ends_and_one_that_cannot_start_says_
         zygote.close()
     with pytest.raises(ZygoteGone):
         Zygote(dict(os.environ), ahead=("artlab_no_such_module",))
+
+
+def test_artlab_warm_kernels_0_starts_kernels_the_usual_way(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARTLAB_WARM_KERNELS", "0")
+    manager, client = started(tmp_path)
+    try:
+        printed, error = run(client, "import os; print(os.getppid())")
+        assert error is None and int(printed) == os.getpid()  # started by this process, not forked by a zygote
+    finally:
+        stop(manager, client)

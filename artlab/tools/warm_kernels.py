@@ -8,8 +8,9 @@ and forks later ones from it; the two used last are kept. A kernel it cannot for
 launch options, a zygote that failed) starts as jupyter_client starts any.
 A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own
 process group and exit of a fresh one; modules changed on disk since the zygote imported them (a pip install) make
-a new zygote; artlab's own code is never imported ahead. What differs: `ps` shows it as kernel_zygote.py, and the
+a new zygote; the zygote imports no artlab code of its own. What differs: `ps` shows it as kernel_zygote.py, and the
 kernels of one zygote share its string hash seed and the paths it resolved on start (relative PYTHONPATH entries).
+ARTLAB_WARM_KERNELS=0 in the manager's environment (JupyterLab's, the series') starts every kernel the usual way.
 """
 
 from __future__ import annotations
@@ -205,8 +206,9 @@ def zygote_pids() -> set[int]:
 
 def forkable(cmd: list[str], options: dict) -> bool:
     """Whether `cmd` is this interpreter's ipykernel, on Linux (fork after torch's import is safe there), launched
-    with options a fork honours."""
-    return (sys.platform == "linux" and cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]
+    with options a fork honours, and ARTLAB_WARM_KERNELS is not 0 (the way out, should a warm kernel misbehave)."""
+    return (sys.platform == "linux" and os.environ.get("ARTLAB_WARM_KERNELS", "1") != "0"
+            and cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]
             and set(options) <= LAUNCH_OPTIONS and not options.get("independent"))
 
 
