@@ -58,6 +58,12 @@ def run(client, code: str, interrupt=None) -> tuple[str, str | None]:
             return "".join(printed), error
 
 
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """The kernels' working folder: one zygote for the module's kernels of one environment (folder and variables)."""
+    return tmp_path_factory.mktemp("kernels")
+
+
 def stop(manager, client) -> None:
     client.stop_channels()
     manager.shutdown_kernel(now=True)
@@ -72,14 +78,15 @@ print(json.dumps({"stdin": stdin, "max_columns": __import__("pandas").get_option
                   "path": sys.path, "argv0": sys.argv[0], "main": __name__, "torch_loaded": "torch" in sys.modules,
                   "marker": os.environ.get("ARTLAB_TEST_MARKER"), "session": os.environ.get("JPY_SESSION_NAME"),
                   "seed": __import__("numpy").random.randint(1 << 30),
+                  "torch_seed": sys.modules["torch"].initial_seed() if "torch" in sys.modules else None,
                   "parent_handle": sys.modules["ipykernel.kernelapp"].IPKernelApp.instance().parent_handle}))"""
 
 
-def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(tmp_path):
-    (tmp_path / "here.txt").write_text("x")
+def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
+    (folder / "here.txt").write_text("x")
     seen = []
     for warm, session in ((False, "fresh.ipynb"), (True, "first.ipynb"), (True, "second.ipynb")):
-        manager, client = started(tmp_path, warm, ARTLAB_TEST_MARKER="warm", JPY_SESSION_NAME=session)
+        manager, client = started(folder, warm, ARTLAB_TEST_MARKER="warm", JPY_SESSION_NAME=session)
         try:
             printed, error = run(client, ITSELF)
             assert error is None, printed
@@ -92,18 +99,35 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(tmp_path):
         assert kernel["pid"] == kernel["provisioner_pid"] == kernel["group"]  # its own process group, as jupyter's
         for key in ("cwd", "path", "argv0", "main", "marker", "stdin", "max_columns", "parent_handle"):
             assert kernel[key] == fresh[key], key
-    assert fresh["cwd"] == str(tmp_path) and fresh["marker"] == "warm" and fresh["stdin"] == ""
+    assert fresh["cwd"] == str(folder) and fresh["marker"] == "warm" and fresh["stdin"] == ""
     assert not fresh["torch_loaded"] and first["torch_loaded"] and second["torch_loaded"]  # imported ahead
     assert fresh["parent"] == os.getpid() != first["parent"] == second["parent"]  # one zygote for one environment
     assert [kernel["session"] for kernel in seen] == ["fresh.ipynb", "first.ipynb", "second.ipynb"]
-    assert first["seed"] != second["seed"]  # numpy's global seed drawn anew, as in a fresh process
+    assert first["seed"] != second["seed"] and first["torch_seed"] != second["torch_seed"]  # drawn anew, as fresh
 
 
-def test_another_environment_gets_its_own_zygote_and_its_variables_at_import(tmp_path):
+def test_spawned_workers_of_a_warm_kernel_import_from_its_folder(folder):
+    """multiprocessing records the working folder as it is imported, and its "spawn" workers look there."""
+    (folder / "artlab_square.py").write_text("def square(x):\n    return x * x\n")
+    manager, client = started(folder, ARTLAB_TEST_MARKER="warm")
+    try:
+        assert run(client, "import multiprocessing, artlab_square\n"
+                           "with multiprocessing.get_context('spawn').Pool(1) as pool:\n"
+                           "    print(pool.map(artlab_square.square, [3]))") == ("[9]\n", None)
+    finally:
+        stop(manager, client)
+
+
+def test_a_missing_folder_fails_the_start_as_for_a_fresh_kernel(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        started(tmp_path / "missing")
+
+
+def test_another_environment_gets_its_own_zygote_and_its_variables_at_import(folder):
     """What a module reads from the environment as it is imported is the kernel's own environment's."""
     parents = []
     for marker in ("warm", "other"):
-        manager, client = started(tmp_path, ARTLAB_TEST_MARKER=marker)
+        manager, client = started(folder, ARTLAB_TEST_MARKER=marker)
         try:
             printed, error = run(client, ITSELF)
             assert error is None, printed
@@ -115,8 +139,8 @@ def test_another_environment_gets_its_own_zygote_and_its_variables_at_import(tmp
     assert parents[0] != parents[1]
 
 
-def test_an_interrupt_stops_the_cell_and_the_kernel_goes_on(tmp_path):
-    manager, client = started(tmp_path, ARTLAB_TEST_MARKER="warm")
+def test_an_interrupt_stops_the_cell_and_the_kernel_goes_on(folder):
+    manager, client = started(folder, ARTLAB_TEST_MARKER="warm")
     try:
         printed, error = run(client, "import time\ntime.sleep(30)", interrupt=manager.interrupt_kernel)
         assert error == "KeyboardInterrupt"
@@ -125,8 +149,8 @@ def test_an_interrupt_stops_the_cell_and_the_kernel_goes_on(tmp_path):
         stop(manager, client)
 
 
-def test_a_kernel_that_dies_reports_its_status_and_a_restart_gives_a_working_one(tmp_path):
-    manager, client = started(tmp_path, ARTLAB_TEST_MARKER="warm")
+def test_a_kernel_that_dies_reports_its_status_and_a_restart_gives_a_working_one(folder):
+    manager, client = started(folder, ARTLAB_TEST_MARKER="warm")
     try:
         client.execute("import os; os._exit(3)")
         deadline = time.monotonic() + 20

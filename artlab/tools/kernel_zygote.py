@@ -5,8 +5,9 @@ CPU on those imports (`artlab.tools.warm_kernels` starts it and speaks to it).
 Run by path, not as part of the artlab package, so that it imports no artlab code: a kernel forked from it imports
 artlab afresh, the code as it is on disk now. Only modules that do not look at their surroundings as they are
 imported are imported ahead (pandas does: it sizes its tables for a Jupyter kernel or a terminal, so it is not).
-The manager keeps one zygote per kernel environment: what a module reads from the environment on import is what a
-kernel started afresh would read.
+The manager keeps one zygote per kernel environment and working folder, and starts it there: what a module reads
+from the environment or records of the folder on import (multiprocessing does) is what a kernel started afresh
+would read.
 
 `argv`: the socket's file descriptor, then the modules to import ahead, comma-separated (default AHEAD).
 Protocol, on that socket (one JSON object per line):
@@ -57,6 +58,17 @@ def die_with_parent(signum: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
 
 
+def draw_anew() -> None:
+    """What a fresh process draws at random as a module is imported, drawn again in a forked kernel: numpy's and
+    torch's global seeds, multiprocessing's key (Python's random draws its own at fork)."""
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    if "torch" in sys.modules:
+        sys.modules["torch"].seed()
+    if "multiprocessing" in sys.modules:
+        sys.modules["multiprocessing"].current_process().authkey = os.urandom(32)
+
+
 def become_kernel(control: socket.socket, zygote: int, request: dict, fds: list[int]) -> None:
     """In the forked child: take the kernel's streams, environment, folder and arguments and run ipykernel as
     `python -m ipykernel_launcher` would. Raises SystemExit at the end (or what the kernel raised): it leaves the
@@ -80,8 +92,7 @@ def become_kernel(control: socket.socket, zygote: int, request: dict, fds: list[
     os.chdir(request["cwd"])
     sys.path.insert(0, os.getcwd())  # where `python -m` puts the working folder (ipykernel_launcher takes it out)
     sys.argv = [request["argv"][0], *request["argv"][3:]]  # python -m ipykernel_launcher ARGS
-    if "numpy" in sys.modules:  # a fresh process draws numpy's global seed anew (Python's random does at fork)
-        sys.modules["numpy"].random.seed()
+    draw_anew()
     import runpy
 
     runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)

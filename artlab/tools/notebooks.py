@@ -1,7 +1,8 @@
 """Run the notebook series headless: papermill in order, an HTML page of each, an index page, resumable.
 
 Notebooks are `NN_name.ipynb` files in the notebooks folder, run in name order in the current
-interpreter's kernel with the notebook's folder as working directory. Each gets only the
+interpreter's kernel with the notebook's folder as working directory (started warm where the notebook uses
+artlab: `artlab.tools.warm_kernels`). Each gets only the
 parameters it declares (`quick`, `data`). The kernel runs with ARTLAB_STATIC=1 (explorers print
 static figures: papermill can hang after a live widget, nbclient issue 312) and plotly's
 `plotly_mimetype` renderer (the executed notebook holds each figure once, as data JupyterLab draws);

@@ -3,14 +3,16 @@ own stack, ready in a fraction of a second where a fresh one spends 2-3 s of CPU
 
 `WarmKernelProvisioner` is a jupyter_client kernel provisioner (registered as "artlab-warm-kernel"), used by
 JupyterLab under `make lab`, the headless series for notebooks that use artlab, and the tests' nbval. It keeps a
-`Zygote` (`artlab/tools/kernel_zygote.py`) per kernel environment, started with that environment's first kernel,
-and forks later ones from it; the two used last are kept. A kernel it cannot fork (another Python, not Linux, other
-launch options, a zygote that failed) starts as jupyter_client starts any.
+`Zygote` (`artlab/tools/kernel_zygote.py`) per kernel environment and working folder, started with their first
+kernel, and forks later ones from it; the two used last are kept (each holds some 200 MB of its own). A kernel it
+cannot fork (another Python, not Linux, other launch options, a zygote that failed) starts as jupyter_client
+starts any.
 A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own
-process group and exit of a fresh one; modules changed on disk since the zygote imported them (a pip install) make
-a new zygote; the zygote imports no artlab code of its own. What differs: `ps` shows it as kernel_zygote.py, and the
-kernels of one zygote share its string hash seed and the paths it resolved on start (relative PYTHONPATH entries).
-ARTLAB_WARM_KERNELS=0 in the manager's environment (JupyterLab's, the series') starts every kernel the usual way.
+process group, exit and random seeds of a fresh one; modules changed on disk since the zygote imported them (a pip
+install) make a new zygote; the zygote imports no artlab code of its own. What differs: `ps` shows it as
+kernel_zygote.py, and the kernels of one zygote share its string hash seed and the paths it resolved on start
+(relative PYTHONPATH entries). ARTLAB_WARM_KERNELS=0 in the manager's environment (JupyterLab's, the series')
+starts every kernel the usual way.
 """
 
 from __future__ import annotations
@@ -55,12 +57,14 @@ class ZygoteGone(RuntimeError):
 class Zygote:
     """A process with torch and ipykernel imported, forking kernels that share `env` (see kernel_zygote.py)."""
 
-    def __init__(self, env: dict[str, str], ahead: tuple[str, ...] = ()):
-        """`ahead`: the modules it imports ahead, where not its own list (kernel_zygote.AHEAD)."""
+    def __init__(self, env: dict[str, str], cwd: str | None = None, ahead: tuple[str, ...] = ()):
+        """A zygote started with `env` in `cwd` (its kernels' own); `ahead`: the modules it imports ahead, where not
+        its own list (kernel_zygote.AHEAD)."""
         ours, theirs = socket.socketpair()
         command = [sys.executable, str(ZYGOTE_FILE), str(theirs.fileno())] + ([",".join(ahead)] if ahead else [])
         try:
-            self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+            self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env, cwd=cwd,
+                                            stdin=subprocess.DEVNULL,
                                             start_new_session=True)  # Ctrl-C at the terminal does not reach it
         except BaseException:
             ours.close()
@@ -192,7 +196,7 @@ class ForkedKernel:
         self.send_signal(signal.SIGKILL)
 
 
-_zygotes: OrderedDict[tuple, Zygote] = OrderedDict()  # by environment, the one used last at the end
+_zygotes: OrderedDict[tuple, Zygote] = OrderedDict()  # by folder and environment, the one used last at the end
 _retired: list[Zygote] = []  # ending with their last kernels
 _failed: set[tuple] = set()  # environments whose zygote could not start: their kernels start the usual way
 _zygotes_lock = threading.Lock()  # held while a zygote starts: kernels of other environments wait for it
@@ -248,8 +252,8 @@ def stream_fds(stdin: Any, stdout: Any, stderr: Any) -> tuple[list[int], list[in
 
 
 def zygote_for(key: tuple) -> Zygote | None:
-    """The running zygote of environment `key`, started if there is none (the oldest beyond KEEP_ZYGOTES retired);
-    None where one could not start before."""
+    """The running zygote of `key` (working folder, environment), started if there is none (the oldest beyond
+    KEEP_ZYGOTES retired); None where one could not start before."""
     with _zygotes_lock:
         _retired[:] = [zygote for zygote in _retired if zygote.process.poll() is None]
         zygote = _zygotes.get(key)
@@ -259,8 +263,9 @@ def zygote_for(key: tuple) -> Zygote | None:
         _zygotes.pop(key, None)
         if key in _failed:
             return None
+        cwd, env = key
         try:
-            zygote = _zygotes[key] = Zygote(dict(key))
+            zygote = _zygotes[key] = Zygote(dict(env), cwd)
         except (OSError, ZygoteGone) as error:
             _failed.add(key)
             log.debug("no warm kernels for this environment: %s", error)
@@ -280,7 +285,7 @@ def fork_kernel(cmd: list[str], env: dict[str, str], cwd: str, stdin: Any = None
     if streams is None:
         return None
     fds, opened = streams
-    key = tuple(sorted((name, value) for name, value in env.items() if name not in OWN_VARIABLES))
+    key = (cwd, tuple(sorted((name, value) for name, value in env.items() if name not in OWN_VARIABLES)))
     try:
         for _ in range(2):  # a stale or ended zygote is replaced once
             zygote = zygote_for(key)
@@ -336,6 +341,8 @@ class WarmKernelProvisioner(LocalProvisioner):
         env = dict(kwargs.get("env") or os.environ)
         env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher sets it
         cwd = str(kwargs.get("cwd") or os.getcwd())
+        if not os.path.isdir(cwd):  # the usual start says so (FileNotFoundError)
+            return await super().launch_kernel(cmd, **kwargs)
         kernel = await asyncio.to_thread(fork_kernel, cmd, env, cwd, kwargs.get("stdin"), kwargs.get("stdout"),
                                          kwargs.get("stderr"))
         if kernel is None:
