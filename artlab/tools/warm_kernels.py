@@ -55,7 +55,8 @@ class ZygoteGone(RuntimeError):
 
 
 class Zygote:
-    """A process with torch and ipykernel imported, forking kernels that share `env` (see kernel_zygote.py)."""
+    """A process with torch and ipykernel imported, forking kernels that share its environment and working folder
+    (see kernel_zygote.py)."""
 
     def __init__(self, env: dict[str, str], cwd: str | None = None, ahead: tuple[str, ...] = ()):
         """A zygote started with `env` in `cwd` (its kernels' own); `ahead`: the modules it imports ahead, where not
@@ -123,6 +124,7 @@ class Zygote:
 
     def _send(self, data: bytes, streams: list[int]) -> None:
         try:
+            self.socket.settimeout(READY_TIMEOUT_S)  # blocking again after the reads that wait for nothing
             sent = socket.send_fds(self.socket, [data], streams)
             if sent < len(data):
                 self.socket.sendall(data[sent:])
