@@ -29,14 +29,10 @@ IMPORT_CELL = ("from artlab import Comparison, TrainConfig, analyze, notebook_se
 def one_kernel(warm: bool, cwd: str) -> dict:
     """Seconds to a ready kernel, to the end of the import cell, and the kernel's CPU seconds by then."""
     from jupyter_client.manager import KernelManager
-    from jupyter_client.provisioning import KernelProvisionerFactory
 
     from artlab.tools.warm_kernels import use_warm_kernels
 
-    if warm:
-        assert use_warm_kernels(), "artlab's provisioner is not registered: make install"
-    else:
-        KernelProvisionerFactory.instance().default_provisioner_name = "local-provisioner"
+    assert use_warm_kernels(warm) == warm, "artlab's provisioner is not registered: make install"
     start = time.perf_counter()
     manager = KernelManager(kernel_name="python3")
     manager.start_kernel(cwd=cwd)

@@ -19,21 +19,17 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="kernels are for
 
 def started(cwd: Path, warm: bool = True, **env: str):
     """A kernel manager and client for this interpreter's python3 kernel, started in `cwd`, warm or as jupyter_client
-    starts it (its local provisioner)."""
+    starts it (its local provisioner); a kernel meant to be warm is checked to be forked."""
     from jupyter_client.manager import KernelManager
-    from jupyter_client.provisioning import KernelProvisionerFactory
 
-    from artlab.tools.warm_kernels import use_warm_kernels
+    from artlab.tools.warm_kernels import ForkedKernel, kernels_warm
 
-    assert use_warm_kernels(), "artlab's provisioner is not registered (make install)"
-    factory = KernelProvisionerFactory.instance()
-    if not warm:
-        factory.default_provisioner_name = "local-provisioner"
-    try:
+    with kernels_warm(warm) as on:
+        assert on == warm, "artlab's provisioner is not registered (make install)"
         manager = KernelManager(kernel_name="python3")
         manager.start_kernel(cwd=str(cwd), env={**os.environ, **env})
-    finally:
-        use_warm_kernels()
+    forked = warm and os.environ.get("ARTLAB_WARM_KERNELS", "1") != "0"
+    assert isinstance(manager.provisioner.process, ForkedKernel) == forked
     client = manager.client()
     client.start_channels()
     client.wait_for_ready(timeout=60)
@@ -123,8 +119,8 @@ def test_a_missing_folder_fails_the_start_as_for_a_fresh_kernel(tmp_path):
         started(tmp_path / "missing")
 
 
-def test_another_environment_gets_its_own_zygote_and_its_variables_at_import(folder):
-    """What a module reads from the environment as it is imported is the kernel's own environment's."""
+def test_another_environment_gets_its_own_zygote_started_with_it(folder):
+    """What a module reads from the environment as it is imported is the kernel's own: its zygote started with it."""
     parents = []
     for marker in ("warm", "other"):
         manager, client = started(folder, ARTLAB_TEST_MARKER=marker)
@@ -133,6 +129,8 @@ def test_another_environment_gets_its_own_zygote_and_its_variables_at_import(fol
             assert error is None, printed
             kernel = json.loads(printed)
             assert kernel["marker"] == marker
+            zygote_environment = Path(f"/proc/{kernel['parent']}/environ").read_bytes().split(b"\0")
+            assert f"ARTLAB_TEST_MARKER={marker}".encode() in zygote_environment
             parents.append(kernel["parent"])
         finally:
             stop(manager, client)

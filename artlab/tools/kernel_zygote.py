@@ -1,19 +1,20 @@
 """A process that imports what every artlab notebook kernel imports first (torch, numpy, the kernel's own stack)
-once, then forks each kernel from itself: a kernel is ready in a fraction of a second instead of spending 2-3 s of
-CPU on those imports (`artlab.tools.warm_kernels` starts it and speaks to it).
+once, then forks each kernel from itself, so that a kernel skips those imports: some 1.6 s of CPU each
+(`artlab.tools.warm_kernels` starts it and speaks to it).
 
 Run by path, not as part of the artlab package, so that it imports no artlab code: a kernel forked from it imports
-artlab afresh, the code as it is on disk now. Only modules that do not look at their surroundings as they are
-imported are imported ahead (pandas does: it sizes its tables for a Jupyter kernel or a terminal, so it is not).
+artlab afresh, the code as it is on disk now. Modules that check whether they run in a kernel as they are
+imported are not imported ahead (pandas sizes its tables for a kernel or a terminal; plotly picks its renderer).
 The manager keeps one zygote per kernel environment and working folder, and starts it there: what a module reads
 from the environment or records of the folder on import (multiprocessing does) is what a kernel started afresh
 would read.
 
 `argv`: the socket's file descriptor, then the modules to import ahead, comma-separated (default AHEAD).
 Protocol, on that socket (one JSON object per line):
+- out, once its imports are done: {"ready": true};
 - in: {"argv": [...], "env": {...}, "cwd": "..."}, with the kernel's stdin, stdout and stderr as file descriptors
   (SCM_RIGHTS); out: {"pid": N}; {"stale": true} when a module imported ahead changed on disk since (a pip
-  install), or {"error": "..."} when the fork failed;
+  install) or the zygote is retired, or {"error": "..."} when the fork failed;
 - in: {"retire": true}: fork no more (the manager keeps a few zygotes only);
 - out, whenever a kernel ends: {"exit": N, "code": C}, C as subprocess gives it (-9 for SIGKILL).
 A zygote that is stale or retired ends with its last kernel. When the socket closes (the manager exited, however),

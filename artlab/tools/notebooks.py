@@ -101,13 +101,17 @@ def select(notebooks: list[Path], only: str | list[str] | None) -> list[Path]:
     return [nb for nb in notebooks if keys[nb] & set(wanted)]
 
 
+def _cells(path: Path) -> list[dict]:
+    """A notebook's cells as stored ([] when it cannot be read)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def description(path: Path) -> str:
     """The notebook's one-line description: its first markdown heading ("" when it cannot be read)."""
-    try:
-        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-    except (OSError, ValueError, AttributeError):
-        return ""
-    for cell in cells:
+    for cell in _cells(path):
         if cell.get("cell_type") == "markdown":
             for line in "".join(cell.get("source", "")).splitlines():
                 if line.startswith("#"):
@@ -399,8 +403,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: float = D
 
 def uses_artlab(path: Path) -> bool:
     """Whether a notebook's code mentions artlab: its kernel will import torch, so it starts warm."""
-    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-    return any("artlab" in "".join(cell.get("source", "")) for cell in cells if cell.get("cell_type") == "code")
+    return any("artlab" in "".join(cell.get("source", "")) for cell in _cells(path) if cell.get("cell_type") == "code")
 
 
 class PeakMemory:
@@ -432,11 +435,11 @@ class PeakMemory:
         while not self._done.wait(self.interval):
             total, zygotes = 0, zygote_pids()
             for child in me.children(recursive=True):
-                if child.pid in zygotes:  # its files' pages, which its kernels use without loading them again
-                    total += _status_bytes(child.pid, "RssFile:") if child.children() else 0
-                    continue
                 try:
-                    total += max(child.memory_info().rss, _status_bytes(child.pid, "VmHWM:"))
+                    if child.pid in zygotes:  # its files' pages, which its kernels use without loading them again
+                        total += _status_bytes(child.pid, "RssFile:") if child.children() else 0
+                    else:
+                        total += max(child.memory_info().rss, _status_bytes(child.pid, "VmHWM:"))
                 except psutil.Error:  # ended between the listing and the reading
                     continue
             self.mib = max(self.mib, round(total / 2**20, 1))
