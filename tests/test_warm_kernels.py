@@ -266,3 +266,31 @@ def test_artlab_warm_kernels_0_starts_kernels_the_usual_way(tmp_path, monkeypatc
         assert error is None and int(printed) == os.getpid()  # started by this process, not forked by a zygote
     finally:
         stop(manager, client)
+
+
+def test_two_zygotes_are_kept_and_an_older_one_ends_with_its_last_kernel(tmp_path, monkeypatch):
+    from functools import partial
+
+    from artlab.tools import warm_kernels
+
+    monkeypatch.setattr(warm_kernels, "Zygote", partial(warm_kernels.Zygote, ahead=("json",)))  # cheap zygotes
+    monkeypatch.setattr(warm_kernels, "_zygotes", warm_kernels.OrderedDict())
+    monkeypatch.setattr(warm_kernels, "_retired", [])
+    command = [sys.executable, "-m", "ipykernel_launcher", "-f", str(tmp_path / "kernel.json")]
+    kernels = [warm_kernels.fork_kernel(command, {**os.environ, "ARTLAB_TEST_MARKER": marker}, str(tmp_path),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for marker in ("one", "two", "three")]
+    try:
+        assert all(isinstance(kernel, warm_kernels.ForkedKernel) for kernel in kernels)
+        first = kernels[0].zygote
+        assert len(warm_kernels._zygotes) == 2 and first not in warm_kernels._zygotes.values()
+        assert first.process.pid in warm_kernels.zygote_pids()  # retired, still serving its kernel
+        kernels[0].kill()
+        assert kernels[0].wait(timeout=20) == -signal.SIGKILL
+        assert first.process.wait(timeout=20) == 0
+        assert first.process.pid not in warm_kernels.zygote_pids()
+    finally:
+        for kernel in kernels:
+            kernel.kill()
+        for zygote in [*warm_kernels._zygotes.values(), *warm_kernels._retired]:
+            zygote.close()
