@@ -162,3 +162,24 @@ def test_channel_filters_are_found_only_where_they_exist():
         fv.last_convolution(models.build("vgg16", pretrained=False), "features.3")  # a ReLU
     with pytest.raises(ValueError, match="googlenet"):
         fv.last_convolution(models.build("googlenet", pretrained=False), "inception4a")  # a concatenation
+
+
+def test_before_after_renders_both_networks_side_by_side_watching_one_stop_event(pretrained, monkeypatch):
+    """Both renders watch the stop event that `side_by_side` sets when one fails or the user interrupts."""
+    rendered, handed = [], []
+
+    def render(model, layer, channels, stop=None, **options):
+        rendered.append((model, stop))
+        return np.zeros((len(channels), 8, 8, 3), dtype=np.uint8)
+
+    def side_by_side(calls, stop=None):
+        handed.append(stop)
+        return [call() for call in calls]
+
+    monkeypatch.setattr(fv, "render_channels", render)
+    monkeypatch.setattr(models, "side_by_side", side_by_side)
+    tuned = copy.deepcopy(pretrained)
+    shown = fv.before_after(pretrained, tuned, "features.3", channels=[0, 1])
+    assert [model for model, _ in rendered] == [pretrained, tuned]
+    assert handed[0] is not None and {stop for _, stop in rendered} == {handed[0]}
+    assert list(shown.images) == ["ImageNet", "fine-tuned"]
