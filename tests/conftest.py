@@ -74,6 +74,9 @@ def tuned_run(small_synthetic, tmp_path_factory):
 #: The notebooks a workshop pack is tested with, and the size its images travel at (stand-ins).
 TEACHER_NOTEBOOKS = "03,04,05,06"
 TEACHER_IMAGE_SIZE = 96
+#: The teacher's collection: the synthetic one with 8 paintings per artist (192 at 160 px instead of the default's
+#: 480), every style still in each split: its notebooks compute on fewer images, as the behaviour tested allows.
+TEACHER_PER_ARTIST = 8
 
 
 @dataclass(frozen=True)
@@ -86,17 +89,18 @@ class Teacher:
     interactive: Any  # their Series
     notebooks: str = TEACHER_NOTEBOOKS
     image_size: int = TEACHER_IMAGE_SIZE  # the pack's images, shrunk
+    paintings: int = 0  # in the collection
 
 
 @pytest.fixture(scope="session")
 def teacher(tmp_path_factory) -> Teacher:
     """Notebooks 03-06 run as the README's workshop recipe has the teacher run them, without `--interactive` and
-    with their default parameters, in a cache of their own, on a collection of files (a copy of the generated one,
-    480 paintings at 160 px), then packed with the images at 96 px (`artlab pack --image-size 96`: every image
-    travels as a stand-in). Packing before any interactive page keeps the round trip honest: the pack holds what
-    the plain recipe computed, not what drawing pages ahead added. After that, the interactive pages of 03, 04
-    and 06 on the same runs and cache (the inspector's 2 test artworks and the channel explorer's 2 layers keep 2 or
-    more choices in every select).
+    with their default parameters, in a cache of their own, on a collection of files (the synthetic one with
+    TEACHER_PER_ARTIST paintings per artist, at 160 px), then packed with the images at 96 px (`artlab pack
+    --image-size 96`: every image travels as a stand-in). Packing before any interactive page keeps the round
+    trip honest: the pack holds what the plain recipe computed, not what drawing pages ahead added. After that,
+    the interactive pages of 03, 04 and 06 on the same runs and cache (the inspector's 2 test artworks and the
+    channel explorer's 2 layers keep 2 or more choices in every select).
     The workshop pack's round trip and the offline pages' browser tests share it (../conftest.py puts both files
     on one worker, and hands that group out among the first)."""
     from artlab.cli import main
@@ -104,16 +108,17 @@ def teacher(tmp_path_factory) -> Teacher:
     from artlab.tools.notebooks import run_series
 
     root = tmp_path_factory.mktemp("teacher")
-    collection = str(shutil.copytree(synthetic_manifest().parent, root / "paintings") / "manifest.csv")
+    collection = synthetic_manifest(per_artist=TEACHER_PER_ARTIST, root=root / "paintings")
     runs = root / "runs"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ARTLAB_CACHE", str(root / "cache"))
-        series = run_series(root / "prepared", quick=True, data=collection, only=TEACHER_NOTEBOOKS, log=None,
+        series = run_series(root / "prepared", quick=True, data=str(collection), only=TEACHER_NOTEBOOKS, log=None,
                             runs_dir=runs)
         assert main(["pack", str(root / "workshop.zip"), "--runs-dir", str(runs), "--image-size",
                      str(TEACHER_IMAGE_SIZE)]) == 0
-        interactive = run_series(root / "pages", quick=True, data=collection, only="03,04,06", log=None,
+        interactive = run_series(root / "pages", quick=True, data=str(collection), only="03,04,06", log=None,
                                  interactive=True, runs_dir=runs,
                                  parameters={"artworks": 2, "layers": ["features.16", "features.17"]})
     assert [r["status"] for r in interactive.records.values()] == ["succeeded"] * 3
-    return Teacher(series, root / "workshop.zip", root / "pages", interactive)
+    paintings = len(collection.read_text().splitlines()) - 1
+    return Teacher(series, root / "workshop.zip", root / "pages", interactive, paintings=paintings)
