@@ -210,10 +210,21 @@ def draw_plotly_figures(node: dict) -> None:
             figure = output.get("data", {}).get(PLOTLY_MIME)
             if not isinstance(figure, dict):
                 continue
-            output["data"]["text/html"] = pio.to_html(
+            output["data"]["text/html"] = pio.to_html(  # validated in the kernel that drew it
                 figure, config=figure.get("config"), full_html=False, include_plotlyjs=figures == 0,
-                include_mathjax=False, div_id=f"figure-{c}-{o}", default_width="100%", default_height=525)
+                include_mathjax=False, div_id=f"figure-{c}-{o}", default_width="100%", default_height=525,
+                validate=False)
             figures += 1
+
+
+@functools.cache
+def _html_exporter():
+    """The page exporter, made once per process: it compiles its templates on first use, then reuses them."""
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="lab", template_file="artlab-offline.html.j2",
+                        extra_loaders=[DictLoader({"artlab-offline.html.j2": OFFLINE_TEMPLATE})])
 
 
 def export_html(notebook: str | Path | dict, target: Path) -> Path:
@@ -221,14 +232,10 @@ def export_html(notebook: str | Path | dict, target: Path) -> Path:
     its charts drawn by the plotly.js it carries, nothing fetched from the network."""
     import_jsonschema()
     import nbformat
-    from jinja2 import DictLoader
-    from nbconvert import HTMLExporter
 
     node = nbformat.read(str(notebook), as_version=4) if isinstance(notebook, str | Path) else notebook
     draw_plotly_figures(node)
-    exporter = HTMLExporter(template_name="lab", template_file="artlab-offline.html.j2",
-                            extra_loaders=[DictLoader({"artlab-offline.html.j2": OFFLINE_TEMPLATE})])
-    body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": target.stem}})
+    body, _ = _html_exporter().from_notebook_node(node, resources={"metadata": {"name": target.stem}})
     write_text(target, body)
     return target
 
