@@ -370,19 +370,32 @@ def prompts(page) -> list[str]:
     return page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_text_contents()
 
 
+def steady(sample: Callable[[], object], timeout_s: float, hold_s: float = 0.5, poll_s: float = 0.2) -> bool:
+    """Whether `sample()` returned the same value, not None, for `hold_s` seconds within `timeout_s` (sampled every
+    `poll_s`: a shorter wait than sampling every `hold_s`, for the same steadiness)."""
+    deadline, last, since = time.monotonic() + timeout_s, None, 0.0
+    while time.monotonic() < deadline:
+        value, now = sample(), time.monotonic()
+        if value is None or value != last:
+            last, since = value, now
+        elif now - since >= hold_s:
+            return True
+        time.sleep(poll_s)
+    return False
+
+
 def wait_for_kernel(page, lab: Lab, name: str) -> None:
     """Until the notebook's kernel is idle and stays the one it is for half a second (on a fresh server JupyterLab
     may shut down the first kernel it starts and start another, dropping the cells queued meanwhile)."""
     page.wait_for_selector(IDLE, timeout=KERNEL_TIMEOUT_S * 1000)
-    deadline, seen = time.monotonic() + KERNEL_TIMEOUT_S, None
-    while time.monotonic() < deadline:
+
+    def idle_kernel() -> str | None:
         idle = [session["kernel"]["id"] for session in lab.api("sessions")
                 if session["path"].endswith(name) and session["kernel"]["execution_state"] == "idle"]
-        if len(idle) == 1 and idle[0] == seen:
-            return
-        seen = idle[0] if len(idle) == 1 else None
-        time.sleep(0.5)
-    raise AssertionError(f"the kernel of {name} was not idle and steady within {KERNEL_TIMEOUT_S} s")
+        return idle[0] if len(idle) == 1 else None
+
+    assert steady(idle_kernel, KERNEL_TIMEOUT_S), \
+        f"the kernel of {name} was not idle and steady within {KERNEL_TIMEOUT_S} s"
 
 
 def run_all_cells(page, tries: int = 2) -> None:
@@ -405,7 +418,7 @@ def wait_until_ran(page, timeout_s: float) -> None:
     page.wait_for_function(f"""() => document.querySelector("{IDLE}") !== null
                                      && ![...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
                                         .some(p => p.textContent.includes('*'))""",
-                           timeout=timeout_s * 1000, polling=500)
+                           timeout=timeout_s * 1000, polling=200)
 
 
 def settle(page, box, lab: Lab, name: str) -> None:
@@ -414,16 +427,13 @@ def settle(page, box, lab: Lab, name: str) -> None:
     The kernel's state comes from the server: the notebook's busy indicator follows cells only, not the
     widget messages that a control sends (a training run started by a button).
     """
-    deadline, last = time.monotonic() + CHANGE_TIMEOUT_S, None
-    while time.monotonic() < deadline:
+    def view() -> str | None:
         busy = [session for session in lab.api("sessions")
                 if session["path"].endswith(name) and session["kernel"]["execution_state"] != "idle"]
-        digest = None if busy else box.evaluate(VIEW_DIGEST)
-        if digest is not None and digest == last:
-            return
-        last = digest
-        time.sleep(0.5)
-    raise AssertionError(f"the kernel of {name} was still busy, or the view still changing, after {CHANGE_TIMEOUT_S} s")
+        return None if busy else box.evaluate(VIEW_DIGEST)
+
+    assert steady(view, CHANGE_TIMEOUT_S), \
+        f"the kernel of {name} was still busy, or the view still changing, after {CHANGE_TIMEOUT_S} s"
 
 
 def errors_shown(page) -> list[str]:
