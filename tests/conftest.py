@@ -74,8 +74,8 @@ def tuned_run(small_synthetic, tmp_path_factory):
 #: The notebooks a workshop pack is tested with, and the size its images travel at (stand-ins).
 TEACHER_NOTEBOOKS = "03,04,05,06"
 TEACHER_IMAGE_SIZE = 96
-#: The teacher's collection: the synthetic one with 8 paintings per artist (192 at 160 px instead of the default's
-#: 480), every style still in each split: its notebooks compute on fewer images, as the behaviour tested allows.
+#: The teacher's collection: the synthetic one with this many paintings per artist (8 styles x 3 artists, at the
+#: default 160 px), fewer than the default's 20 and still every style in each split (the fixture checks it).
 TEACHER_PER_ARTIST = 8
 
 
@@ -87,9 +87,9 @@ class Teacher:
     pack: Path
     pages: Path  # the interactive pages of 03, 04 and 06
     interactive: Any  # their Series
+    paintings: int  # in its collection
     notebooks: str = TEACHER_NOTEBOOKS
     image_size: int = TEACHER_IMAGE_SIZE  # the pack's images, shrunk
-    paintings: int = 0  # in the collection
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +103,8 @@ def teacher(tmp_path_factory) -> Teacher:
     channel explorer's 2 layers keep 2 or more choices in every select).
     The workshop pack's round trip and the offline pages' browser tests share it (../conftest.py puts both files
     on one worker, and hands that group out among the first)."""
+    import pandas as pd
+
     from artlab.cli import main
     from artlab.data.synthetic import synthetic_manifest
     from artlab.tools.notebooks import run_series
@@ -120,5 +122,7 @@ def teacher(tmp_path_factory) -> Teacher:
                                  interactive=True, runs_dir=runs,
                                  parameters={"artworks": 2, "layers": ["features.16", "features.17"]})
     assert [r["status"] for r in interactive.records.values()] == ["succeeded"] * 3
-    paintings = len(collection.read_text().splitlines()) - 1
-    return Teacher(series, root / "workshop.zip", root / "pages", interactive, paintings=paintings)
+    split = pd.read_csv(next(runs.glob("*/split.csv")))  # the fine-tuned run's: every style in every split
+    assert split.groupby("split")["style"].nunique().to_dict() == dict.fromkeys(("test", "train", "val"), 8)
+    paintings = len(collection.read_text().splitlines()) - 1  # the manifest's rows
+    return Teacher(series, root / "workshop.zip", root / "pages", interactive, paintings)

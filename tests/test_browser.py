@@ -372,7 +372,7 @@ def prompts(page) -> list[str]:
 
 def steady(sample: Callable[[], object], timeout_s: float, hold_s: float = 0.5, poll_s: float = 0.2) -> bool:
     """Whether `sample()` returned the same value, not None, for `hold_s` seconds within `timeout_s` (sampled every
-    `poll_s`: a shorter wait than sampling every `hold_s`, for the same steadiness)."""
+    `poll_s`: a shorter wait than sampling every `hold_s`, and at least as steady)."""
     deadline, last, since = time.monotonic() + timeout_s, None, 0.0
     while time.monotonic() < deadline:
         value, now = sample(), time.monotonic()

@@ -31,11 +31,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from artlab.experiments.settings import METADATA_KEY, collections_and_tasks, data_parameter
 from artlab.io import atomic_path, remove_partial_files, write_json, write_text
 from artlab.lazy import import_jsonschema
+
+if TYPE_CHECKING:
+    from nbconvert import HTMLExporter
 
 PATTERN = "[0-9][0-9]_*.ipynb"
 #: The artlab package folder (this module sits in its tools/ folder).
@@ -218,8 +221,9 @@ def draw_plotly_figures(node: dict) -> None:
 
 
 @functools.cache
-def _html_exporter():
-    """The page exporter, made once per process: it compiles its templates on first use, then reuses them."""
+def _html_exporter() -> HTMLExporter:
+    """The page exporter, made once per process: it compiles its templates on first use, then reuses them. Not
+    thread-safe (it registers each notebook's filters on its template environment): pages are written one at a time."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
