@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,39 @@ def tuned_run(small_synthetic, tmp_path_factory):
     manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
     return train(TrainConfig(name="ft", data=manifest, task="style", image_size=64, epochs=1, device="cpu", lr=0.05,
                              backbone_lr_mult=1.0), runs_dir=tmp_path_factory.mktemp("runs")).run
+
+
+@dataclass
+class RenderCalls:
+    """What the patched renders were handed: each render's network and stop event (`rendered`), and the stop event
+    of each `side_by_side` call (`handed`)."""
+
+    rendered: list = field(default_factory=list)
+    handed: list = field(default_factory=list)
+
+
+@pytest.fixture
+def render_calls(monkeypatch) -> RenderCalls:
+    """Feature-visualisation renders replaced by blank 32 px images that record their network and stop event, and
+    `side_by_side` by a loop that records its own: which networks a view renders, and what stops them."""
+    import numpy as np
+
+    from artlab import models
+    from artlab.interpret import featurevis
+
+    calls = RenderCalls()
+
+    def render(model, layer, channels, stop=None, **options):
+        calls.rendered.append((model, stop))
+        return np.zeros((len(channels), 32, 32, 3), dtype=np.uint8)
+
+    def side_by_side(jobs, stop=None):
+        calls.handed.append(stop)
+        return [job() for job in jobs]
+
+    monkeypatch.setattr(featurevis, "render_channels", render)
+    monkeypatch.setattr(models, "side_by_side", side_by_side)
+    return calls
 
 
 #: The notebooks a workshop pack is tested with, and the size its images travel at (stand-ins).

@@ -164,22 +164,11 @@ def test_channel_filters_are_found_only_where_they_exist():
         fv.last_convolution(models.build("googlenet", pretrained=False), "inception4a")  # a concatenation
 
 
-def test_before_after_renders_both_networks_side_by_side_watching_one_stop_event(pretrained, monkeypatch):
+def test_before_after_renders_both_networks_side_by_side_watching_one_stop_event(pretrained, render_calls):
     """Both renders watch the stop event that `side_by_side` sets when one fails or the user interrupts."""
-    rendered, handed = [], []
-
-    def render(model, layer, channels, stop=None, **options):
-        rendered.append((model, stop))
-        return np.zeros((len(channels), 8, 8, 3), dtype=np.uint8)
-
-    def side_by_side(calls, stop=None):
-        handed.append(stop)
-        return [call() for call in calls]
-
-    monkeypatch.setattr(fv, "render_channels", render)
-    monkeypatch.setattr(models, "side_by_side", side_by_side)
     tuned = copy.deepcopy(pretrained)
     shown = fv.before_after(pretrained, tuned, "features.3", channels=[0, 1])
-    assert [model for model, _ in rendered] == [pretrained, tuned]
-    assert handed[0] is not None and {stop for _, stop in rendered} == {handed[0]}
+    assert [model for model, _ in render_calls.rendered] == [pretrained, tuned]
+    handed = render_calls.handed[0]
+    assert handed is not None and {stop for _, stop in render_calls.rendered} == {handed}
     assert list(shown.images) == ["ImageNet", "fine-tuned"]

@@ -159,33 +159,20 @@ def test_explorers_compute_each_networks_part_side_by_side_as_each_alone(analyse
     assert seen == [2, 2] and channels.computed["render"] == 2 and inspector.computed["attribution"] == 2
 
 
-def test_the_channel_explorers_renders_and_guesses_hand_every_network_one_stop_event(analysed, monkeypatch):
+def test_the_channel_explorers_renders_and_guesses_hand_every_network_one_stop_event(analysed, render_calls):
     """A click's renders (and a guess's renders ahead) cover every network, side by side, each render watching the
     stop event that `side_by_side` sets when the user interrupts."""
-    from artlab.interpret import featurevis as fv
-
     _, analysis = analysed
     explorer = ChannelExplorer(analysis, settings=RenderSettings(steps=2, size=32, seed=17))
-    rendered, handed = [], []
-
-    def render(model, layer, channels, stop=None, **options):
-        rendered.append((id(model), stop))
-        return np.zeros((len(channels), 32, 32, 3), dtype=np.uint8)
-
-    def side_by_side(calls, stop=None):
-        handed.append(stop)
-        return [call() for call in calls]
-
-    monkeypatch.setattr(fv, "render_channels", render)
-    monkeypatch.setattr(models, "side_by_side", side_by_side)
+    rendered, handed = render_calls.rendered, render_calls.handed
     explorer.renders()
     assert len(rendered) == 2 and {stop for _, stop in rendered} == {handed[0]} and handed[0] is not None
     networks = {id(model) for model in explorer.networks.values()}
-    assert {network for network, _ in rendered} == networks
+    assert {id(network) for network, _ in rendered} == networks
     rendered.clear()  # the next channel ahead: every network (on private copies), the prefetcher's stop event
     stop = threading.Event()
     explorer.guesses(channels=1)[0].compute(stop)
-    assert len({network for network, _ in rendered}) == 2 and {s for _, s in rendered} == {stop} == {handed[-1]}
+    assert len({id(network) for network, _ in rendered}) == 2 and {s for _, s in rendered} == {stop} == {handed[-1]}
 
 
 def test_collection_map(small_synthetic):
