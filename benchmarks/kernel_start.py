@@ -13,12 +13,13 @@ Results go to benchmarks/results/kernel-start.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from artlab.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernel-start.json"
 IMPORT_CELL = ("from artlab import Comparison, TrainConfig, analyze, notebook_settings, train\n"
@@ -30,12 +31,13 @@ def one_kernel(warm: bool, cwd: str) -> dict:
     """Seconds to a ready kernel, to the end of the import cell, and the kernel's CPU seconds by then."""
     from jupyter_client.manager import KernelManager
 
-    from artlab.tools.warm_kernels import use_warm_kernels
+    from artlab.tools.warm_kernels import kernels_warm
 
-    assert use_warm_kernels(warm) == warm, "artlab's provisioner is not registered: make install"
     start = time.perf_counter()
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=cwd)
+    with kernels_warm(warm) as on:
+        assert on == warm, "artlab's provisioner is not registered: make install"
+        manager = KernelManager(kernel_name="python3")
+        manager.start_kernel(cwd=cwd)
     client = manager.client()
     client.start_channels()
     try:
@@ -82,7 +84,7 @@ def main() -> None:
     result = {"code": os.popen("git rev-parse --short HEAD").read().strip(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "rounds": args.rounds, "median": rows,
               "runs": runs, "first_warm_kernel": first, "zygote_cpu_s": zygote_cpu, "warm_vs_plain": ratio}
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(RESULTS, result)
 
 
 if __name__ == "__main__":

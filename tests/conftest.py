@@ -155,7 +155,8 @@ def teacher(tmp_path_factory) -> Teacher:
                                  interactive=True, runs_dir=runs,
                                  parameters={"artworks": 2, "layers": ["features.16", "features.17"]})
     assert [r["status"] for r in interactive.records.values()] == ["succeeded"] * 3
-    split = pd.read_csv(next(runs.glob("*/split.csv")))  # the fine-tuned run's: every style in every split
+    [split_file] = runs.glob("*/split.csv")  # the one run, 03's fine-tuning (04-06 reuse it): every style in each split
+    split = pd.read_csv(split_file)
     assert split.groupby("split")["style"].nunique().to_dict() == dict.fromkeys(("test", "train", "val"), 8)
     paintings = len(collection.read_text().splitlines()) - 1  # the manifest's rows
     return Teacher(series, root / "workshop.zip", root / "pages", interactive, paintings)

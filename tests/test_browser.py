@@ -370,9 +370,9 @@ def prompts(page) -> list[str]:
     return page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_text_contents()
 
 
-def steady(sample: Callable[[], object], timeout_s: float, hold_s: float = 0.5, poll_s: float = 0.2) -> bool:
-    """Whether `sample()` returned the same value, not None, for `hold_s` seconds within `timeout_s` (sampled every
-    `poll_s`: a shorter wait than sampling every `hold_s`, and at least as steady)."""
+def steady(sample: Callable[[], object], timeout_s: float, hold_s: float = 0.5, poll_s: float = 0.25) -> bool:
+    """Whether `sample()` returned the same value, not None, for `hold_s` seconds within `timeout_s`, sampled every
+    `poll_s`: at least as steady as two samples `hold_s` apart, a change seen sooner, a steady value as soon."""
     deadline, last, since = time.monotonic() + timeout_s, None, 0.0
     while time.monotonic() < deadline:
         value, now = sample(), time.monotonic()

@@ -22,13 +22,13 @@ def started(cwd: Path, warm: bool = True, **env: str):
     starts it (its local provisioner); a kernel meant to be warm is checked to be forked."""
     from jupyter_client.manager import KernelManager
 
-    from artlab.tools.warm_kernels import ForkedKernel, kernels_warm
+    from artlab.tools.warm_kernels import ForkedKernel, forkable, kernels_warm
 
     with kernels_warm(warm) as on:
         assert on == warm, "artlab's provisioner is not registered (make install)"
         manager = KernelManager(kernel_name="python3")
         manager.start_kernel(cwd=str(cwd), env={**os.environ, **env})
-    forked = warm and os.environ.get("ARTLAB_WARM_KERNELS", "1") != "0"
+    forked = warm and forkable([sys.executable, "-m", "ipykernel_launcher"], {})
     assert isinstance(manager.provisioner.process, ForkedKernel) == forked
     client = manager.client()
     client.start_channels()
@@ -102,21 +102,30 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
     assert first["seed"] != second["seed"] and first["torch_seed"] != second["torch_seed"]  # drawn anew, as fresh
 
 
-def test_spawned_workers_of_a_warm_kernel_import_from_its_folder(folder):
-    """multiprocessing records the working folder as it is imported, and its "spawn" workers look there."""
-    (folder / "artlab_square.py").write_text("def square(x):\n    return x * x\n")
-    manager, client = started(folder, ARTLAB_TEST_MARKER="warm")
-    try:
-        assert run(client, "import multiprocessing, artlab_square\n"
-                           "with multiprocessing.get_context('spawn').Pool(1) as pool:\n"
-                           "    print(pool.map(artlab_square.square, [3]))") == ("[9]\n", None)
-    finally:
-        stop(manager, client)
+def test_spawned_workers_of_a_warm_kernel_import_from_its_folder(folder, tmp_path):
+    """multiprocessing records the working folder as it is imported, and its "spawn" workers look there: a kernel in
+    another folder, with the same environment, gets a zygote of its own, started there."""
+    (tmp_path / "artlab_square.py").write_text("def square(x):\n    return x * x\n")
+    parents = []
+    for cwd in (folder, tmp_path):
+        manager, client = started(cwd, ARTLAB_TEST_MARKER="warm")
+        try:
+            parents.append(run(client, "import os; print(os.getppid())")[0])
+            if cwd == tmp_path:
+                assert run(client, "import multiprocessing, artlab_square\n"
+                                   "with multiprocessing.get_context('spawn').Pool(1) as pool:\n"
+                                   "    print(pool.map(artlab_square.square, [3]))") == ("[9]\n", None)
+        finally:
+            stop(manager, client)
+    assert parents[0] != parents[1]
 
 
 def test_a_missing_folder_fails_the_start_as_for_a_fresh_kernel(tmp_path):
+    """The start fails, and the folder made afterwards gets a warm kernel (nothing about it was marked failed)."""
     with pytest.raises(FileNotFoundError):
         started(tmp_path / "missing")
+    (tmp_path / "missing").mkdir()
+    stop(*started(tmp_path / "missing"))  # checked to be forked
 
 
 def test_another_environment_gets_its_own_zygote_started_with_it(folder):
@@ -276,8 +285,9 @@ def test_two_zygotes_are_kept_and_an_older_one_ends_with_its_last_kernel(tmp_pat
     monkeypatch.setattr(warm_kernels, "Zygote", partial(warm_kernels.Zygote, ahead=("json",)))  # cheap zygotes
     monkeypatch.setattr(warm_kernels, "_zygotes", warm_kernels.OrderedDict())
     monkeypatch.setattr(warm_kernels, "_retired", [])
-    command = [sys.executable, "-m", "ipykernel_launcher", "-f", str(tmp_path / "kernel.json")]
-    kernels = [warm_kernels.fork_kernel(command, {**os.environ, "ARTLAB_TEST_MARKER": marker}, str(tmp_path),
+    kernels = [warm_kernels.fork_kernel([sys.executable, "-m", "ipykernel_launcher", "-f",
+                                         str(tmp_path / f"kernel-{marker}.json")],  # ports of its own
+                                        {**os.environ, "ARTLAB_TEST_MARKER": marker}, str(tmp_path),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for marker in ("one", "two", "three")]
     try:
@@ -290,7 +300,7 @@ def test_two_zygotes_are_kept_and_an_older_one_ends_with_its_last_kernel(tmp_pat
         assert first.process.wait(timeout=20) == 0
         assert first.process.pid not in warm_kernels.zygote_pids()
     finally:
-        for kernel in kernels:
+        for kernel in filter(None, kernels):
             kernel.kill()
         for zygote in [*warm_kernels._zygotes.values(), *warm_kernels._retired]:
             zygote.close()

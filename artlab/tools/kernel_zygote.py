@@ -2,9 +2,10 @@
 once, then forks each kernel from itself, so that a kernel skips those imports: some 1.6 s of CPU each
 (`artlab.tools.warm_kernels` starts it and speaks to it).
 
-Run by path, not as part of the artlab package, so that it imports no artlab code: a kernel forked from it imports
-artlab afresh, the code as it is on disk now. Modules that check whether they run in a kernel as they are
-imported are not imported ahead (pandas sizes its tables for a kernel or a terminal; plotly picks its renderer).
+Run by path, not as part of the artlab package, so that it imports no artlab code (unless a sitecustomize on the
+PYTHONPATH does, as the tests' workshop guard does): a kernel forked from it imports artlab afresh, the code as it
+is on disk now. Modules that check whether they run in a kernel as they are imported are not imported ahead
+(pandas sizes its tables for a kernel or a terminal; plotly picks its renderer).
 The manager keeps one zygote per kernel environment and working folder, and starts it there: what a module reads
 from the environment or records of the folder on import (multiprocessing does) is what a kernel started afresh
 would read.
