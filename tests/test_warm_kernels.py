@@ -78,18 +78,32 @@ print(json.dumps({"stdin": stdin, "max_columns": __import__("pandas").get_option
                   "parent_handle": sys.modules["ipykernel.kernelapp"].IPKernelApp.instance().parent_handle}))"""
 
 
+#: A reference cycle alive until the kernel exits, whose finaliser leaves a file named `path` (os functions kept as
+#: defaults: at exit the module's globals may be gone).
+CYCLE_AT_EXIT = """import os
+class Finalised:
+    def __del__(self, path={path!r}, close=os.close, open_=os.open, flags=os.O_CREAT | os.O_WRONLY):
+        close(open_(path, flags))
+kept = Finalised()
+kept.me = kept"""
+
+
 def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
     (folder / "here.txt").write_text("x")
-    seen = []
-    for warm, session in ((False, "fresh.ipynb"), (True, "first.ipynb"), (True, "second.ipynb")):
+    seen, sessions = [], ("fresh.ipynb", "first.ipynb", "second.ipynb")
+    for warm, session in zip((False, True, True), sessions):
         manager, client = started(folder, warm, ARTLAB_TEST_MARKER="warm", JPY_SESSION_NAME=session)
         try:
             printed, error = run(client, ITSELF)
             assert error is None, printed
             seen.append({**json.loads(printed), "provisioner_pid": manager.provisioner.pid})
             assert run(client, "print(open('here.txt').read())") == ("x\n", None)  # the folder given
+            assert run(client, CYCLE_AT_EXIT.format(path=str(folder / f"finalised-{session}"))) == ("", None)
         finally:
-            stop(manager, client)
+            client.stop_channels()
+            manager.shutdown_kernel()  # asked to end: its exit handlers run
+    # at exit, a fresh kernel's garbage collector walks what is alive and finalises the cycle; a warm one's leaves it
+    assert [(folder / f"finalised-{session}").exists() for session in sessions] == [True, False, False]
     fresh, first, second = seen
     for kernel in seen:
         assert kernel["pid"] == kernel["provisioner_pid"] == kernel["group"]  # its own process group, as jupyter's

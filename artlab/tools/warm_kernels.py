@@ -11,9 +11,10 @@ starts any.
 A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own
 process group, exit and random seeds of a fresh one; modules changed on disk since the zygote imported them (a pip
 install) make a new zygote; the zygote imports no artlab code of its own. What differs: `ps` shows it as
-kernel_zygote.py, and the kernels of one zygote share its string hash seed and the paths it resolved on start
-(relative PYTHONPATH entries). ARTLAB_WARM_KERNELS=0 in the manager's environment (JupyterLab's, the series')
-starts every kernel the usual way.
+kernel_zygote.py, the kernels of one zygote share its string hash seed and the paths it resolved on start
+(relative PYTHONPATH entries), and at exit the garbage collector leaves out what is still alive (as in artlab's
+commands, `artlab.lazy.collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in the manager's environment (JupyterLab's,
+the series') starts every kernel the usual way.
 """
 
 from __future__ import annotations
