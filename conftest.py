@@ -1,7 +1,7 @@
 """pytest set-up for the whole repository, the test suite and the notebooks that nbval runs.
 
-Each session gets its own generated data, feature cache and default runs folder (the notebooks'
-kernels inherit them, so no run outlives the data it points to), progress bars off and explorers
+Each session gets its own generated data (one folder for all its workers), feature cache and default runs folder
+(the notebooks' kernels inherit them, so no run outlives the data it points to), progress bars off and explorers
 static (no browser is attached); nbval compares the notebooks' cells with tests/notebook_outputs.json.
 
 With pytest-xdist (`make test` runs `-n 2`), each worker has its own folders and its share of
@@ -43,12 +43,24 @@ def pytest_configure(config):
     scratch = tempfile.mkdtemp(prefix="artlab-pytest-")
     _SCRATCH.append(scratch)
     os.environ["ARTLAB_CACHE"] = os.path.join(scratch, "cache")
+    _share_synthetic_collections(scratch)
     os.environ["ARTLAB_RUNS"] = os.path.join(scratch, "runs")
     os.environ.update(KERNEL_ENV)  # as recorded: static explorers, no progress bars, plotly's default renderer
     os.environ.pop("PLOTLY_RENDERER", None)
     from artlab.tools.warm_kernels import use_warm_kernels
 
     use_warm_kernels()  # nbval's kernels too, as the series' and `make lab`'s
+
+
+def _share_synthetic_collections(scratch: str) -> None:
+    """The session's generated collections, in one folder for all its workers (the first process, xdist's
+    controller, makes it; the workers inherit its variable): each is generated once, not once per worker
+    (the default one takes 3-4 s). Their generation is atomic and keeps a copy another process finished first."""
+    if "ARTLAB_PYTEST_SYNTHETIC" not in os.environ:
+        os.environ["ARTLAB_PYTEST_SYNTHETIC"] = tempfile.mkdtemp(prefix="artlab-pytest-synthetic-")
+        _SCRATCH.append(os.environ["ARTLAB_PYTEST_SYNTHETIC"])
+    os.makedirs(os.path.join(scratch, "cache"))
+    os.symlink(os.environ["ARTLAB_PYTEST_SYNTHETIC"], os.path.join(scratch, "cache", "synthetic"))
 
 
 def pytest_unconfigure(config):

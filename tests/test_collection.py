@@ -165,6 +165,17 @@ def test_synthetic_is_seed_deterministic(tmp_path):
     assert first.read_text() == second.read_text()
 
 
+def test_a_collection_finished_meanwhile_by_another_process_is_kept(tmp_path):
+    """Two processes generating the same collection: the second keeps the files of the first, which may be read."""
+    from artlab.data.synthetic import generate
+
+    first = generate(tmp_path / "one", per_artist=1, size=32)
+    files = {path: path.stat().st_ino for path in first.parent.rglob("*.png")}
+    assert generate(tmp_path / "one", per_artist=1, size=32) == first
+    assert {path: path.stat().st_ino for path in first.parent.rglob("*.png")} == files
+    assert [path.name for path in tmp_path.iterdir()] == ["one"]  # its own copy dropped
+
+
 def test_synthetic_tasks(small_synthetic):
     assert small_synthetic.tasks == ["style", "artist", "medium"]
     assert len(small_synthetic.classes("style")) == 8 and len(small_synthetic.classes("artist")) == 24

@@ -36,15 +36,16 @@ def test_notebooks_03_to_06_show_an_unpacked_pack_without_computing(teacher, tmp
     assert [r["error"] for r in series.records.values()] == [None] * 4
 
 
-def test_the_kernels_refuse_to_compute_when_told(tmp_path, monkeypatch):
+def test_the_kernels_refuse_to_compute_when_told(small_synthetic, tmp_path, monkeypatch):
     """The guard itself: a notebook that trains fails under it (so the test above cannot pass vacuously)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "tests" / "no_compute"), str(ROOT),
                                                                   os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("ARTLAB_REFUSE_COMPUTING", "1")
     from artlab.tools.notebooks import NotebookFailed
 
+    manifest = Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv"  # any collection: it never trains
     with pytest.raises(NotebookFailed, match="computed in a notebook shown from a pack: training"):
-        run_series(tmp_path / "pages", quick=True, only="03", log=None, runs_dir=tmp_path / "runs")
+        run_series(tmp_path / "pages", quick=True, data=str(manifest), only="03", log=None, runs_dir=tmp_path / "runs")
 
 
 def test_the_guard_reaches_every_way_of_computing():

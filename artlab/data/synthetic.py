@@ -194,7 +194,8 @@ def artist_name(style: str, artist: int) -> str:
 
 
 def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int = 0) -> Path:
-    """Write the collection (PNG files + manifest.csv) to `root` atomically; returns the manifest path."""
+    """Write the collection (PNG files + manifest.csv) to `root` atomically; returns the manifest path. One that
+    another process finished there meanwhile is kept (its kernels may be reading it), this one dropped."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
@@ -212,10 +213,16 @@ def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int 
     (tmp / "manifest.csv").write_text("\n".join(rows) + "\n")
     (tmp / "params.json").write_text(json.dumps({"per_artist": per_artist, "size": size, "seed": seed,
                                                  "version": GENERATOR_VERSION}))
-    if root.exists():
+    manifest = root / "manifest.csv"
+    if root.exists() and not manifest.is_file():  # a copy left half-made (its manifest is written last)
         shutil.rmtree(root)
-    os.replace(tmp, root)
-    return root / "manifest.csv"
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process finished the same collection meanwhile: its files are kept, being read maybe
+        if not manifest.is_file():
+            raise
+        shutil.rmtree(tmp)
+    return manifest
 
 
 def synthetic_manifest(per_artist: int = 20, size: int = 160, seed: int = 0, root: str | Path | None = None) -> Path:
