@@ -7,8 +7,8 @@ static (no browser is attached); nbval compares the notebooks' cells with tests/
 With pytest-xdist (`make test` runs `-n 2`), each worker has its own folders and its share of
 the cores as torch threads (its notebooks' kernels too), so two workers on 2 cores do not slow each other
 down; each test file runs on one worker (its module fixtures made once), and the browser test, which trains
-the runs that nbval's notebooks then reuse, goes first with those notebooks on one worker. The other longest
-groups (LONGEST_FIRST) are handed out next, so that none is left to run alone at the end.
+the runs that nbval's notebooks then reuse, goes first with those notebooks on one worker. The other groups follow
+longest first (LONGEST_FIRST), so that the last ones are short and the two workers end together.
 """
 
 from __future__ import annotations
@@ -26,10 +26,16 @@ _SCRATCH: list[str] = []
 
 #: The browser test and nbval's notebooks: one worker, first (the longest group), in this order.
 NOTEBOOKS_GROUP = "notebooks"
-#: The groups that take longest (30 s and more alone on 2 cores, longest first), handed out before the rest so that
-#: no long one is left to run alone at the end; the others follow in file order.
+#: The groups longest first (seconds in a suite on 2 cores, 2026-12-07: 157, 86, 61, 46, 29, 24, 20, 18, 18, 17, 15,
+#: 15, 13, 11, 11, 9, 9, 9, 8, 7, 5), handed out in this order so that the last ones are short and the two workers
+#: end together; the others (under 5 s) follow in file order.
 LONGEST_FIRST = (NOTEBOOKS_GROUP, "teacher", "tests/test_notebooks.py", "tests/test_train.py",
-                 "tests/test_distributed.py")
+                 "tests/test_distributed.py", "tests/test_reliability.py", "tests/test_api.py",
+                 "tests/test_warm_kernels.py", "tests/test_double.py", "tests/test_hostile_input.py",
+                 "tests/test_sweep.py", "tests/test_analysis.py", "tests/test_prefix_cache.py",
+                 "tests/test_speed_paths.py", "tests/test_multitask.py", "tests/test_widgets.py",
+                 "tests/test_distance.py", "tests/test_featurevis.py", "tests/test_portable_runs.py",
+                 "tests/test_notebook_api.py", "tests/test_models.py")
 
 
 def pytest_configure(config):
