@@ -4,11 +4,11 @@ Each session gets its own generated data (one folder for all its workers), featu
 (the notebooks' kernels inherit them, so no run outlives the data it points to), progress bars off and explorers
 static (no browser is attached); nbval compares the notebooks' cells with tests/notebook_outputs.json.
 
-With pytest-xdist (`make test` runs `-n 2`), each worker has its own folders and its share of
-the cores as torch threads (its notebooks' kernels too), so two workers on 2 cores do not slow each other
-down; each test file runs on one worker (its module fixtures made once), and the browser test, which trains
-the runs that nbval's notebooks then reuse, goes first with those notebooks on one worker. The other groups follow
-longest first (LONGEST_FIRST), so that the last ones are short and the two workers end together.
+With pytest-xdist (`make test` runs `-n 2`), each worker has its own folders (the generated collections apart) and its
+share of the cores as torch threads (its notebooks' kernels too), so two workers on 2 cores do not slow each other down;
+each test file runs on one worker (its module fixtures made once), and the browser test, which trains the runs that
+nbval's notebooks then reuse, goes first with those notebooks on one worker. The other groups follow longest first
+(LONGEST_FIRST), so that the last ones are short and the two workers end together.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ import pytest
 from tests.notebook_outputs import KERNEL_ENV, use_record
 
 _SCRATCH: list[str] = []
+#: The variable naming the session's shared folder of generated collections (see _share_synthetic_collections), and
+#: the variables this process set for its workers (removed with their folders).
+SHARED_SYNTHETIC = "ARTLAB_PYTEST_SYNTHETIC"
+_OWNED: list[str] = []
 
 
 #: The browser test and nbval's notebooks: one worker, first (the longest group), in this order.
 NOTEBOOKS_GROUP = "notebooks"
-#: The groups longest first (seconds in a suite on 2 cores, 2026-12-07: 157, 86, 61, 46, 29, 24, 20, 18, 18, 17, 15,
-#: 15, 13, 11, 11, 9, 9, 9, 8, 7, 5), handed out in this order so that the last ones are short and the two workers
-#: end together; the others (under 5 s) follow in file order.
+#: The groups of 5 s or more, longest first (as a suite's --durations on 2 cores measures them), handed out in this
+#: order so that the last ones are short and the two workers end together; the others follow in file order.
 LONGEST_FIRST = (NOTEBOOKS_GROUP, "teacher", "tests/test_notebooks.py", "tests/test_train.py",
                  "tests/test_distributed.py", "tests/test_reliability.py", "tests/test_api.py",
                  "tests/test_warm_kernels.py", "tests/test_double.py", "tests/test_hostile_input.py",
@@ -59,19 +62,25 @@ def pytest_configure(config):
 
 
 def _share_synthetic_collections(scratch: str) -> None:
-    """The session's generated collections, in one folder for all its workers (the first process, xdist's
-    controller, makes it; the workers inherit its variable): each is generated once, not once per worker
-    (the default one takes 3-4 s). Their generation is atomic and keeps a copy another process finished first."""
-    if "ARTLAB_PYTEST_SYNTHETIC" not in os.environ:
-        os.environ["ARTLAB_PYTEST_SYNTHETIC"] = tempfile.mkdtemp(prefix="artlab-pytest-synthetic-")
-        _SCRATCH.append(os.environ["ARTLAB_PYTEST_SYNTHETIC"])
+    """The session's generated collections, in one folder for all its workers: each is generated once, not once per
+    worker (the default one takes 3-4 s). The first process (xdist's controller) makes the folder and names it in
+    SHARED_SYNTHETIC for the workers it starts, and removes both in pytest_unconfigure, after they ended; a worker
+    links its cache's `synthetic` to it. A generation is atomic and keeps the copy another process finished first."""
+    if SHARED_SYNTHETIC not in os.environ:
+        os.environ[SHARED_SYNTHETIC] = tempfile.mkdtemp(prefix="artlab-pytest-synthetic-")
+        _SCRATCH.append(os.environ[SHARED_SYNTHETIC])
+        _OWNED.append(SHARED_SYNTHETIC)
     os.makedirs(os.path.join(scratch, "cache"))
-    os.symlink(os.environ["ARTLAB_PYTEST_SYNTHETIC"], os.path.join(scratch, "cache", "synthetic"))
+    os.symlink(os.environ[SHARED_SYNTHETIC], os.path.join(scratch, "cache", "synthetic"))
 
 
 def pytest_unconfigure(config):
     for scratch in _SCRATCH:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)  # a link is removed, not followed
+    for name in _OWNED:
+        os.environ.pop(name, None)
+    _SCRATCH.clear()
+    _OWNED.clear()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -39,14 +39,14 @@ _settled = False
 
 
 def settle_imports() -> None:
-    """Once per process, at the first use of artlab's API that loaded torch: collect the garbage there is, then
-    leave every object still alive out of later collections (`gc.freeze`). torch, pandas and plotly bring 230,000
-    objects that live as long as the process, and each full collection, the last one at exit too, would walk them
-    all for nothing: a process ends 0.48 s sooner, a notebook's kernel showing finished runs spends 1 s less CPU.
-    Later calls do nothing, so what a notebook or a test makes afterwards is collected as usual. What it costs: an
-    object alive at that moment (made before the first artlab import) and later dropped in a reference cycle is
-    never collected, and `gc.get_referrers` no longer sees it (IPython's %autoreload leaves its class as it was).
-    The collector's passes at exit are left out too (`collect_nothing_at_exit`)."""
+    """Once per process, at the first use of artlab's API that loaded torch: collect the garbage there is, then leave
+    every object still alive out of later collections (`gc.freeze`). torch, pandas and plotly bring 230,000 objects that
+    live as long as the process, and each full collection, the last one at exit too, would walk them all for nothing: a
+    process ends 0.48 s sooner, a notebook's kernel showing finished runs spends 1 s less CPU. Later calls do nothing,
+    so what a notebook or a test makes afterwards is collected as usual while it runs. What it costs: an object alive at
+    that moment (made before the first artlab import) and later dropped in a reference cycle is never collected, and
+    `gc.get_referrers` no longer sees it (IPython's %autoreload leaves its class as it was). The collector's passes at
+    exit are left out too (`collect_nothing_at_exit`)."""
     global _settled
     if _settled:
         return
@@ -61,11 +61,11 @@ _exit_handled = False
 
 def collect_nothing_at_exit() -> None:
     """Once per process: the garbage collector leaves out what is alive when the process exits (`gc.freeze` as an
-    exit handler). Its last passes would walk the networks, tables and modules loaded since `settle_imports`, only to
-    free memory that the system frees at once: a notebook's kernel ends 0.1 s sooner, a training command 0.2 s.
-    Exit handlers registered before this call run after it, and objects still drop with their last reference (an
-    unclosed file is flushed so). What it costs: an object left in a reference cycle at exit is not finalised, which
-    Python does not promise anyway."""
+    exit handler). Its last passes would walk every network, table and module still loaded, only to free memory
+    that the system frees at once: a notebook's kernel ends 0.1 s sooner, a training command 0.2 s
+    (benchmarks/exit_speed.py). Exit handlers registered before this call run after it, and objects still drop with
+    their last reference (an unclosed file is flushed so). What it costs: an object left in a reference cycle at
+    exit is not finalised (a half-read generator's `finally` does not run), which Python does not promise anyway."""
     global _exit_handled
     if not _exit_handled:
         _exit_handled = True

@@ -174,6 +174,8 @@ def test_a_collection_finished_meanwhile_by_another_process_is_kept(tmp_path):
     assert generate(tmp_path / "one", per_artist=1, size=32) == first
     assert {path: path.stat().st_ino for path in first.parent.rglob("*.png")} == files
     assert [path.name for path in tmp_path.iterdir()] == ["one"]  # its own copy dropped
+    other = generate(tmp_path / "one", per_artist=1, size=48)  # another collection asked there: it replaces the first
+    assert {Image.open(path).size for path in other.parent.rglob("*.png")} == {(48, 48)}
 
 
 def test_synthetic_tasks(small_synthetic):

@@ -194,8 +194,9 @@ def artist_name(style: str, artist: int) -> str:
 
 
 def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int = 0) -> Path:
-    """Write the collection (PNG files + manifest.csv) to `root` atomically; returns the manifest path. One that
-    another process finished there meanwhile is kept (its kernels may be reading it), this one dropped."""
+    """Write the collection (PNG files + manifest.csv) to `root` atomically; returns the manifest path. The same
+    collection finished there meanwhile by another process is kept (its files may be being read), this copy dropped;
+    anything else at `root` is replaced."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
@@ -211,18 +212,25 @@ def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int 
                 render(style, artist, medium, seed * 100_003 + i, size).save(tmp / name, compress_level=1)
                 rows.append(f"{name},{style},{artist_name(style, artist)},{medium}")
     (tmp / "manifest.csv").write_text("\n".join(rows) + "\n")
-    (tmp / "params.json").write_text(json.dumps({"per_artist": per_artist, "size": size, "seed": seed,
-                                                 "version": GENERATOR_VERSION}))
-    manifest = root / "manifest.csv"
-    if root.exists() and not manifest.is_file():  # a copy left half-made (its manifest is written last)
-        shutil.rmtree(root)
+    params = {"per_artist": per_artist, "size": size, "seed": seed, "version": GENERATOR_VERSION}
+    (tmp / "params.json").write_text(json.dumps(params))
+    if root.exists() and not _holds(root, params):  # another collection, or a folder not made here
+        shutil.rmtree(root, ignore_errors=True)
     try:
         os.replace(tmp, root)
-    except OSError:  # another process finished the same collection meanwhile: its files are kept, being read maybe
-        if not manifest.is_file():
+    except OSError:  # a non-empty folder is there: the same collection, finished meanwhile by another process
+        if not _holds(root, params):
             raise
         shutil.rmtree(tmp)
-    return manifest
+    return root / "manifest.csv"
+
+
+def _holds(root: Path, params: dict) -> bool:
+    """Whether `root` holds the whole collection generated with `params` (its folder appears in one rename)."""
+    try:
+        return (root / "manifest.csv").is_file() and json.loads((root / "params.json").read_text()) == params
+    except (OSError, ValueError):
+        return False
 
 
 def synthetic_manifest(per_artist: int = 20, size: int = 160, seed: int = 0, root: str | Path | None = None) -> Path:

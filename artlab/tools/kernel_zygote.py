@@ -20,6 +20,7 @@ Protocol, on that socket (one JSON object per line):
 - out, whenever a kernel ends: {"exit": N, "code": C}, C as subprocess gives it (-9 for SIGKILL).
 A zygote that is stale or retired ends with its last kernel. When the socket closes (the manager exited, however),
 the kernels are stopped (SIGTERM, then SIGKILL after 5 s), then the zygote.
+The zygote and its kernels exit without the garbage collector's last passes (exit_without_collecting).
 """
 
 from __future__ import annotations
@@ -73,10 +74,18 @@ def draw_anew() -> None:
         sys.modules["multiprocessing"].current_process().authkey = os.urandom(32)
 
 
+def exit_without_collecting() -> None:
+    """At exit, after every other exit handler, the garbage collector leaves out what is alive (`gc.freeze`), as
+    artlab's commands do (artlab.lazy.collect_nothing_at_exit): registered in the zygote, kept by each kernel it forks
+    (a kernel that uses artlab registers it again: harmless), which then ends 0.1 s sooner."""
+    atexit.register(gc.freeze)
+
+
 def become_kernel(control: socket.socket, zygote: int, request: dict, fds: list[int]) -> None:
     """In the forked child: take the kernel's streams, environment, folder and arguments and run ipykernel as
     `python -m ipykernel_launcher` would. Raises SystemExit at the end (or what the kernel raised): it leaves the
-    zygote's loop and ends as an interpreter ends (atexit work, open files flushed), with the kernel's status."""
+    zygote's loop and ends as an interpreter ends (atexit work, open files flushed; the collector's last passes left
+    out, see exit_without_collecting), with the kernel's status."""
     os.setsid()  # its own process group, as jupyter_client starts kernels: an interrupt reaches its workers too
     die_with_parent(signal.SIGKILL)
     if os.getppid() != zygote:  # the zygote died before the line above
@@ -105,8 +114,7 @@ def become_kernel(control: socket.socket, zygote: int, request: dict, fds: list[
 
 def serve(control: socket.socket, ahead: tuple[str, ...] = AHEAD) -> None:
     """Import `ahead`, then fork a kernel for each request until the socket closes; report each kernel's end."""
-    atexit.register(gc.freeze)  # the zygote and its kernels (a fork keeps it) exit without walking what is alive, as
-    # artlab's commands do (artlab.lazy.collect_nothing_at_exit): a kernel's last handler, 0.1 s sooner
+    exit_without_collecting()
     for name in ahead:
         importlib.import_module(name)
     marks, zygote = signature(), os.getpid()

@@ -8,13 +8,13 @@ JupyterLab under `make lab`, the headless series for notebooks that use artlab, 
 kernel, and forks later ones from it; the two used last are kept (each holds some 200 MB of its own). A kernel it
 cannot fork (another Python, not Linux, other launch options, a zygote that failed) starts as jupyter_client
 starts any.
-A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own
-process group, exit and random seeds of a fresh one; modules changed on disk since the zygote imported them (a pip
-install) make a new zygote; the zygote imports no artlab code of its own. What differs: `ps` shows it as
-kernel_zygote.py, the kernels of one zygote share its string hash seed and the paths it resolved on start
-(relative PYTHONPATH entries), and at exit the garbage collector leaves out what is still alive (as in artlab's
-commands, `artlab.lazy.collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in the manager's environment (JupyterLab's,
-the series') starts every kernel the usual way.
+A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own process
+group, exit and random seeds of a fresh one; modules changed on disk since the zygote imported them (a pip install) make
+a new zygote; the zygote imports no artlab code of its own. What differs: `ps` shows it as kernel_zygote.py, the kernels
+of one zygote share its string hash seed and the paths it resolved on start (relative PYTHONPATH entries), and at exit
+the garbage collector leaves out what is still alive, as a fresh kernel does once it uses artlab's API
+(`artlab.lazy.collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in the manager's environment (JupyterLab's, the series')
+starts every kernel the usual way.
 """
 
 from __future__ import annotations
