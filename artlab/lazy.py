@@ -61,11 +61,12 @@ _exit_handled = False
 
 def collect_nothing_at_exit() -> None:
     """Once per process: the garbage collector leaves out what is alive when the process exits (`gc.freeze` as an exit
-    handler). Its last passes would walk every network, table and module still loaded, only to free memory that the
-    system frees at once: a notebook's kernel or a training command ends 0.1 s sooner (0.27 s against 0.40 s after a
-    fine-tuning, benchmarks/exit_speed.py). Exit handlers registered before this call run after it, and objects still
-    drop with their last reference (an unclosed file is flushed so). What it costs: an object left in a reference cycle
-    at exit is not finalised (a half-read generator's `finally` does not run), which Python does not promise anyway."""
+    handler). Its last passes would walk every object alive that `settle_imports` did not leave out (all of them where
+    it did not run), only to free memory that the system frees at once: a notebook's kernel or a training command ends
+    0.1 s sooner (0.27 s against 0.40 s after a fine-tuning, benchmarks/exit_speed.py). Exit handlers registered before
+    this call run after it, and objects still drop with their last reference (an unclosed file is flushed so). What it
+    costs: an object left in a reference cycle at exit is not finalised (a half-read generator's `finally` does not
+    run), which Python does not promise anyway."""
     global _exit_handled
     if not _exit_handled:
         _exit_handled = True

@@ -1,13 +1,15 @@
 """Benchmark: how long artlab's commands take to end once their work is done, with the garbage collector's passes
-at exit left out (`artlab.lazy.collect_nothing_at_exit`, as artlab does) and with them (Python's default, the baseline).
+at exit left out (`artlab.lazy.collect_nothing_at_exit`, as artlab does) and with them (the baseline: artlab
+without its exit handler; the freeze of what the imports loaded, `settle_imports`, kept in both).
 
     python benchmarks/exit_speed.py [--repeats 7]
 
 Each case is a fresh process running one `artlab train` command on the small synthetic collection (the first run
 of each case, untimed, fills the caches). The process prints a line when the command has returned; its exit is
 timed from that line to its end, and its whole run from start to end. The baseline is the same process with
-artlab's exit handler unregistered after the command. Each figure is the median of `--repeats` runs, the two
-variants alternating. Results go to benchmarks/results/exit-speed.json.
+artlab's exit handler unregistered after the command. One torch thread (OMP_NUM_THREADS=1), as in the tests. Each
+figure is the median of `--repeats` runs, the two variants alternating; the scratch folder is removed at the end.
+Results go to benchmarks/results/exit-speed.json.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,7 +32,7 @@ CASES = {
     "off-the-shelf rerun": ["--strategy", "off_the_shelf", "--image-size", "64"],
     "one-epoch fine-tuning": ["--strategy", "fine_tune", "--epochs", "1", "--image-size", "64"],
 }
-#: Python's default at exit: artlab's handler taken out after the command (it is registered once, by main()).
+#: The baseline: artlab's exit handler taken out after the command (registered once, by main()).
 BASELINE = "import atexit, gc\natexit.unregister(gc.freeze)\n"
 
 
@@ -53,6 +56,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="artlab-exit-"))
+    try:
+        measure(scratch, args.repeats)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def measure(scratch: Path, repeats: int) -> None:
+    """Time each case in `scratch` (its cache and runs) and write the results."""
     env = os.environ | {"ARTLAB_CACHE": str(scratch / "cache"), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-c", "from artlab.data import load_synthetic; load_synthetic(per_artist=6, "
                     "size=96)"], env=env, check=True)
@@ -67,7 +78,7 @@ def main() -> None:
 
         timed(code(f"case{number}-warm-up", False), env)
         runs: dict[str, list[tuple[float, float]]] = {"artlab": [], "baseline": []}  # (whole run, exit) seconds
-        for repeat in range(args.repeats):
+        for repeat in range(repeats):
             for variant in ("artlab", "baseline"):
                 runs[variant].append(timed(code(f"case{number}-{variant}-{repeat}", variant == "baseline"), env))
         medians = {variant: {"run_s": statistics.median(w for w, _ in values),
@@ -78,7 +89,7 @@ def main() -> None:
         print(f"{case}: exit {medians['artlab']['exit_s']:.3f} s against {medians['baseline']['exit_s']:.3f} s "
               f"({medians['ratio_exit']:.2f}x); whole run {medians['artlab']['run_s']:.2f} s against "
               f"{medians['baseline']['run_s']:.2f} s ({medians['ratio_run']:.2f}x)")
-    RESULTS.write_text(json.dumps({"repeats": args.repeats, "cases": results}, indent=2) + "\n")
+    RESULTS.write_text(json.dumps({"repeats": repeats, "cases": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -165,9 +165,10 @@ def test_synthetic_is_seed_deterministic(tmp_path):
     assert first.read_text() == second.read_text()
 
 
-def test_a_collection_finished_meanwhile_by_another_process_is_kept(tmp_path):
-    """Two processes generating the same collection: the second keeps the files of the first, which may be read."""
-    from artlab.data.synthetic import generate
+def test_a_collection_finished_meanwhile_is_kept_and_another_one_replaced(tmp_path):
+    """Two processes generating the same collection: the second keeps the files of the first, which may be read; a
+    collection with other parameters asked at the same place replaces it."""
+    from artlab.data.synthetic import generate, synthetic_manifest
 
     first = generate(tmp_path / "one", per_artist=1, size=32)
     files = {path: path.stat().st_ino for path in first.parent.rglob("*.png")}
@@ -176,6 +177,9 @@ def test_a_collection_finished_meanwhile_by_another_process_is_kept(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["one"]  # its own copy dropped
     other = generate(tmp_path / "one", per_artist=1, size=48)  # another collection asked there: it replaces the first
     assert {Image.open(path).size for path in other.parent.rglob("*.png")} == {(48, 48)}
+    assert [path.name for path in tmp_path.iterdir()] == ["one"]
+    assert synthetic_manifest(per_artist=1, size=32, root=tmp_path / "one") == first  # asked again: made again
+    assert {Image.open(path).size for path in first.parent.rglob("*.png")} == {(32, 32)}
 
 
 def test_synthetic_tasks(small_synthetic):

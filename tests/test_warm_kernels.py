@@ -79,13 +79,15 @@ print(json.dumps({"stdin": stdin, "max_columns": __import__("pandas").get_option
 
 
 #: A reference cycle alive until the kernel exits, whose finaliser leaves a file named `path` (os functions kept as
-#: defaults: at exit the module's globals may be gone).
-CYCLE_AT_EXIT = """import os
+#: defaults: at exit the module's globals may be gone), and an exit handler that leaves `path`.ended: the kernel
+#: ended by itself, not killed.
+CYCLE_AT_EXIT = """import atexit, os
 class Finalised:
     def __del__(self, path={path!r}, close=os.close, open_=os.open, flags=os.O_CREAT | os.O_WRONLY):
         close(open_(path, flags))
 kept = Finalised()
-kept.me = kept"""
+kept.me = kept
+atexit.register(lambda: open({path!r} + ".ended", "w").close())"""
 
 
 def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
@@ -101,9 +103,11 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
             assert run(client, CYCLE_AT_EXIT.format(path=str(folder / f"finalised-{session}"))) == ("", None)
         finally:
             client.stop_channels()
-            manager.shutdown_wait_time = 60  # not killed after 5 s on a busy machine: the end it chose is checked
+            manager.shutdown_wait_time = 60  # not terminated after 2.5 s on a busy machine: its own end is checked
             manager.shutdown_kernel()  # asked to end: its exit handlers run
-    # at exit, a fresh kernel's garbage collector walks what is alive and finalises the cycle; a warm one's leaves it
+    # each ended by itself; at exit a fresh kernel's garbage collector walks what is alive and finalises the cycle, a
+    # warm one's leaves it
+    assert all((folder / f"finalised-{session}.ended").exists() for session in sessions)
     assert [(folder / f"finalised-{session}").exists() for session in sessions] == [True, False, False]
     fresh, first, second = seen
     for kernel in seen:

@@ -196,7 +196,7 @@ def artist_name(style: str, artist: int) -> str:
 def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int = 0) -> Path:
     """Write the collection (PNG files + manifest.csv) to `root` atomically; returns the manifest path. The same
     collection finished there meanwhile by another process is kept (its files may be being read), this copy dropped;
-    anything else at `root` is replaced."""
+    anything else at `root` is replaced, under any reader (the cache's folders are named by their parameters)."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
@@ -219,9 +219,9 @@ def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int 
     try:
         os.replace(tmp, root)
     except OSError:  # a non-empty folder is there: the same collection, finished meanwhile by another process
+        shutil.rmtree(tmp, ignore_errors=True)
         if not _holds(root, params):
             raise
-        shutil.rmtree(tmp)
     return root / "manifest.csv"
 
 
@@ -237,7 +237,6 @@ def synthetic_manifest(per_artist: int = 20, size: int = 160, seed: int = 0, roo
     """The manifest of the generated collection, generating it on first use (cached under artlab's cache)."""
     key = hashlib.sha1(f"{per_artist}-{size}-{seed}-{GENERATOR_VERSION}".encode()).hexdigest()[:10]
     root = Path(root) if root is not None else cache_dir() / "synthetic" / key
-    manifest = root / "manifest.csv"
-    if not manifest.is_file():
-        generate(root, per_artist, size, seed)
-    return manifest
+    if not _holds(root, {"per_artist": per_artist, "size": size, "seed": seed, "version": GENERATOR_VERSION}):
+        generate(root, per_artist, size, seed)  # none there, another, or one whose record was damaged
+    return root / "manifest.csv"
