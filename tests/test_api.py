@@ -372,6 +372,10 @@ def test_a_stand_in_for_a_module_that_is_not_installed_leaves_it_missing():
 #: A reference cycle made and dropped in a fresh process; its weak reference says whether it was collected.
 _CYCLE = ("class Node:\n    pass\n\ndef dropped_cycle():\n    a, b = Node(), Node()\n    a.b, b.a = b, a\n"
           "    return weakref.ref(a)\n\n")
+#: A reference cycle alive until the process exits, whose finaliser prints "finalised" (os.write kept as a default:
+#: at exit the module's globals may be gone).
+_ALIVE_AT_EXIT = ("import os\nclass Last:\n    def __del__(self, write=os.write):\n        write(1, b'finalised\\n')\n"
+                  "last = Last()\nlast.me = last\n")
 
 
 def test_opening_artlab_imports_neither_scikit_learn_nor_captum_and_its_modules_leave_collections():
@@ -379,8 +383,7 @@ def test_opening_artlab_imports_neither_scikit_learn_nor_captum_and_its_modules_
     the first metric, probe or map: a notebook showing finished runs starts without them. The first use that loads
     torch leaves what is loaded (230,000 objects that live as long as the process) out of later garbage collections
     (`gc.freeze`), once: garbage made before it is collected first, and what is made after it is collected as
-    before, also when a later use loads more modules (the explorers); at exit, what is alive is left out of the
-    collector's last passes (a cycle alive then is not finalised)."""
+    before, also when a later use loads more modules (the explorers)."""
     import subprocess
     import sys
 
@@ -394,9 +397,7 @@ def test_opening_artlab_imports_neither_scikit_learn_nor_captum_and_its_modules_
             "later = dropped_cycle()\ngc.collect()\ngc.enable()\n"
             "print(frozen > 100_000, len(sys.modules) > loaded, before() is None, after() is None,"
             " held_then() is None, later() is None)\n"
-            "print(sorted(m for m in ('sklearn', 'captum') if m in sys.modules))\n"
-            "class Last:\n    def __del__(self, write=__import__('os').write):\n        write(1, b'finalised')\n"
-            "last = Last()\nlast.me = last\n")  # alive at exit, in a cycle: the collector's passes at exit left out
+            "print(sorted(m for m in ('sklearn', 'captum') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().splitlines()[-2:] == ["True True True True True True", "[]"], \
         done.stdout[-500:] + done.stderr[-500:]
@@ -409,8 +410,7 @@ def test_a_command_leaves_what_is_alive_at_exit_to_the_system(tmp_path):
     import subprocess
     import sys
 
-    cycle = ("import gc, os\nclass Node:\n    def __del__(self, write=os.write):\n        write(1, b'finalised\\n')\n"
-             "node = Node()\nnode.me = node\n")
+    cycle = "import gc\n" + _ALIVE_AT_EXIT
     command = (f"from artlab.cli import main\nprint(main(['pack', {str(tmp_path / 'x.zip')!r}, '--runs-dir', "
                f"{str(tmp_path)!r}]), 'frozen', gc.get_freeze_count(), flush=True)\n")
     plain, artlab = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -212,7 +212,7 @@ def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int 
                 render(style, artist, medium, seed * 100_003 + i, size).save(tmp / name, compress_level=1)
                 rows.append(f"{name},{style},{artist_name(style, artist)},{medium}")
     (tmp / "manifest.csv").write_text("\n".join(rows) + "\n")
-    params = {"per_artist": per_artist, "size": size, "seed": seed, "version": GENERATOR_VERSION}
+    params = _params(per_artist, size, seed)
     (tmp / "params.json").write_text(json.dumps(params))
     if root.exists() and not _holds(root, params):  # another collection, or a folder not made here
         shutil.rmtree(root, ignore_errors=True)
@@ -225,6 +225,11 @@ def generate(root: str | Path, per_artist: int = 20, size: int = 160, seed: int 
     return root / "manifest.csv"
 
 
+def _params(per_artist: int, size: int, seed: int) -> dict:
+    """What a collection is generated with, as its params.json records it."""
+    return {"per_artist": per_artist, "size": size, "seed": seed, "version": GENERATOR_VERSION}
+
+
 def _holds(root: Path, params: dict) -> bool:
     """Whether `root` holds the whole collection generated with `params` (its folder appears in one rename)."""
     try:
@@ -234,9 +239,10 @@ def _holds(root: Path, params: dict) -> bool:
 
 
 def synthetic_manifest(per_artist: int = 20, size: int = 160, seed: int = 0, root: str | Path | None = None) -> Path:
-    """The manifest of the generated collection, generating it on first use (cached under artlab's cache)."""
+    """The manifest of the generated collection (cached under artlab's cache), generated when the folder does not
+    hold it: on first use, or where another collection or a damaged one is."""
     key = hashlib.sha1(f"{per_artist}-{size}-{seed}-{GENERATOR_VERSION}".encode()).hexdigest()[:10]
     root = Path(root) if root is not None else cache_dir() / "synthetic" / key
-    if not _holds(root, {"per_artist": per_artist, "size": size, "seed": seed, "version": GENERATOR_VERSION}):
-        generate(root, per_artist, size, seed)  # none there, another, or one whose record was damaged
+    if not _holds(root, _params(per_artist, size, seed)):
+        generate(root, per_artist, size, seed)
     return root / "manifest.csv"
