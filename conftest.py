@@ -22,10 +22,9 @@ import pytest
 from tests.notebook_outputs import KERNEL_ENV, use_record
 
 _SCRATCH: list[str] = []
-#: The variable naming the session's shared folder of generated collections (see _share_synthetic_collections), and
-#: the variables this process set for its workers (removed with their folders).
+#: The variable naming the session's shared folder of generated collections (see _share_synthetic_collections).
 SHARED_SYNTHETIC = "ARTLAB_PYTEST_SYNTHETIC"
-_OWNED: list[str] = []
+_OWNS_SHARED: list[bool] = []  # [True] in the process that made that folder and set the variable
 
 
 #: The browser test and nbval's notebooks: one worker, first (the longest group), in this order.
@@ -69,7 +68,7 @@ def _share_synthetic_collections(scratch: str) -> None:
     if SHARED_SYNTHETIC not in os.environ:
         os.environ[SHARED_SYNTHETIC] = tempfile.mkdtemp(prefix="artlab-pytest-synthetic-")
         _SCRATCH.append(os.environ[SHARED_SYNTHETIC])
-        _OWNED.append(SHARED_SYNTHETIC)
+        _OWNS_SHARED.append(True)
     os.makedirs(os.path.join(scratch, "cache"))
     os.symlink(os.environ[SHARED_SYNTHETIC], os.path.join(scratch, "cache", "synthetic"))
 
@@ -77,10 +76,10 @@ def _share_synthetic_collections(scratch: str) -> None:
 def pytest_unconfigure(config):
     for scratch in _SCRATCH:
         shutil.rmtree(scratch, ignore_errors=True)  # a link is removed, not followed
-    for name in _OWNED:
-        os.environ.pop(name, None)
+    if _OWNS_SHARED:
+        os.environ.pop(SHARED_SYNTHETIC, None)
     _SCRATCH.clear()
-    _OWNED.clear()
+    _OWNS_SHARED.clear()
 
 
 def pytest_collection_modifyitems(config, items):

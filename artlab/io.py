@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 #: YAML's safe loader in C where PyYAML was built with libyaml (7x faster on a run's config), else in Python.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 if TYPE_CHECKING:  # pandas and torch load with the first table or tensor written: the command line starts at once
     import pandas as pd
@@ -104,7 +104,7 @@ def write_yaml(path: str | Path, data: Any) -> None:
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file; a damaged one raises DamagedFile naming it."""
     try:
-        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=SAFE_LOADER)
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DamagedFile(f"{path} is damaged (not valid YAML: {exc})") from None
 

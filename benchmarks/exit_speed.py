@@ -15,7 +15,6 @@ Results go to benchmarks/results/exit-speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from artlab.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "exit-speed.json"
 #: The commands timed: an off-the-shelf rerun (its features cached: mostly imports, a probe and the run's files)
@@ -89,7 +90,7 @@ def measure(scratch: Path, repeats: int) -> None:
         print(f"{case}: exit {medians['artlab']['exit_s']:.3f} s against {medians['baseline']['exit_s']:.3f} s "
               f"({medians['ratio_exit']:.2f}x); whole run {medians['artlab']['run_s']:.2f} s against "
               f"{medians['baseline']['run_s']:.2f} s ({medians['ratio_run']:.2f}x)")
-    RESULTS.write_text(json.dumps({"repeats": repeats, "cases": results}, indent=2) + "\n")
+    write_json(RESULTS, {"repeats": repeats, "cases": results})
 
 
 if __name__ == "__main__":

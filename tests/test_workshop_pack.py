@@ -43,7 +43,7 @@ def test_the_kernels_refuse_to_compute_when_told(small_synthetic, tmp_path, monk
     monkeypatch.setenv("ARTLAB_REFUSE_COMPUTING", "1")
     from artlab.tools.notebooks import NotebookFailed
 
-    manifest = Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv"  # any: training is refused first
+    manifest = small_synthetic.root / "manifest.csv"  # any collection: training is refused first
     with pytest.raises(NotebookFailed, match="computed in a notebook shown from a pack: training"):
         run_series(tmp_path / "pages", quick=True, data=str(manifest), only="03", log=None, runs_dir=tmp_path / "runs")
 

@@ -5,7 +5,7 @@ own stack: a notebook's import cell is done in about 1.1 s instead of 2.6 s, the
 `WarmKernelProvisioner` is a jupyter_client kernel provisioner (registered as "artlab-warm-kernel"), used by
 JupyterLab under `make lab`, the headless series for notebooks that use artlab, and the tests' nbval. It keeps a
 `Zygote` (`artlab/tools/kernel_zygote.py`) per kernel environment and working folder, started with their first
-kernel, and forks later ones from it; the two used last are kept (each holds some 200 MB of its own). A kernel it
+kernel, and forks every kernel from it; the two used last are kept (each holds some 200 MB of its own). A kernel it
 cannot fork (another Python, not Linux, other launch options, a zygote that failed) starts as jupyter_client
 starts any.
 A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own process
