@@ -66,7 +66,7 @@ def tuned_run(small_synthetic, tmp_path_factory):
     """A one-epoch fine-tuned run on the small synthetic collection (64 px), shared by the explorers' tests."""
     from artlab.training import TrainConfig, train
 
-    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    manifest = str(small_synthetic.root / "manifest.csv")
     return train(TrainConfig(name="ft", data=manifest, task="style", image_size=64, epochs=1, device="cpu", lr=0.05,
                              backbone_lr_mult=1.0), runs_dir=tmp_path_factory.mktemp("runs")).run
 

@@ -229,7 +229,7 @@ def test_analyze_a_fine_tuned_run(small_synthetic, tmp_path, capsys):
     from artlab.cli import main
     from artlab.training import TrainConfig, train
 
-    manifest = str(__import__("pathlib").Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    manifest = str(small_synthetic.root / "manifest.csv")
     run = train(TrainConfig(name="ft", data=manifest, task="style", image_size=64, epochs=1, device="cpu", lr=0.05),
                 runs_dir=tmp_path).run
     assert main(["analyze", "--finetuned", str(run.path), "--k", "5", "--max-images", "40", "--device", "cpu"]) == 0

@@ -168,7 +168,7 @@ def test_an_off_the_shelf_run_on_cached_features_never_imports_torchvision(small
 
     from artlab.training import TrainConfig, train
 
-    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    manifest = str(small_synthetic.root / "manifest.csv")
     options = dict(data=manifest, task="style", strategy="off_the_shelf", image_size=32, device="cpu")
     train(TrainConfig(**options, name="first"), runs_dir=tmp_path)  # features into the session's cache
     code = ("import sys\nfrom artlab.cli import main\n"
@@ -228,7 +228,7 @@ def test_training_and_rendering_leave_torchs_compiler_unloaded_and_step_as_torch
     import subprocess
     import sys
 
-    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    manifest = str(small_synthetic.root / "manifest.csv")
     code = f"""import copy, importlib, sys, warnings, torch
 from artlab.cli import main
 for strategy in ("fine_tune", "off_the_shelf"):

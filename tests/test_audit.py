@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
@@ -35,7 +33,7 @@ def test_group_accuracy_by_hand():
 def probe_run(small_synthetic, tmp_path_factory):
     from artlab.training import TrainConfig, train
 
-    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    manifest = str(small_synthetic.root / "manifest.csv")
     return train(TrainConfig(name="probe", data=manifest, task="style", strategy="off_the_shelf", image_size=64,
                              device="cpu"), runs_dir=tmp_path_factory.mktemp("runs"))
 

@@ -280,7 +280,11 @@ def off_the_shelf_one_layer_down(control, box, page) -> None:
     before = readout.inner_text()
     slider.locator(".noUi-handle").press("ArrowLeft")
     expect_text(readout, re.compile(f"^(?!{re.escape(before)}$)"))
-    box.get_by_role("button", name="train and compare").click()
+    button = box.get_by_role("button", name="train and compare")
+    # clicked once the kernel has the slider's value (the tooltip names the run): ipywidgets holds a control's
+    # change back while the kernel is busy with the one before, but sends a click at once
+    expect_attribute(button, "title", re.compile(re.escape(f"train off-the-shelf ({readout.inner_text()})")))
+    button.click()
 
 
 def expect_text(locator, pattern: re.Pattern) -> None:
@@ -288,6 +292,13 @@ def expect_text(locator, pattern: re.Pattern) -> None:
     from playwright.sync_api import expect
 
     expect(locator).to_have_text(pattern, timeout=CHANGE_TIMEOUT_S * 1000)
+
+
+def expect_attribute(locator, name: str, pattern: re.Pattern) -> None:
+    """Until the element's attribute matches (bounded): the kernel's answer to a control."""
+    from playwright.sync_api import expect
+
+    expect(locator).to_have_attribute(name, pattern, timeout=CHANGE_TIMEOUT_S * 1000)
 
 
 @dataclass(frozen=True)

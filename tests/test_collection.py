@@ -107,7 +107,7 @@ def test_a_split_drawn_before_comes_from_the_cache_without_scikit_learn(small_sy
     import warnings
 
     monkeypatch.setenv("ARTLAB_CACHE", str(tmp_path / "cache"))
-    manifest = Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv"
+    manifest = small_synthetic.root / "manifest.csv"
     drawn = load(str(manifest)).split(0.2, 0.2, "style", seed=3).table["split"].tolist()
     entries = sorted((tmp_path / "cache" / "splits").iterdir())
     assert len(entries) == 2  # test from the whole, then val from the rest

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def manifest(small_synthetic) -> str:
-    return str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    return str(small_synthetic.root / "manifest.csv")
 
 
 def _env() -> dict[str, str]:

@@ -17,7 +17,7 @@ def test_a_double_fine_tuning_study(small_synthetic, tmp_path, monkeypatch, caps
     from artlab.cli import main
     from artlab.runs import Run
 
-    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    manifest = str(small_synthetic.root / "manifest.csv")
     source = TrainConfig(data=manifest, task="style", epochs=1, backbone_lr_mult=1.0)
     target = {"data": manifest, "task": "medium", "epochs": 1, "batch_size": 16}  # a YAML-like mapping
     study = double_finetune(source, target, seeds=(0, 1), image_size=64, device="cpu", runs_dir=tmp_path / "runs")
@@ -83,7 +83,7 @@ def test_a_study_of_some_routes_trains_only_those_and_shares_their_runs(small_sy
     import artlab.experiments.double as double
     from artlab.runs import Run
 
-    manifest = str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    manifest = str(small_synthetic.root / "manifest.csv")
     source = TrainConfig(data=manifest, task="style", epochs=1)
     target = TrainConfig(data=manifest, task="medium", epochs=1, batch_size=16)
     runs = tmp_path / "runs"

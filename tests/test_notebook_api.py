@@ -29,7 +29,7 @@ def _images_shown(figure) -> int:
 
 
 def _manifest(collection) -> str:
-    return str(Path(collection.table["path"][0]).parent.parent / "manifest.csv")
+    return str(collection.root / "manifest.csv")
 
 
 # ---- quick ------------------------------------------------------------------------------------------
@@ -302,7 +302,9 @@ def test_strategy_explorer_trains_the_chosen_depth(strategies):
     explorer = StrategyExplorer(strategies)
     assert list(explorer.table()["strategy"]) == ["off-the-shelf (features.18)", "fine-tune (0 frozen)", "scratch"]
     assert explorer.depth_chart() is None, "one depth: nothing to plot against depth"
+    assert _control(explorer, "train and compare").tooltip.startswith("train fine-tune (0 frozen) ")
     _control(explorer, "frozen blocks").value = "18"
+    assert _control(explorer, "train and compare").tooltip.startswith("train fine-tune (18 frozen) ")
     _control(explorer, "train and compare").click()
     assert explorer.computed["runs"] == 1
     run = explorer.results["fine-tune (18 frozen)"].run
@@ -323,6 +325,8 @@ def test_strategy_explorer_trains_the_chosen_depth(strategies):
     slider = _control(explorer, "layer")
     assert slider.value == "features.18" and explorer.freeze == 18, "switching strategy keeps each choice"
     slider.value = "features.10"
+    assert _control(explorer, "train and compare").tooltip.startswith("train off-the-shelf (features.10) "), \
+        "the button names the run it trains"
     _control(explorer, "train and compare").click()
     probe = explorer.results["off-the-shelf (features.10)"].run
     assert probe.config()["layer"] == "features.10" and probe.name.endswith("features.10")

@@ -19,7 +19,7 @@ execution = importlib.import_module("artlab.experiments.sweep.execution")  # whe
 
 @pytest.fixture(scope="module")
 def manifest(small_synthetic) -> str:
-    return str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    return str(small_synthetic.root / "manifest.csv")
 
 
 def probe(manifest: str, **options) -> TrainConfig:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def manifest(small_synthetic) -> str:
-    return str(Path(small_synthetic.table["path"][0]).parent.parent / "manifest.csv")
+    return str(small_synthetic.root / "manifest.csv")
 
 
 def quick(manifest: str, **overrides) -> TrainConfig:

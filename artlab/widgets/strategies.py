@@ -77,14 +77,18 @@ class StrategyExplorer(Explorer):
             models.check_layers(self.spec, [layer])
             self.layer = layer
 
+    def _selected(self) -> str:
+        """The label of the run selected to add next."""
+        return self._label(self.strategy, freeze=self.freeze, layer=self.layer)
+
     def add(self, strategy: str | None = None, freeze: int | None = None, layer: str | None = None) -> RunResult:
         """Train (or reuse) the selected run, put it on the chart and return it."""
         self.select(strategy, freeze, layer)
+        label = self._selected()
         if self.strategy == "fine_tune":
-            label, changes, order = self._label("fine_tune", freeze=self.freeze), {"freeze": self.freeze}, \
-                (1, self.freeze)
+            changes, order = {"freeze": self.freeze}, (1, self.freeze)
         else:
-            label, order = self._label("off_the_shelf", layer=self.layer), (0, self.layers.index(self.layer))
+            order = (0, self.layers.index(self.layer))
             changes = {"layer": None if self.layer == self.default_layer else self.layer}
         if label not in self.results:
             self.computed["runs"] += 1
@@ -131,8 +135,12 @@ class StrategyExplorer(Explorer):
                                     description="strategy")
         depth = widgets.SelectionSlider(options=self._depths(), value=self._depth(), description="frozen blocks",
                                         continuous_update=False)
-        button = widgets.Button(description="train and compare", icon="play",
-                                tooltip="train this run (or reuse it when it exists) and add it to the chart")
+        button = widgets.Button(description="train and compare", icon="play")
+
+        def name_the_run() -> None:
+            """The button's tooltip names the run it trains, as this kernel has the choice: a control's change
+            waits in the browser while the kernel is busy, a click does not."""
+            button.tooltip = f"train {self._selected()} (or reuse it when it exists) and add it to the chart"
 
         syncing = [False]  # while the slider's options change, its value events are not choices
 
@@ -145,6 +153,7 @@ class StrategyExplorer(Explorer):
                 depth.value = self._depth()
             finally:
                 syncing[0] = False
+            name_the_run()
 
         def on_depth(change) -> None:
             if syncing[0]:
@@ -153,6 +162,7 @@ class StrategyExplorer(Explorer):
                 self.select(freeze=int(change["new"]))
             else:
                 self.select(layer=change["new"])
+            name_the_run()
 
         def on_click(_button) -> None:
             button.disabled, button.description = True, "training..."
@@ -166,6 +176,7 @@ class StrategyExplorer(Explorer):
             finally:
                 button.disabled, button.description = False, "train and compare"
 
+        name_the_run()
         strategy.observe(on_strategy, names="value")
         depth.observe(on_depth, names="value")
         button.on_click(on_click)
