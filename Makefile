@@ -50,9 +50,9 @@ chromium:
 	    || echo "make: could not install chromium: the browser tests will skip"; \
 	  else echo "make: chromium is missing and apt-get cannot run here: the browser tests will skip"; fi; }
 
-# pytest-xdist workers, one per core and one more, each file on one (conftest.py); each has one torch thread on 2 cores.
+# Two pytest-xdist workers, each file on one (conftest.py): on 2 cores each worker takes one core for torch.
 test: bytecode chromium
-	ARTLAB_STATIC=1 $(PY) -m pytest -q -n auto --durations=15
+	ARTLAB_STATIC=1 $(PY) -m pytest -q -n 2 --durations=15
 
 bench: bytecode
 	$(PY) benchmarks/transfer_peopleart.py

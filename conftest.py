@@ -4,9 +4,8 @@ Each session gets its own generated data (one folder for all its workers), featu
 (the notebooks' kernels inherit them, so no run outlives the data it points to), progress bars off and explorers
 static (no browser is attached); nbval compares the notebooks' cells with tests/notebook_outputs.json.
 
-With pytest-xdist (`make test` runs `-n auto`: one worker per core and one more, see pytest_xdist_auto_num_workers),
-each worker has its own folders (the generated collections apart) and its share of the cores as torch threads (its
-notebooks' kernels too, one thread each on 2 cores), so the workers do not slow each other down tenfold;
+With pytest-xdist (`make test` runs `-n 2`), each worker has its own folders (the generated collections apart) and its
+share of the cores as torch threads (its notebooks' kernels too), so two workers on 2 cores do not slow each other down;
 each test file runs on one worker (its module fixtures made once), and the browser test, which trains the runs that
 nbval's notebooks then reuse, goes first with those notebooks on one worker. The other groups follow longest first
 (LONGEST_FIRST), so that the last ones are short and the two workers end together.
@@ -41,23 +40,10 @@ LONGEST_FIRST = (NOTEBOOKS_GROUP, "teacher", "tests/test_notebooks.py", "tests/t
                  "tests/test_notebook_api.py", "tests/test_models.py")
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_auto_num_workers(config) -> int:
-    """`-n auto`: one worker per core and one more, which computes while the others wait on the processes they start
-    (notebook kernels, JupyterLab and chromium, `torchrun` and CLI runs). On 2 cores, 3 workers took 5 min 22 s (median
-    of 3) against 5 min 37 s for 2, alternating; a fourth made it slower (benchmarks/README.md)."""
-    return _cores() + 1
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def pytest_configure(config):
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:  # a worker of pytest-xdist: its share of the cores, for itself and the processes it starts
-        threads = max(1, _cores() // workers)
+        threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 
