@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from artlab.data.synthetic import synthetic_manifest
 from artlab.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "exit-speed.json"
@@ -66,9 +67,7 @@ def main() -> None:
 def measure(scratch: Path, repeats: int) -> None:
     """Time each case in `scratch` (its cache and runs) and write the results."""
     env = os.environ | {"ARTLAB_CACHE": str(scratch / "cache"), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-c", "from artlab.data import load_synthetic; load_synthetic(per_artist=6, "
-                    "size=96)"], env=env, check=True)
-    manifest = next((scratch / "cache" / "synthetic").glob("*/manifest.csv"))
+    manifest = synthetic_manifest(per_artist=6, size=96, root=scratch / "collection")
     results = {}
     for number, (case, options) in enumerate(CASES.items()):
         def code(name: str, baseline: bool, options: list[str] = options) -> str:

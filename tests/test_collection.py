@@ -182,6 +182,17 @@ def test_a_collection_finished_meanwhile_is_kept_and_another_one_replaced(tmp_pa
     assert {Image.open(path).size for path in first.parent.rglob("*.png")} == {(32, 32)}
 
 
+def test_a_place_that_cannot_take_the_collection_raises_and_leaves_no_half_copy(tmp_path):
+    """A file where the collection's folder should go is neither a collection nor a folder to replace: generating
+    there fails with the system's error, and the copy made beside it is removed."""
+    from artlab.data.synthetic import generate
+
+    (tmp_path / "one").write_text("not a folder")
+    with pytest.raises(OSError):
+        generate(tmp_path / "one", per_artist=1, size=32)
+    assert [path.name for path in tmp_path.iterdir()] == ["one"] and (tmp_path / "one").read_text() == "not a folder"
+
+
 def test_synthetic_tasks(small_synthetic):
     assert small_synthetic.tasks == ["style", "artist", "medium"]
     assert len(small_synthetic.classes("style")) == 8 and len(small_synthetic.classes("artist")) == 24
