@@ -75,7 +75,14 @@ print(json.dumps({"stdin": stdin, "max_columns": __import__("pandas").get_option
                   "marker": os.environ.get("ARTLAB_TEST_MARKER"), "session": os.environ.get("JPY_SESSION_NAME"),
                   "seed": __import__("numpy").random.randint(1 << 30),
                   "torch_seed": sys.modules["torch"].initial_seed() if "torch" in sys.modules else None,
-                  "parent_handle": sys.modules["ipykernel.kernelapp"].IPKernelApp.instance().parent_handle}))"""
+                  "parent_handle": sys.modules["ipykernel.kernelapp"].IPKernelApp.instance().parent_handle,
+                  "jsonschema": "jsonschema" in sys.modules, "iri_grammars": "rfc3987_syntax" in sys.modules}))"""
+
+#: jsonschema's IRI checks, as a kernel sees them: a valid IRI, one with a space; then whether its grammars are loaded.
+IRI_CHECKS = """import sys, jsonschema
+check = jsonschema.FormatChecker()
+print(check.conforms("https://example.org/caf\u00e9", "iri"), check.conforms("https://exa mple.org", "iri"),
+      "rfc3987_syntax" in sys.modules)"""
 
 
 #: A reference cycle alive until the kernel exits, whose finaliser leaves a file named `path` (os functions kept as
@@ -100,6 +107,7 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
             assert error is None, printed
             seen.append({**json.loads(printed), "provisioner_pid": manager.provisioner.pid})
             assert run(client, "print(open('here.txt').read())") == ("x\n", None)  # the folder given
+            assert run(client, IRI_CHECKS) == ("True False True\n", None)  # checked as in a fresh kernel
             assert run(client, CYCLE_AT_EXIT.format(path=str(folder / f"finalised-{session}"))) == ("", None)
         finally:
             client.stop_channels()
@@ -116,6 +124,9 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
             assert kernel[key] == fresh[key], key
     assert fresh["cwd"] == str(folder) and fresh["marker"] == "warm" and fresh["stdin"] == ""
     assert not fresh["torch_loaded"] and first["torch_loaded"] and second["torch_loaded"]  # imported ahead
+    # jsonschema too (plotly's renderer imports it), its IRI grammars compiled only when an IRI is checked
+    assert not fresh["jsonschema"] and first["jsonschema"] and second["jsonschema"]
+    assert not any(kernel["iri_grammars"] for kernel in seen)
     assert fresh["parent"] == os.getpid() != first["parent"] == second["parent"]  # one zygote for one environment
     assert [kernel["session"] for kernel in seen] == ["fresh.ipynb", "first.ipynb", "second.ipynb"]
     assert first["seed"] != second["seed"] and first["torch_seed"] != second["torch_seed"]  # drawn anew, as fresh

@@ -4,7 +4,10 @@ once, then forks each kernel from itself, so that a kernel skips those imports: 
 
 Run by path, not as part of the artlab package, so that it imports no artlab code (unless a sitecustomize on the
 PYTHONPATH does, as the tests' workshop guard does): a kernel forked from it imports artlab afresh, the code as it
-is on disk now. Modules that check whether they run in a kernel as they are imported are not imported ahead
+is on disk now. The one exception is `artlab/lazy.py` (standard library only), loaded by path under a private name to
+import jsonschema ahead without compiling its IRI grammars (`import_jsonschema`): plotly's notebook renderer imports
+jsonschema through nbformat, which costs a kernel 1.4 s where plotly comes before artlab (a notebook's own
+`import plotly`). Modules that check whether they run in a kernel as they are imported are not imported ahead
 (pandas sizes its tables for a kernel or a terminal; plotly picks its renderer).
 The manager keeps one zygote per kernel environment and working folder, and starts it there: what a module reads
 from the environment or records of the folder on import (multiprocessing does) is what a kernel started afresh
@@ -28,6 +31,7 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import select
@@ -35,8 +39,11 @@ import signal
 import socket
 import sys
 
-#: Imported ahead: the kernel's own stack and the heavy libraries every artlab notebook imports.
-AHEAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "numpy", "torch")
+#: Imported ahead: the kernel's own stack and the heavy libraries every artlab notebook imports (jsonschema as
+#: artlab imports it, see `import_ahead`).
+AHEAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "numpy", "torch", "jsonschema")
+#: artlab's lazy-import helpers (standard library only), loaded by path under a private name, never as `artlab.lazy`.
+LAZY_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lazy.py")
 PR_SET_PDEATHSIG = 1
 #: The pipe that SIGCHLD wakes the loop through (closed in the kernels).
 WAKE: list[int] = []
@@ -53,6 +60,19 @@ def signature() -> list[tuple[str, int]]:
             except OSError:
                 marks.append((path, -1))
     return sorted(marks)
+
+
+def import_ahead(name: str) -> None:
+    """Import module `name`; jsonschema as artlab imports it, its IRI grammars compiled on first use
+    (`artlab.lazy.import_jsonschema`, from artlab/lazy.py loaded under a private name)."""
+    if name != "jsonschema":
+        importlib.import_module(name)
+        return
+    spec = importlib.util.spec_from_file_location("_artlab_lazy_in_zygote", LAZY_FILE)
+    lazy = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = lazy  # its module's __file__ is then among what `signature` checks
+    spec.loader.exec_module(lazy)
+    lazy.import_jsonschema()
 
 
 def die_with_parent(signum: int) -> None:
@@ -116,7 +136,7 @@ def serve(control: socket.socket, ahead: tuple[str, ...] = AHEAD) -> None:
     """Import `ahead`, then fork a kernel for each request until the socket closes; report each kernel's end."""
     exit_without_collecting()
     for name in ahead:
-        importlib.import_module(name)
+        import_ahead(name)
     marks, zygote = signature(), os.getpid()
     wake_read, wake_write = WAKE[:] = os.pipe()
     os.set_blocking(wake_write, False)
