@@ -67,7 +67,7 @@ def stop(manager, client) -> None:
 
 #: What a kernel reports of itself as soon as it starts: among it what modules read as they are imported (pandas's
 #: table width, which differs in a kernel and a terminal; ipykernel's parent, from the environment).
-ITSELF = """import json, os, select, sys
+ITSELF = """import gc, json, os, select, sys
 stdin = os.read(0, 10).decode() if select.select([0], [], [], 2.0)[0] else "no end of file"
 print(json.dumps({"stdin": stdin, "max_columns": __import__("pandas").get_option("display.max_columns"),
                   "pid": os.getpid(), "parent": os.getppid(), "group": os.getpgid(0), "cwd": os.getcwd(),
@@ -76,7 +76,19 @@ print(json.dumps({"stdin": stdin, "max_columns": __import__("pandas").get_option
                   "seed": __import__("numpy").random.randint(1 << 30),
                   "torch_seed": sys.modules["torch"].initial_seed() if "torch" in sys.modules else None,
                   "parent_handle": sys.modules["ipykernel.kernelapp"].IPKernelApp.instance().parent_handle,
+                  "frozen": gc.get_freeze_count(),
                   "jsonschema": "jsonschema" in sys.modules, "iri_grammars": "rfc3987_syntax" in sys.modules}))"""
+
+#: A reference cycle made in the kernel, dropped, then collected: what the collector still does in a warm kernel.
+COLLECTED = """import gc, weakref
+class Node:
+    pass
+a, b = Node(), Node()
+a.b, b.a = b, a
+alive = weakref.ref(a)
+del a, b
+gc.collect()
+print(alive() is None)"""
 
 #: jsonschema's IRI checks, as a kernel sees them: a valid IRI, one with a space; then whether its grammars are loaded.
 IRI_CHECKS = """import sys, jsonschema
@@ -108,6 +120,7 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
             seen.append({**json.loads(printed), "provisioner_pid": manager.provisioner.pid})
             assert run(client, "print(open('here.txt').read())") == ("x\n", None)  # the folder given
             assert run(client, IRI_CHECKS) == ("True False True\n", None)  # checked as in a fresh kernel
+            assert run(client, COLLECTED) == ("True\n", None)
             assert run(client, CYCLE_AT_EXIT.format(path=str(folder / f"finalised-{session}"))) == ("", None)
         finally:
             client.stop_channels()
@@ -127,6 +140,8 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
     # jsonschema too (plotly's renderer imports it), its IRI grammars compiled only when an IRI is checked
     assert not fresh["jsonschema"] and first["jsonschema"] and second["jsonschema"]
     assert not any(kernel["iri_grammars"] for kernel in seen)
+    # what the zygote's imports left alive is left out of the collector's passes (gc.freeze); a fresh kernel's is not
+    assert fresh["frozen"] == 0 < first["frozen"] == second["frozen"]
     assert fresh["parent"] == os.getpid() != first["parent"] == second["parent"]  # one zygote for one environment
     assert [kernel["session"] for kernel in seen] == ["fresh.ipynb", "first.ipynb", "second.ipynb"]
     assert first["seed"] != second["seed"] and first["torch_seed"] != second["torch_seed"]  # drawn anew, as fresh

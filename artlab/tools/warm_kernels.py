@@ -1,5 +1,5 @@
 """Warm kernels: a notebook's Python kernel forked from a process that has already imported torch and the kernel's
-own stack: a notebook's import cell is done in about 1.1 s instead of 2.6 s, the kernel's CPU 0.8 s instead of 2.4 s
+own stack: a notebook's import cell is done in about 0.8 s instead of 2.5 s, the kernel's CPU 0.5 s instead of 2.2 s
 (benchmarks/kernel_start.py).
 
 `WarmKernelProvisioner` is a jupyter_client kernel provisioner (registered as "artlab-warm-kernel"), used by
@@ -10,11 +10,12 @@ cannot fork (another Python, not Linux, other launch options, a zygote that fail
 starts any.
 A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own process
 group, exit and random seeds of a fresh one; modules changed on disk since the zygote imported them (a pip install) make
-a new zygote; the zygote imports no artlab code of its own. What differs: `ps` shows it as kernel_zygote.py, the kernels
-of one zygote share its string hash seed and the paths it resolved on start (relative PYTHONPATH entries), and at exit
-the garbage collector leaves out what is still alive, as a fresh kernel does once it uses artlab's API
-(`artlab.lazy.collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in the manager's environment (JupyterLab's, the series')
-starts every kernel the usual way.
+a new zygote; the zygote imports no artlab module (artlab/lazy.py aside, loaded under a private name). What differs:
+`ps` shows it as kernel_zygote.py, the kernels of one zygote share its string hash seed and the paths it resolved on
+start (relative PYTHONPATH entries), the garbage collector leaves out what the zygote's imports left alive
+(`gc.freeze`), and at exit what is still alive, as a fresh kernel does once it uses artlab's API
+(`artlab.lazy.settle_imports`, `collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in the manager's environment
+(JupyterLab's, the series') starts every kernel the usual way.
 """
 
 from __future__ import annotations
