@@ -13,6 +13,7 @@ nbval's notebooks then reuse, goes first with those notebooks on one worker. The
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -80,6 +81,18 @@ def pytest_unconfigure(config):
         os.environ.pop(SHARED_SYNTHETIC, None)
     _SCRATCH.clear()
     _OWNS_SHARED.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a test file's last test, its module fixtures torn down: collect the garbage, then leave what is still
+    alive out of the collector's later passes (`gc.freeze`). What outlives a test file (the modules imported, session
+    fixtures, caches) lives as long as the process, and every full collection would walk it again: some 300,000
+    objects, 0.2 s a pass, 7 s of a worker's run. Only a cycle among those objects dropped later is never collected."""
+    yield
+    if nextitem is None or nextitem.path != item.path:
+        gc.collect()
+        gc.freeze()
 
 
 def pytest_collection_modifyitems(config, items):
