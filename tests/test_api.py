@@ -403,6 +403,22 @@ def test_opening_artlab_imports_neither_scikit_learn_nor_captum_and_its_modules_
         done.stdout[-500:] + done.stderr[-500:]
 
 
+def test_the_first_use_that_loads_torch_makes_one_collection_pass_not_one_per_few_thousand_objects():
+    """artlab's API imports torch, pandas and the rest with the collector paused (`artlab.lazy.collector_paused`):
+    the one full collection is `settle_imports`' (a plain `import torch` makes two or more). The collector is on
+    again after, and stays off in a process that had turned it off."""
+    import subprocess
+    import sys
+
+    count = ("import gc\nfull = []\ngc.callbacks.append(lambda phase, info: full.append(1) if phase == 'stop' and "
+             "info['generation'] == 2 else None)\n")
+    use = "from artlab import train\nprint(len(full), gc.isenabled())\n"
+    answers = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+               for code in (count + use, count + "gc.disable()\n" + use, count + "import torch\nprint(len(full))\n")]
+    paused, off, plain = (done.stdout for done in answers)
+    assert (paused, off) == ("1 True\n", "1 False\n") and int(plain) >= 2, [done.stderr[-300:] for done in answers]
+
+
 def test_a_command_leaves_what_is_alive_at_exit_to_the_system(tmp_path):
     """A command (here one that fails: nothing to pack) registers `gc.freeze` as an exit handler: the collector's
     last passes skip what is alive at exit, so a reference cycle alive then is not finalised, as a plain process
