@@ -44,7 +44,9 @@ LONGEST_FIRST = (NOTEBOOKS_GROUP, "teacher", "tests/test_notebooks.py", "tests/t
 def pytest_configure(config):
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:  # a worker of pytest-xdist: its share of the cores, for itself and the processes it starts
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        from artlab.io import usable_cores
+
+        threads = max(1, usable_cores() // workers)  # the cores this process may run on (a container's share)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from artlab import models
 from artlab.cache import cache_dir, digest, load_checked, save_checked
 from artlab.data.collection import ArtCollection
 from artlab.data.images import ImageError, load_rgb
-from artlab.io import load_tensors, save_tensors, write_text
+from artlab.io import load_tensors, save_tensors, usable_cores, write_text
 from artlab.plots import data_url, gallery, write_plotlyjs
 from artlab.runs import Network, Run
 
@@ -245,7 +244,7 @@ def build_sprite(paths: list[str], thumb: int = 64, quality: int = SPRITE_QUALIT
     """The sprite of `paths` (tiles decoded on every core): one embedded image serves thousands of hover previews."""
     tile = tile_size(len(paths), thumb)
     columns = max(1, min(SPRITE_COLUMNS, int(np.ceil(np.sqrt(len(paths))))))  # a small sprite is one square sheet
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         tiles = list(pool.map(lambda p: thumbnail_tile(p, tile), paths))
     per_sheet = columns * columns
     sheets = tuple(data_url(_sheet(tiles[start:start + per_sheet], tile, columns), "JPEG", quality=quality)
