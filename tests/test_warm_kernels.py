@@ -73,6 +73,7 @@ print(json.dumps({"stdin": stdin, "max_columns": __import__("pandas").get_option
                   "pid": os.getpid(), "parent": os.getppid(), "group": os.getpgid(0), "cwd": os.getcwd(),
                   "path": sys.path, "argv0": sys.argv[0], "main": __name__, "torch_loaded": "torch" in sys.modules,
                   "marker": os.environ.get("ARTLAB_TEST_MARKER"), "session": os.environ.get("JPY_SESSION_NAME"),
+                  "runs": os.environ.get("ARTLAB_RUNS"),
                   "seed": __import__("numpy").random.randint(1 << 30),
                   "torch_seed": sys.modules["torch"].initial_seed() if "torch" in sys.modules else None,
                   "parent_handle": sys.modules["ipykernel.kernelapp"].IPKernelApp.instance().parent_handle,
@@ -113,7 +114,8 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
     (folder / "here.txt").write_text("x")
     seen, sessions = [], ("fresh.ipynb", "first.ipynb", "second.ipynb")
     for warm, session in zip((False, True, True), sessions):
-        manager, client = started(folder, warm, ARTLAB_TEST_MARKER="warm", JPY_SESSION_NAME=session)
+        manager, client = started(folder, warm, ARTLAB_TEST_MARKER="warm", JPY_SESSION_NAME=session,
+                                  ARTLAB_RUNS=str(folder / f"runs-{session}"))
         try:
             printed, error = run(client, ITSELF)
             assert error is None, printed
@@ -144,16 +146,18 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
     assert fresh["frozen"] == 0 < first["frozen"] == second["frozen"]
     assert fresh["parent"] == os.getpid() != first["parent"] == second["parent"]  # one zygote for one environment
     assert [kernel["session"] for kernel in seen] == ["fresh.ipynb", "first.ipynb", "second.ipynb"]
+    assert [kernel["runs"] for kernel in seen] == [str(folder / f"runs-{session}") for session in sessions]
     assert first["seed"] != second["seed"] and first["torch_seed"] != second["torch_seed"]  # drawn anew, as fresh
 
 
-def test_spawned_workers_of_a_warm_kernel_import_from_its_folder(folder, tmp_path):
-    """multiprocessing records the working folder as it is imported, and its "spawn" workers look there: a kernel in
-    another folder, with the same environment, gets a zygote of its own, started there."""
+def test_kernels_in_another_folder_share_the_zygote_and_their_spawned_workers_import_from_it(folder, tmp_path):
+    """A kernel in another folder, with the same environment, is forked by the same zygote; multiprocessing's record
+    of the working folder, made as it is imported and where its "spawn" workers import from, is the kernel's own."""
     (tmp_path / "artlab_square.py").write_text("def square(x):\n    return x * x\n")
+    same = {"PYTHONPATH": absolute(os.environ["PYTHONPATH"])} if os.environ.get("PYTHONPATH") else {}
     parents = []
     for cwd in (folder, tmp_path):
-        manager, client = started(cwd, ARTLAB_TEST_MARKER="warm")
+        manager, client = started(cwd, ARTLAB_TEST_MARKER="warm", **same)
         try:
             parents.append(run(client, "import os; print(os.getppid())")[0])
             if cwd == tmp_path:
@@ -162,7 +166,40 @@ def test_spawned_workers_of_a_warm_kernel_import_from_its_folder(folder, tmp_pat
                                    "    print(pool.map(artlab_square.square, [3]))") == ("[9]\n", None)
         finally:
             stop(manager, client)
-    assert parents[0] != parents[1]
+    assert parents[0] == parents[1]
+
+
+def absolute(path: str) -> str:
+    """PYTHONPATH `path` with each folder named absolutely, as this process resolved it."""
+    return os.pathsep.join(os.path.abspath(entry) for entry in path.split(os.pathsep))
+
+
+def test_a_pythonpath_relative_to_the_folder_gets_a_zygote_per_folder(tmp_path, monkeypatch):
+    """PYTHONPATH's relative folders are resolved as the interpreter starts, in its working folder: kernels in two
+    folders get a zygote each, and import from their own folder's `lib`, as fresh kernels do."""
+    from functools import partial
+
+    from artlab.tools import warm_kernels
+
+    monkeypatch.setattr(warm_kernels, "Zygote", partial(warm_kernels.Zygote, ahead=("json",)))  # cheap zygotes
+    monkeypatch.setattr(warm_kernels, "_zygotes", warm_kernels.OrderedDict())
+    monkeypatch.setattr(warm_kernels, "_retired", [])
+    for name in ("a", "b"):
+        (tmp_path / name / "lib").mkdir(parents=True)
+        (tmp_path / name / "lib" / "artlab_where.py").write_text(f"WHERE = {name!r}\n")
+    relative = os.pathsep.join(["lib", *filter(None, [os.environ.get("PYTHONPATH")])])
+    seen = []
+    try:
+        for name in ("a", "b"):
+            manager, client = started(tmp_path / name, ARTLAB_TEST_MARKER="warm", PYTHONPATH=relative)
+            try:
+                seen.append(run(client, "import os, artlab_where\nprint(artlab_where.WHERE, os.getppid())")[0].split())
+            finally:
+                stop(manager, client)
+    finally:
+        for zygote in [*warm_kernels._zygotes.values(), *warm_kernels._retired]:
+            zygote.close()
+    assert [where for where, _ in seen] == ["a", "b"] and seen[0][1] != seen[1][1]
 
 
 def test_a_missing_folder_fails_the_start_as_for_a_fresh_kernel(tmp_path):

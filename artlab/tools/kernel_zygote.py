@@ -9,9 +9,10 @@ import jsonschema ahead without compiling its IRI grammars (`import_jsonschema`)
 jsonschema through nbformat, which costs a kernel 1.4 s where plotly comes before artlab (a notebook's own
 `import plotly`). Modules that check whether they run in a kernel as they are imported are not imported ahead
 (pandas sizes its tables for a kernel or a terminal; plotly picks its renderer).
-The manager keeps one zygote per kernel environment and working folder, and starts it there: what a module reads
-from the environment or records of the folder on import (multiprocessing does) is what a kernel started afresh
-would read.
+The manager keeps one zygote per kernel environment, started with it: what a module reads from the environment on
+import is what a kernel started afresh would read. Kernels of any working folder share it (where PYTHONPATH names
+folders relative to the working folder, each folder gets its own); what a module records of the folder on import,
+multiprocessing's ORIGINAL_DIR, each kernel records again in its own folder.
 
 `argv`: the socket's file descriptor, then the modules to import ahead, comma-separated (default AHEAD).
 Protocol, on that socket (one JSON object per line):
@@ -136,6 +137,8 @@ def become_kernel(control: socket.socket, zygote: int, request: dict, fds: list[
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
     sys.path.insert(0, os.getcwd())  # where `python -m` puts the working folder (ipykernel_launcher takes it out)
+    if "multiprocessing.process" in sys.modules:  # the folder it recorded on import, where "spawn" workers import
+        sys.modules["multiprocessing.process"].ORIGINAL_DIR = os.getcwd()
     sys.argv = [request["argv"][0], *request["argv"][3:]]  # python -m ipykernel_launcher ARGS
     draw_anew()
     import runpy

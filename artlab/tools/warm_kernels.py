@@ -4,17 +4,16 @@ own stack: a notebook's import cell is done in about 0.8 s instead of 2.5 s, the
 
 `WarmKernelProvisioner` is a jupyter_client kernel provisioner (registered as "artlab-warm-kernel"), used by
 JupyterLab under `make lab`, the headless series for notebooks that use artlab, and the tests' nbval. It keeps a
-`Zygote` (`artlab/tools/kernel_zygote.py`) per kernel environment and working folder, started with their first
-kernel, and forks every kernel from it; the two used last are kept (each holds some 200 MB of its own). A kernel it
-cannot fork (another Python, not Linux, other launch options, a zygote that failed) starts as jupyter_client
-starts any.
+`Zygote` (`artlab/tools/kernel_zygote.py`) per kernel environment (`zygote_key`), started with its first kernel,
+and forks every kernel from it, whatever its notebook's folder; the two used last are kept (each holds some 200 MB
+of its own). A kernel it cannot fork (another Python, not Linux, other launch options, a zygote that failed) starts
+as jupyter_client starts any.
 A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own process
 group, exit and random seeds of a fresh one; modules changed on disk since the zygote imported them (a pip install) make
 a new zygote; the zygote imports no artlab module (artlab/lazy.py aside, loaded under a private name). What differs:
-`ps` shows it as kernel_zygote.py, the kernels of one zygote share its string hash seed and the paths it resolved on
-start (relative PYTHONPATH entries), the garbage collector leaves out what the zygote's imports left alive
-(`gc.freeze`), and at exit what is still alive, as a fresh kernel does once it uses artlab's API
-(`artlab.lazy.settle_imports`, `collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in the manager's environment
+`ps` shows it as kernel_zygote.py, the kernels of one zygote share its string hash seed, the garbage collector
+leaves out what the zygote's imports left alive (`gc.freeze`), and at exit what is still alive, as a fresh kernel
+does once it uses artlab's API (`artlab.lazy.settle_imports`, `collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in the manager's environment
 (JupyterLab's, the series') starts every kernel the usual way.
 """
 
@@ -40,10 +39,11 @@ from jupyter_client.provisioning import LocalProvisioner
 
 NAME = "artlab-warm-kernel"
 ZYGOTE_FILE = Path(__file__).with_name("kernel_zygote.py")
-#: Variables a kernel's environment holds for it alone (its notebook, its test), read as it runs, not as a module is
-#: imported: they do not pick the zygote. (ipykernel reads JPY_PARENT_PID on import: it is the manager's, the same
-#: for all its kernels.)
-OWN_VARIABLES = frozenset({"JPY_SESSION_NAME", "PYTEST_CURRENT_TEST"})
+#: Variables a kernel's environment holds for it alone (its notebook, its test, its series' runs folder, cache and
+#: pages), read as it runs, not as a module is imported (the zygote imports no artlab): they do not pick the zygote.
+#: (ipykernel reads JPY_PARENT_PID on import: it is the manager's, the same for all its kernels.)
+OWN_VARIABLES = frozenset({"JPY_SESSION_NAME", "PYTEST_CURRENT_TEST", "ARTLAB_RUNS", "ARTLAB_CACHE",
+                           "ARTLAB_INTERACTIVE"})
 #: jupyter_client's launch options a fork honours; any other makes the kernel start the usual way.
 LAUNCH_OPTIONS = frozenset({"stdin", "stdout", "stderr", "env", "cwd", "independent", "extra_arguments", "kernel_id"})
 #: Zygotes kept at once (some 200 MB of its own each): the ones used last; an older one ends with its last kernel.
@@ -58,12 +58,12 @@ class ZygoteGone(RuntimeError):
 
 
 class Zygote:
-    """A process with torch and ipykernel imported, forking kernels that share its environment and working folder
-    (see kernel_zygote.py)."""
+    """A process with torch and ipykernel imported, forking kernels that share its environment (see
+    kernel_zygote.py)."""
 
     def __init__(self, env: dict[str, str], cwd: str | None = None, ahead: tuple[str, ...] = ()):
-        """A zygote started with `env` in `cwd` (its kernels' own); `ahead`: the modules it imports ahead, where not
-        its own list (kernel_zygote.AHEAD)."""
+        """A zygote started with `env` in `cwd` (its first kernel's); `ahead`: the modules it imports ahead, where
+        not its own list (kernel_zygote.AHEAD)."""
         ours, theirs = socket.socketpair()
         command = [sys.executable, str(ZYGOTE_FILE), str(theirs.fileno())] + ([",".join(ahead)] if ahead else [])
         try:
@@ -201,7 +201,7 @@ class ForkedKernel:
         self.send_signal(signal.SIGKILL)
 
 
-_zygotes: OrderedDict[tuple, Zygote] = OrderedDict()  # by folder and environment, the one used last at the end
+_zygotes: OrderedDict[tuple, Zygote] = OrderedDict()  # by `zygote_key`, the one used last at the end
 _retired: list[Zygote] = []  # ending with their last kernels
 _failed: set[tuple] = set()  # environments whose zygote could not start: their kernels start the usual way
 _zygotes_lock = threading.Lock()  # held while a zygote starts: kernels of other environments wait for it
@@ -258,8 +258,17 @@ def stream_fds(stdin: Any, stdout: Any, stderr: Any) -> tuple[list[int], list[in
     return fds, opened
 
 
-def zygote_for(key: tuple) -> Zygote | None:
-    """The running zygote of `key` (working folder, environment), started if there is none (the oldest beyond
+def zygote_key(env: dict[str, str], cwd: str) -> tuple:
+    """What picks a kernel's zygote: its environment but the variables it holds for itself (OWN_VARIABLES), and its
+    working folder only where PYTHONPATH names folders relative to it (the interpreter resolves them as it starts).
+    What else of the folder a module records as it is imported (multiprocessing's) each kernel sets for its own."""
+    relative = env.get("PYTHONPATH") and not all(map(os.path.isabs, env["PYTHONPATH"].split(os.pathsep)))
+    return (cwd if relative else None,
+            tuple(sorted((name, value) for name, value in env.items() if name not in OWN_VARIABLES)))
+
+
+def zygote_for(key: tuple, cwd: str) -> Zygote | None:
+    """The running zygote of `key` (`zygote_key`), started in `cwd` if there is none (the oldest beyond
     KEEP_ZYGOTES retired); None where one could not start before."""
     with _zygotes_lock:
         _retired[:] = [zygote for zygote in _retired if zygote.process.poll() is None]
@@ -270,9 +279,8 @@ def zygote_for(key: tuple) -> Zygote | None:
         _zygotes.pop(key, None)
         if key in _failed:
             return None
-        cwd, env = key
         try:
-            zygote = _zygotes[key] = Zygote(dict(env), cwd)
+            zygote = _zygotes[key] = Zygote(dict(key[1]), cwd)
         except (OSError, ZygoteGone) as error:
             _failed.add(key)
             log.debug("no warm kernels for this environment: %s", error)
@@ -292,10 +300,10 @@ def fork_kernel(cmd: list[str], env: dict[str, str], cwd: str, stdin: Any = None
     if streams is None:
         return None
     fds, opened = streams
-    key = (cwd, tuple(sorted((name, value) for name, value in env.items() if name not in OWN_VARIABLES)))
+    key = zygote_key(env, cwd)
     try:
         for _ in range(2):  # a stale or ended zygote is replaced once
-            zygote = zygote_for(key)
+            zygote = zygote_for(key, cwd)
             if zygote is None:
                 return None
             try:
