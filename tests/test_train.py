@@ -281,8 +281,9 @@ def test_demo_report(manifest, tmp_path):
 
 @pytest.mark.slow
 def test_off_the_shelf_on_real_genres(genres_dir, tmp_path):
-    """Real paintings (with PNG/WebP/GIF files named .jpg): the reference probe reaches about 80% (chance 20%)."""
-    result = train(TrainConfig(data=str(genres_dir), task="label", strategy="off_the_shelf", image_size=128,
+    """Real paintings (with PNG/WebP/GIF files named .jpg): the reference probe reaches about 77% at 96 px (80% at
+    128 px, half again the time; chance 20%)."""
+    result = train(TrainConfig(data=str(genres_dir), task="label", strategy="off_the_shelf", image_size=96,
                                device="cpu", name="genres"), runs_dir=tmp_path)
     assert result.metrics["n_images"] >= 150 and result.accuracy > 0.65, result.accuracy
 
