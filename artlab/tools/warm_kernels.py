@@ -13,8 +13,8 @@ group, exit and random seeds of a fresh one; modules changed on disk since the z
 a new zygote; the zygote imports no artlab module (artlab/lazy.py aside, loaded under a private name). What differs:
 `ps` shows it as kernel_zygote.py, the kernels of one zygote share its string hash seed, the garbage collector
 leaves out what the zygote's imports left alive (`gc.freeze`), and at exit what is still alive, as a fresh kernel
-does once it uses artlab's API (`artlab.lazy.settle_imports`, `collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in the manager's environment
-(JupyterLab's, the series') starts every kernel the usual way.
+does once it uses artlab's API (`artlab.lazy.settle_imports`, `collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in
+the manager's environment (JupyterLab's, the series') starts every kernel the usual way.
 """
 
 from __future__ import annotations
