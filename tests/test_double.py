@@ -20,7 +20,7 @@ def test_a_double_fine_tuning_study(small_synthetic, tmp_path, monkeypatch, caps
     manifest = str(small_synthetic.root / "manifest.csv")
     source = TrainConfig(data=manifest, task="style", epochs=1, backbone_lr_mult=1.0)
     target = {"data": manifest, "task": "medium", "epochs": 1, "batch_size": 16}  # a YAML-like mapping
-    study = double_finetune(source, target, seeds=(0, 1), image_size=64, device="cpu", runs_dir=tmp_path / "runs")
+    study = double_finetune(source, target, seeds=(0, 1), image_size=32, device="cpu", runs_dir=tmp_path / "runs")
     cells = study.cells
     assert sorted(set(cells["route"])) == sorted([*ROUTES, "source stage"]) and len(cells) == 12
     # every target route of a seed used the same split
@@ -47,12 +47,12 @@ def test_a_double_fine_tuning_study(small_synthetic, tmp_path, monkeypatch, caps
         return real_train(config, runs_dir, resume)
 
     monkeypatch.setattr(double, "train", reuse_only)
-    again = double_finetune(source, target, seeds=(0, 1), image_size=64, device="cpu", runs_dir=tmp_path / "runs")
+    again = double_finetune(source, target, seeds=(0, 1), image_size=32, device="cpu", runs_dir=tmp_path / "runs")
     assert again.cells.equals(cells)
     yaml = tmp_path / "study.yaml"
     yaml.write_text(f"source: {{data: {manifest}, task: style, epochs: 1, backbone_lr_mult: 1.0}}\n"
                     f"target: {{data: {manifest}, task: medium, epochs: 1, batch_size: 16}}\nseeds: [0]\n"
-                    f"image_size: 64\n")
+                    f"image_size: 32\n")
     assert main(["study", "double", str(yaml), "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]) == 0
     assert "double - single" in capsys.readouterr().out
     # what each stage changed: the filter changes of "source -> target" are those between the two saved networks
@@ -87,7 +87,7 @@ def test_a_study_of_some_routes_trains_only_those_and_shares_their_runs(small_sy
     source = TrainConfig(data=manifest, task="style", epochs=1)
     target = TrainConfig(data=manifest, task="medium", epochs=1, batch_size=16)
     runs = tmp_path / "runs"
-    options = {"image_size": 64, "device": "cpu", "runs_dir": runs, "name": "some"}
+    options = {"image_size": 32, "device": "cpu", "runs_dir": runs, "name": "some"}
     study = double_finetune(source, target, seeds=(0,), routes=(ROUTES[3], ROUTES[2]), **options)  # any order
     assert study.cells["route"].tolist() == [ROUTES[2], ROUTES[3], "source stage"]
     assert sorted(p.name for p in runs.iterdir() if Run(p).finished) == [  # no scratch, no off-the-shelf ("apart":
