@@ -257,7 +257,7 @@ def local_kernel_manager(stderr: IO[bytes] | None = None) -> type | None:
     Only the user's own processes can reach a kernel that has no port, and ipykernel 7 warns,
     for every notebook of the series, that a TCP kernel is "susceptible to eavesdropping".
     `stderr`: where the kernel process's own messages go (its log; cells' output is in the notebook), so
-    that a kernel stopped at a timeout prints no traceback of its own.
+    that a kernel stopped at a timeout prints no traceback of its own. Its client is `ready_client()`'s.
     """
     if os.name != "posix":
         return None
@@ -267,7 +267,13 @@ def local_kernel_manager(stderr: IO[bytes] | None = None) -> type | None:
     from jupyter_core.paths import jupyter_runtime_dir
     from traitlets import default
 
+    client = ready_client()
+
     class LocalKernelManager(AsyncKernelManager):
+        @default("client_factory")
+        def _default_client_factory(self) -> type:
+            return client
+
         @default("transport")
         def _default_transport(self) -> str:
             return "ipc"
@@ -283,6 +289,41 @@ def local_kernel_manager(stderr: IO[bytes] | None = None) -> type | None:
             await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return LocalKernelManager
+
+
+@functools.cache
+def ready_client() -> type:
+    """jupyter_client's asynchronous kernel client, ready as soon as the kernel has answered `kernel_info` and its
+    IOPub channel has carried a message. jupyter_client then also waits until IOPub has been silent for 0.2 s,
+    dropping what the kernel printed as it started: 0.2 s or more at each notebook's start, for nothing here, as
+    nbclient reads only the messages that answer its own requests."""
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    class ReadyClient(AsyncKernelClient):
+        async def wait_for_ready(self, timeout: float | None = None) -> None:
+            deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+            while True:
+                self.kernel_info()
+                try:
+                    reply = await self.shell_channel.get_msg(timeout=1)
+                except Empty:
+                    reply = None
+                if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                    try:
+                        await self.iopub_channel.get_msg(timeout=0.2)  # IOPub is connected (a status, at least)
+                    except Empty:
+                        pass
+                    else:
+                        self._handle_kernel_info_reply(reply)
+                        return
+                if not await self._async_is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+
+    return ReadyClient
 
 
 #: papermill's name for the engine of `save_once_engine`.
