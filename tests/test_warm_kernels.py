@@ -56,7 +56,7 @@ def run(client, code: str, interrupt=None) -> tuple[str, str | None]:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """The kernels' working folder: one zygote for the module's kernels of one environment (folder and variables)."""
+    """The kernels' working folder (one zygote for the module's kernels of one environment, whatever the folder)."""
     return tmp_path_factory.mktemp("kernels")
 
 
@@ -73,7 +73,7 @@ print(json.dumps({"stdin": stdin, "max_columns": __import__("pandas").get_option
                   "pid": os.getpid(), "parent": os.getppid(), "group": os.getpgid(0), "cwd": os.getcwd(),
                   "path": sys.path, "argv0": sys.argv[0], "main": __name__, "torch_loaded": "torch" in sys.modules,
                   "marker": os.environ.get("ARTLAB_TEST_MARKER"), "session": os.environ.get("JPY_SESSION_NAME"),
-                  "runs": os.environ.get("ARTLAB_RUNS"),
+                  "own": [os.environ.get(name) for name in ("ARTLAB_RUNS", "ARTLAB_CACHE", "ARTLAB_INTERACTIVE")],
                   "seed": __import__("numpy").random.randint(1 << 30),
                   "torch_seed": sys.modules["torch"].initial_seed() if "torch" in sys.modules else None,
                   "parent_handle": sys.modules["ipykernel.kernelapp"].IPKernelApp.instance().parent_handle,
@@ -110,12 +110,18 @@ kept.me = kept
 atexit.register(lambda: open({path!r} + ".ended", "w").close())"""
 
 
+def own_variables(folder: Path, session: str) -> dict[str, str]:
+    """What a series sets for each of its kernels (its runs folder, cache, pages ahead): they pick no zygote."""
+    return {"ARTLAB_RUNS": str(folder / f"runs-{session}"), "ARTLAB_CACHE": str(folder / f"cache-{session}"),
+            "ARTLAB_INTERACTIVE": "1" if session == "second.ipynb" else "0"}
+
+
 def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
     (folder / "here.txt").write_text("x")
     seen, sessions = [], ("fresh.ipynb", "first.ipynb", "second.ipynb")
     for warm, session in zip((False, True, True), sessions):
         manager, client = started(folder, warm, ARTLAB_TEST_MARKER="warm", JPY_SESSION_NAME=session,
-                                  ARTLAB_RUNS=str(folder / f"runs-{session}"))
+                                  **own_variables(folder, session))
         try:
             printed, error = run(client, ITSELF)
             assert error is None, printed
@@ -146,13 +152,15 @@ def test_warm_kernels_are_forked_and_see_what_a_fresh_kernel_sees(folder):
     assert fresh["frozen"] == 0 < first["frozen"] == second["frozen"]
     assert fresh["parent"] == os.getpid() != first["parent"] == second["parent"]  # one zygote for one environment
     assert [kernel["session"] for kernel in seen] == ["fresh.ipynb", "first.ipynb", "second.ipynb"]
-    assert [kernel["runs"] for kernel in seen] == [str(folder / f"runs-{session}") for session in sessions]
+    assert [kernel["own"] for kernel in seen] == [list(own_variables(folder, session).values()) for session in sessions]
     assert first["seed"] != second["seed"] and first["torch_seed"] != second["torch_seed"]  # drawn anew, as fresh
 
 
 def test_kernels_in_another_folder_share_the_zygote_and_their_spawned_workers_import_from_it(folder, tmp_path):
     """A kernel in another folder, with the same environment, is forked by the same zygote; multiprocessing's record
     of the working folder, made as it is imported and where its "spawn" workers import from, is the kernel's own."""
+    from artlab.tools.warm_kernels import ZYGOTE_FOLDER
+
     (tmp_path / "artlab_square.py").write_text("def square(x):\n    return x * x\n")
     same = {"PYTHONPATH": absolute(os.environ["PYTHONPATH"])} if os.environ.get("PYTHONPATH") else {}
     parents = []
@@ -167,6 +175,7 @@ def test_kernels_in_another_folder_share_the_zygote_and_their_spawned_workers_im
         finally:
             stop(manager, client)
     assert parents[0] == parents[1]
+    assert Path(f"/proc/{parents[0].strip()}/cwd").resolve() == Path(ZYGOTE_FOLDER)  # not a notebook's folder
 
 
 def absolute(path: str) -> str:

@@ -136,7 +136,8 @@ def become_kernel(control: socket.socket, zygote: int, request: dict, fds: list[
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
-    sys.path.insert(0, os.getcwd())  # where `python -m` puts the working folder (ipykernel_launcher takes it out)
+    if not getattr(sys.flags, "safe_path", False):  # PYTHONSAFEPATH (3.11) aside, where `python -m` puts the
+        sys.path.insert(0, os.getcwd())  # working folder (ipykernel_launcher takes it out)
     if "multiprocessing.process" in sys.modules:  # the folder it recorded on import, where "spawn" workers import
         sys.modules["multiprocessing.process"].ORIGINAL_DIR = os.getcwd()
     sys.argv = [request["argv"][0], *request["argv"][3:]]  # python -m ipykernel_launcher ARGS
@@ -236,5 +237,6 @@ def stop_kernels(children: set[int], grace_s: float = 5.0) -> None:
 
 
 if __name__ == "__main__":
-    del sys.path[0]  # this file's folder (artlab/tools): nothing is imported from it
+    if not getattr(sys.flags, "safe_path", False):  # under PYTHONSAFEPATH (3.11) Python does not put it there
+        del sys.path[0]  # this file's folder (artlab/tools): nothing is imported from it
     serve(socket.socket(fileno=int(sys.argv[1])), tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else AHEAD)

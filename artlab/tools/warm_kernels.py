@@ -11,10 +11,11 @@ as jupyter_client starts any.
 A warm kernel has the environment, working folder, streams (stdin at its end, as jupyter_client leaves it), own process
 group, exit and random seeds of a fresh one; modules changed on disk since the zygote imported them (a pip install) make
 a new zygote; the zygote imports no artlab module (artlab/lazy.py aside, loaded under a private name). What differs:
-`ps` shows it as kernel_zygote.py, the kernels of one zygote share its string hash seed, the garbage collector
-leaves out what the zygote's imports left alive (`gc.freeze`), and at exit what is still alive, as a fresh kernel
-does once it uses artlab's API (`artlab.lazy.settle_imports`, `collect_nothing_at_exit`). ARTLAB_WARM_KERNELS=0 in
-the manager's environment (JupyterLab's, the series') starts every kernel the usual way.
+`ps` shows it as kernel_zygote.py, the kernels of one zygote share its string hash seed and what a module read of
+the zygote's folder (ZYGOTE_FOLDER) as it was imported, multiprocessing's record aside (each kernel sets its own), the
+garbage collector leaves out what the zygote's imports left alive (`gc.freeze`), and at exit what is still alive, as
+a fresh kernel does once it uses artlab's API (`artlab.lazy.settle_imports`, `collect_nothing_at_exit`).
+ARTLAB_WARM_KERNELS=0 in the manager's environment (JupyterLab's, the series') starts every kernel the usual way.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from jupyter_client.provisioning import LocalProvisioner
 NAME = "artlab-warm-kernel"
 ZYGOTE_FILE = Path(__file__).with_name("kernel_zygote.py")
 #: Variables a kernel's environment holds for it alone (its notebook, its test, its series' runs folder, cache and
-#: pages), read as it runs, not as a module is imported (the zygote imports no artlab): they do not pick the zygote.
+#: pages), read as it runs, never as a module is imported (no artlab module reads them on import): they do not pick
+#: the zygote.
 #: (ipykernel reads JPY_PARENT_PID on import: it is the manager's, the same for all its kernels.)
 OWN_VARIABLES = frozenset({"JPY_SESSION_NAME", "PYTEST_CURRENT_TEST", "ARTLAB_RUNS", "ARTLAB_CACHE",
                            "ARTLAB_INTERACTIVE"})
@@ -48,6 +50,8 @@ OWN_VARIABLES = frozenset({"JPY_SESSION_NAME", "PYTEST_CURRENT_TEST", "ARTLAB_RU
 LAUNCH_OPTIONS = frozenset({"stdin", "stdout", "stderr", "env", "cwd", "independent", "extra_arguments", "kernel_id"})
 #: Zygotes kept at once (some 200 MB of its own each): the ones used last; an older one ends with its last kernel.
 KEEP_ZYGOTES = 2
+#: Where a zygote works when no folder picks it: a folder always there (a notebook's may be moved or deleted).
+ZYGOTE_FOLDER = os.path.abspath(os.sep)
 #: Seconds a zygote may take to answer (its imports ahead, a fork) before its kernels start the usual way.
 ANSWER_TIMEOUT_S = 120
 log = logging.getLogger(__name__)
@@ -260,16 +264,17 @@ def stream_fds(stdin: Any, stdout: Any, stderr: Any) -> tuple[list[int], list[in
 
 def zygote_key(env: dict[str, str], cwd: str) -> tuple:
     """What picks a kernel's zygote: its environment but the variables it holds for itself (OWN_VARIABLES), and its
-    working folder only where PYTHONPATH names folders relative to it (the interpreter resolves them as it starts).
-    What else of the folder a module records as it is imported (multiprocessing's) each kernel sets for its own."""
+    working folder only where PYTHONPATH names folders relative to it (the interpreter resolves them as it starts),
+    else None. What else of the folder a module records as it is imported (multiprocessing's) each kernel sets for
+    its own."""
     relative = env.get("PYTHONPATH") and not all(map(os.path.isabs, env["PYTHONPATH"].split(os.pathsep)))
-    return (cwd if relative else None,
+    return (os.path.realpath(cwd) if relative else None,
             tuple(sorted((name, value) for name, value in env.items() if name not in OWN_VARIABLES)))
 
 
-def zygote_for(key: tuple, cwd: str) -> Zygote | None:
-    """The running zygote of `key` (`zygote_key`), started in `cwd` if there is none (the oldest beyond
-    KEEP_ZYGOTES retired); None where one could not start before."""
+def zygote_for(key: tuple) -> Zygote | None:
+    """The running zygote of `key` (`zygote_key`), started in its folder (ZYGOTE_FOLDER where none picks it) if
+    there is none (the oldest beyond KEEP_ZYGOTES retired); None where one could not start before."""
     with _zygotes_lock:
         _retired[:] = [zygote for zygote in _retired if zygote.process.poll() is None]
         zygote = _zygotes.get(key)
@@ -280,7 +285,7 @@ def zygote_for(key: tuple, cwd: str) -> Zygote | None:
         if key in _failed:
             return None
         try:
-            zygote = _zygotes[key] = Zygote(dict(key[1]), cwd)
+            zygote = _zygotes[key] = Zygote(dict(key[1]), key[0] or ZYGOTE_FOLDER)
         except (OSError, ZygoteGone) as error:
             _failed.add(key)
             log.debug("no warm kernels for this environment: %s", error)
@@ -303,7 +308,7 @@ def fork_kernel(cmd: list[str], env: dict[str, str], cwd: str, stdin: Any = None
     key = zygote_key(env, cwd)
     try:
         for _ in range(2):  # a stale or ended zygote is replaced once
-            zygote = zygote_for(key, cwd)
+            zygote = zygote_for(key)
             if zygote is None:
                 return None
             try:
