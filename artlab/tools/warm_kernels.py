@@ -42,8 +42,7 @@ NAME = "artlab-warm-kernel"
 ZYGOTE_FILE = Path(__file__).with_name("kernel_zygote.py")
 #: Variables a kernel's environment holds for it alone (its notebook, its test, its series' runs folder, cache and
 #: pages), read as it runs, never as a module is imported (no artlab module reads them on import): they do not pick
-#: the zygote.
-#: (ipykernel reads JPY_PARENT_PID on import: it is the manager's, the same for all its kernels.)
+#: the zygote. (ipykernel reads JPY_PARENT_PID on import: it is the manager's, the same for all its kernels.)
 OWN_VARIABLES = frozenset({"JPY_SESSION_NAME", "PYTEST_CURRENT_TEST", "ARTLAB_RUNS", "ARTLAB_CACHE",
                            "ARTLAB_INTERACTIVE"})
 #: jupyter_client's launch options a fork honours; any other makes the kernel start the usual way.
@@ -66,8 +65,8 @@ class Zygote:
     kernel_zygote.py)."""
 
     def __init__(self, env: dict[str, str], cwd: str | None = None, ahead: tuple[str, ...] = ()):
-        """A zygote started with `env` in `cwd` (its first kernel's); `ahead`: the modules it imports ahead, where
-        not its own list (kernel_zygote.AHEAD)."""
+        """A zygote started with `env` in `cwd` (ZYGOTE_FOLDER, or the folder that picks it: `zygote_key`); `ahead`:
+        the modules it imports ahead, where not its own list (kernel_zygote.AHEAD)."""
         ours, theirs = socket.socketpair()
         command = [sys.executable, str(ZYGOTE_FILE), str(theirs.fileno())] + ([",".join(ahead)] if ahead else [])
         try:
