@@ -60,6 +60,21 @@ def folder(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("kernels")
 
 
+@pytest.fixture
+def cheap_zygotes(monkeypatch):
+    """artlab.tools.warm_kernels with zygotes that import only json, in a registry of the test's own, closed after."""
+    from functools import partial
+
+    from artlab.tools import warm_kernels
+
+    monkeypatch.setattr(warm_kernels, "Zygote", partial(warm_kernels.Zygote, ahead=("json",)))
+    monkeypatch.setattr(warm_kernels, "_zygotes", warm_kernels.OrderedDict())
+    monkeypatch.setattr(warm_kernels, "_retired", [])
+    yield warm_kernels
+    for zygote in [*warm_kernels._zygotes.values(), *warm_kernels._retired]:
+        zygote.close()
+
+
 def stop(manager, client) -> None:
     client.stop_channels()
     manager.shutdown_kernel(now=True)
@@ -183,31 +198,20 @@ def absolute(path: str) -> str:
     return os.pathsep.join(os.path.abspath(entry) for entry in path.split(os.pathsep))
 
 
-def test_a_pythonpath_relative_to_the_folder_gets_a_zygote_per_folder(tmp_path, monkeypatch):
+def test_a_pythonpath_relative_to_the_folder_gets_a_zygote_per_folder(tmp_path, cheap_zygotes):
     """PYTHONPATH's relative folders are resolved as the interpreter starts, in its working folder: kernels in two
     folders get a zygote each, and import from their own folder's `lib`, as fresh kernels do."""
-    from functools import partial
-
-    from artlab.tools import warm_kernels
-
-    monkeypatch.setattr(warm_kernels, "Zygote", partial(warm_kernels.Zygote, ahead=("json",)))  # cheap zygotes
-    monkeypatch.setattr(warm_kernels, "_zygotes", warm_kernels.OrderedDict())
-    monkeypatch.setattr(warm_kernels, "_retired", [])
     for name in ("a", "b"):
         (tmp_path / name / "lib").mkdir(parents=True)
         (tmp_path / name / "lib" / "artlab_where.py").write_text(f"WHERE = {name!r}\n")
     relative = os.pathsep.join(["lib", *filter(None, [os.environ.get("PYTHONPATH")])])
     seen = []
-    try:
-        for name in ("a", "b"):
-            manager, client = started(tmp_path / name, ARTLAB_TEST_MARKER="warm", PYTHONPATH=relative)
-            try:
-                seen.append(run(client, "import os, artlab_where\nprint(artlab_where.WHERE, os.getppid())")[0].split())
-            finally:
-                stop(manager, client)
-    finally:
-        for zygote in [*warm_kernels._zygotes.values(), *warm_kernels._retired]:
-            zygote.close()
+    for name in ("a", "b"):
+        manager, client = started(tmp_path / name, ARTLAB_TEST_MARKER="warm", PYTHONPATH=relative)
+        try:
+            seen.append(run(client, "import os, artlab_where\nprint(artlab_where.WHERE, os.getppid())")[0].split())
+        finally:
+            stop(manager, client)
     assert [where for where, _ in seen] == ["a", "b"] and seen[0][1] != seen[1][1]
 
 
@@ -368,14 +372,8 @@ def test_artlab_warm_kernels_0_starts_kernels_the_usual_way(tmp_path, monkeypatc
         stop(manager, client)
 
 
-def test_two_zygotes_are_kept_and_an_older_one_ends_with_its_last_kernel(tmp_path, monkeypatch):
-    from functools import partial
-
-    from artlab.tools import warm_kernels
-
-    monkeypatch.setattr(warm_kernels, "Zygote", partial(warm_kernels.Zygote, ahead=("json",)))  # cheap zygotes
-    monkeypatch.setattr(warm_kernels, "_zygotes", warm_kernels.OrderedDict())
-    monkeypatch.setattr(warm_kernels, "_retired", [])
+def test_two_zygotes_are_kept_and_an_older_one_ends_with_its_last_kernel(tmp_path, cheap_zygotes):
+    warm_kernels = cheap_zygotes
     kernels = [warm_kernels.fork_kernel([sys.executable, "-m", "ipykernel_launcher", "-f",
                                          str(tmp_path / f"kernel-{marker}.json")],  # ports of its own
                                         {**os.environ, "ARTLAB_TEST_MARKER": marker}, str(tmp_path),
@@ -393,5 +391,3 @@ def test_two_zygotes_are_kept_and_an_older_one_ends_with_its_last_kernel(tmp_pat
     finally:
         for kernel in filter(None, kernels):
             kernel.kill()
-        for zygote in [*warm_kernels._zygotes.values(), *warm_kernels._retired]:
-            zygote.close()
